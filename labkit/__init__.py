@@ -1,0 +1,68 @@
+"""labkit: test microservices in production on Kubernetes, from a notebook.
+
+Example:
+    >>> import labkit
+    >>> lab = labkit.connect()              # the embedded sandbox, started if needed
+    >>> lab.pods("app=details")             # kubectl get pods -l app=details, as a DataFrame
+    >>> lab.request("http://ratings:9080/ratings/7").stdout
+"""
+
+from __future__ import annotations
+
+from importlib import resources as _resources
+from pathlib import Path
+
+from .errors import (
+    ApiError,
+    BadSelector,
+    ClusterUnreachable,
+    Conflict,
+    ExecError,
+    ExecTimeout,
+    Forbidden,
+    HypothesisFailed,
+    LabkitError,
+    NoPodsMatch,
+    NotFound,
+    SafetyError,
+    WaitTimeout,
+)
+from .lab import POD_COLUMNS, ExecResult, Lab, connect
+
+__version__ = "0.1.0"
+
+
+def manifest_path(name: str) -> Path:
+    """The path of a manifest shipped with labkit (``bookinfo.yaml``, ``reviews-v2-v3.yaml``, ``sleep.yaml``).
+
+    The same files deploy on a real cluster: ``kubectl apply -f $(python -c "import labkit;
+    print(labkit.manifest_path('bookinfo.yaml'))")``.
+    """
+    path = Path(str(_resources.files("labkit.sandbox") / "manifests" / name))
+    if not path.exists():
+        raise FileNotFoundError(f"labkit ships no manifest {name!r}; it has bookinfo.yaml, reviews-v2-v3.yaml and "
+                                "sleep.yaml")
+    return path
+
+
+__all__ = [
+    "POD_COLUMNS",
+    "ApiError",
+    "BadSelector",
+    "ClusterUnreachable",
+    "Conflict",
+    "ExecError",
+    "ExecResult",
+    "ExecTimeout",
+    "Forbidden",
+    "HypothesisFailed",
+    "Lab",
+    "LabkitError",
+    "NoPodsMatch",
+    "NotFound",
+    "SafetyError",
+    "WaitTimeout",
+    "__version__",
+    "connect",
+    "manifest_path",
+]

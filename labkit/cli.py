@@ -1,0 +1,127 @@
+"""The ``labkit`` command: the sandbox's lifecycle, the lessons (``lab``, ``tour``) and exports.
+
+    labkit sandbox up [--replicas N] [--time-scale F] [--dir DIR]
+    labkit sandbox status [--json]
+    labkit sandbox down
+    labkit tour --out DIR
+    labkit lab
+    labkit export NOTEBOOK --to html|hugo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from labkit.sandbox import Sandbox, SandboxError
+
+
+def _progress_printer(stream: Any = None) -> Any:
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    last = {"line": ""}
+
+    def show(ready: int, total: int) -> None:
+        width = 26
+        filled = int(width * ready / total) if total else 0
+        line = f"starting the sandbox [{'#' * filled}{'.' * (width - filled)}] {ready}/{total} pods Ready"
+        if tty:
+            stream.write("\r" + line)
+        elif line != last["line"] and (ready == total or ready % 4 == 0):
+            stream.write(line + "\n")
+        last["line"] = line
+        stream.flush()
+
+    return show
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    if not info.get("running"):
+        print(f"no sandbox is running in {info['dir']} (start one with `labkit sandbox up`)")
+        return
+    print(f"labkit sandbox (pid {info['pid']}) in {info['dir']}")
+    print(f"  API server      {info['api']}")
+    print(f"  kubeconfig      {info['kubeconfig']}")
+    print(f"  productpage     {info['productpage_url']}")
+    print(f"  pod network     {info.get('pod_network', '')}   time scale {info.get('time_scale', 1)}")
+    print(f"  use kubectl:    export KUBECONFIG={info['kubeconfig']}")
+    pods = info.get("pods", [])
+    if pods:
+        w = max(len(p["name"]) for p in pods) + 3
+        print()
+        print(f"  {'NAME':<{w}}{'READY':<8}{'STATUS':<18}{'RESTARTS':<14}{'AGE':<8}IP")
+        for p in pods:
+            print(f"  {p['name']:<{w}}{p['ready']:<8}{p['status']:<18}{p['restarts']:<14}{p['age']:<8}{p['ip']}")
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    sb = Sandbox(args.dir, replicas=getattr(args, "replicas", 3), time_scale=getattr(args, "time_scale", 1.0),
+                 tie_to_process=False)
+    if args.action == "up":
+        if sb.running():
+            print(f"a sandbox is already running in {sb.dir}")
+            _print_status(sb.status())
+            return 0
+        try:
+            sb.start(progress=_progress_printer())
+        except SandboxError as exc:
+            print(f"\nerror: {exc}", file=sys.stderr)
+            return 1
+        print(f"\nsandbox ready in {sb.info.get('boot_seconds', '?')} s")
+        _print_status(sb.status())
+        return 0
+    if args.action == "status":
+        info = sb.status()
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            _print_status(info)
+        return 0 if info.get("running") else 3
+    if args.action == "down":
+        if sb.stop():
+            print(f"sandbox in {sb.dir} stopped; all its processes are gone")
+        else:
+            print(f"no sandbox was running in {sb.dir}")
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labkit", description="Test microservices in production, from Jupyter.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("sandbox", help="the embedded Kubernetes sandbox running Bookinfo")
+    ssub = sp.add_subparsers(dest="action", required=True)
+    for name, help_text in (("up", "start it in the background and wait until every pod is Ready"),
+                            ("status", "show its addresses, kubeconfig and pods"),
+                            ("down", "stop it and every process it started")):
+        a = ssub.add_parser(name, help=help_text)
+        a.add_argument("--dir", default=os.environ.get("LABKIT_SANDBOX_DIR"),
+                       help="state folder (default: $LABKIT_SANDBOX_DIR or ~/.labkit/sandbox)")
+        if name == "up":
+            a.add_argument("--replicas", type=int, default=3, help="replicas per Bookinfo deployment (default 3)")
+            a.add_argument("--time-scale", type=float, default=1.0,
+                           help="multiply back-off and restart delays (default 1; 0.1 is ten times faster)")
+        if name == "status":
+            a.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_sandbox)
+
+    try:
+        from labkit import lessons
+    except ImportError:  # the lessons' commands arrive with their module
+        lessons = None  # type: ignore[assignment]
+    if lessons is not None:
+        lessons.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,675 @@
+"""The sandbox's API server: enough of the Kubernetes API for the real kubectl and the official Python client.
+
+HTTPS on 127.0.0.1 with a self-signed certificate and a bearer token. Requests are routed by hand from the path
+(``/api/v1/namespaces/NS/pods/NAME/exec``...), because the Kubernetes URL space is regular enough that one parser
+covers every kind in :mod:`.resources`. Errors leave as ``Status`` objects shaped like the real API server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hmac
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
+
+from . import discovery, printers, toolbox
+from .cluster import PODS, Cluster
+from .patch import apply_patch
+from .resources import BY_PLURAL, Resource, lookup
+from .store import Obj, SelectorError, StoreError, parse_field_selector, parse_label_selector, selector_string
+
+log = logging.getLogger("labkit.sandbox.apiserver")
+DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
+REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+SERVICES = BY_PLURAL[("", "services")]
+NAMESPACES = BY_PLURAL[("", "namespaces")]
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
+                  "channel.k8s.io")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> Obj:
+    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+                 "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def error(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
+    return web.Response(status=code, text=dumps(status_body(code, reason, message, details)),
+                        content_type="application/json")
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=dumps(obj), content_type="application/json")
+
+
+def wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def parse_time(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+class ApiServer:
+    """HTTP handlers over a :class:`Cluster`."""
+
+    def __init__(self, cluster: Cluster, token: str) -> None:
+        self.cluster = cluster
+        self.store = cluster.store
+        self.token = token
+        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=32 * 1024 * 1024)
+        self.app.router.add_route("*", "/{tail:.*}", self._route)
+        self.server_address = "127.0.0.1:6443"
+        self._proxy_session: ClientSession | None = None
+
+    # -- middlewares
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        if request.path in ("/healthz", "/livez", "/readyz", "/version"):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            return error(401, "Unauthorized", "Unauthorized")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            return error(exc.code, exc.reason, exc.message, exc.details)
+        except SelectorError as exc:
+            return error(400, "BadRequest", str(exc))
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the client gets a Status, the log gets the traceback
+            log.exception("internal error on %s %s", request.method, request.path)
+            return error(500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}")
+
+    # -- routing
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        seg = [s for s in path.split("/") if s]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return json_response(discovery.version_info())
+        if path == "/api":
+            return json_response(discovery.api_versions(self.server_address))
+        if path == "/apis":
+            return json_response(discovery.api_group_list())
+        if seg[:1] == ["openapi"]:
+            return self._openapi(request, seg)
+        if seg[:2] == ["api", "v1"]:
+            group, rest = "", seg[2:]
+        elif seg[:1] == ["apis"] and len(seg) >= 3:
+            if seg[1:3] != ["apps", "v1"]:
+                return error(404, "NotFound", "the server could not find the requested resource")
+            group, rest = "apps", seg[3:]
+        elif seg[:1] == ["apis"] and len(seg) == 2 and seg[1] == "apps":
+            return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == "apps"))
+        else:
+            return error(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            doc = discovery.resource_list("v1" if not group else "apps/v1")
+            return json_response(doc)
+        ns: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            ns, rest = rest[1], rest[2:]
+        res = lookup(group, rest[0])
+        if res is None:
+            return error(404, "NotFound", "the server could not find the requested resource")
+        if res.namespaced is False and ns is not None:
+            return error(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        method = request.method
+        if name is None:
+            if method == "GET":
+                return await self._list(request, res, ns)
+            if method == "POST":
+                return await self._create(request, res, ns)
+            if method == "DELETE":
+                return await self._delete_collection(request, res, ns)
+            return self._not_allowed(method, res)
+        if res.namespaced and ns is None:
+            ns = "default"
+        ns = ns or ""
+        if sub is None:
+            if method == "GET":
+                return self._get(request, res, ns, name)
+            if method == "PUT":
+                return await self._replace(request, res, ns, name)
+            if method == "PATCH":
+                return await self._patch(request, res, ns, name)
+            if method == "DELETE":
+                return await self._delete(request, res, ns, name)
+            return self._not_allowed(method, res)
+        if res is PODS and sub == "exec":
+            return await self._exec(request, ns, name)
+        if res is PODS and sub == "log":
+            return await self._log(request, ns, name)
+        if res is PODS and sub == "portforward":
+            return error(400, "BadRequest", "port-forward is not available in the labkit sandbox; use the service "
+                         "proxy or the host URL from `labkit sandbox status`")
+        if res is SERVICES and sub == "proxy":
+            return await self._service_proxy(request, ns, name, "/".join(rest[3:]))
+        if res in (DEPLOYMENTS, REPLICASETS) and sub == "scale":
+            return await self._scale(request, res, ns, name)
+        if sub == "status" and sub in res.subresources:
+            if method == "GET":
+                return self._get(request, res, ns, name)
+            if method in ("PATCH", "PUT"):
+                return await (self._patch(request, res, ns, name, status_only=True) if method == "PATCH"
+                              else self._replace(request, res, ns, name))
+            return self._not_allowed(method, res)
+        return error(404, "NotFound", "the server could not find the requested resource")
+
+    def _not_allowed(self, method: str, res: Resource) -> web.Response:
+        return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
+                     f"({method} {res.plural})")
+
+    # -- OpenAPI
+    def _openapi(self, request: web.Request, seg: list[str]) -> web.Response:
+        if seg == ["openapi", "v3"]:
+            return json_response(discovery.openapi_v3_root())
+        if len(seg) >= 3 and seg[1] == "v3":
+            doc = discovery.openapi_v3_document("/".join(seg[2:]).removeprefix("api/").removeprefix("apis/"))
+            if doc is not None:
+                return json_response(doc)
+        return error(404, "NotFound", "the server could not find the requested resource")
+
+    # -- reads
+    def _selectors(self, request: web.Request) -> tuple[list[Any], list[Any]]:
+        return (parse_label_selector(request.query.get("labelSelector")),
+                parse_field_selector(request.query.get("fieldSelector")))
+
+    def _table(self, res: Resource, objects: list[Obj], rv: str) -> Obj:
+        return printers.to_table(res, objects, datetime.now(UTC), rv)
+
+    async def _list(self, request: web.Request, res: Resource, ns: str | None) -> web.StreamResponse:
+        labels, fields = self._selectors(request)
+        if request.query.get("watch") in ("true", "1"):
+            return await self._watch(request, res, ns, labels, fields)
+        items = self.store.list(res, ns, labels, fields)
+        rv = str(self.store.rv)
+        if wants_table(request):
+            return json_response(self._table(res, items, rv))
+        return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
+                              "metadata": {"resourceVersion": rv}, "items": items})
+
+    def _get(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        obj = self.store.get(res, ns, name)
+        if obj is None:
+            group = f".{res.group}" if res.group else ""
+            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
+                             {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
+        if wants_table(request):
+            return json_response(self._table(res, [obj], obj["metadata"]["resourceVersion"]))
+        return json_response(obj)
+
+    async def _watch(self, request: web.Request, res: Resource, ns: str | None, labels: list[Any],
+                     fields: list[Any]) -> web.StreamResponse:
+        q = request.query
+        initial = q.get("sendInitialEvents") == "true"
+        rv = q.get("resourceVersion")
+        since = None if initial or rv in (None, "", "0") else int(rv)
+        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
+        as_table = wants_table(request)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+
+        def line(etype: str, obj: Obj) -> bytes:
+            if as_table and etype != "BOOKMARK" and etype != "ERROR":
+                obj = self._table(res, [obj], obj["metadata"].get("resourceVersion", ""))
+            return (dumps({"type": etype, "object": obj}) + "\n").encode()
+
+        try:
+            watcher, replay = self.store.watch(res, ns, labels, fields, since)
+        except StoreError as exc:
+            await resp.write(line("ERROR", status_body(exc.code, exc.reason, exc.message)))
+            return resp
+        deadline = time.monotonic() + timeout if timeout else None
+        try:
+            await resp.write(b"".join(line(ev.type, ev.object) for ev in replay))
+            if initial:
+                await resp.write(line("BOOKMARK", {
+                    "kind": res.kind, "apiVersion": res.api_version,
+                    "metadata": {"resourceVersion": str(self.store.rv),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}))
+            while True:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    break
+                if ev is None:
+                    break
+                chunk = [line(ev.type, ev.object)]
+                while not watcher.queue.empty():
+                    nxt = watcher.queue.get_nowait()
+                    if nxt is None:
+                        await resp.write(b"".join(chunk))
+                        return resp
+                    chunk.append(line(nxt.type, nxt.object))
+                await resp.write(b"".join(chunk))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.unwatch(watcher)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    # -- writes
+    async def _body(self, request: web.Request) -> Obj:
+        raw = await request.read()
+        if not raw:
+            return {}
+        try:
+            if "yaml" in request.content_type:
+                body = yaml.safe_load(raw)
+            else:
+                body = json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise StoreError(400, "BadRequest", f"the request body could not be decoded: {exc}") from exc
+        if not isinstance(body, dict):
+            raise StoreError(400, "BadRequest", "the request body must be a JSON object")
+        return body
+
+    async def _create(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
+        body = await self._body(request)
+        kind = body.get("kind")
+        if kind and kind != res.kind:
+            raise StoreError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not "
+                             f"match the expected API version ({res.api_version}) for kind {res.kind}"
+                             if body.get("apiVersion") != res.api_version else
+                             f"the kind in the data ({kind}) does not match the URL ({res.plural})")
+        dry = request.query.get("dryRun") == "All"
+        created = self.cluster.create(res, body, ns if res.namespaced else None, dry_run=dry)
+        return json_response(created, 201)
+
+    async def _replace(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        body = await self._body(request)
+        old = self.store.get(res, ns, name)
+        if old is None:
+            raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found', {"name": name, "kind": res.plural})
+        given_rv = body.get("metadata", {}).get("resourceVersion")
+        if given_rv and given_rv != old["metadata"]["resourceVersion"]:
+            raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
+                             "has been modified; please apply your changes to the latest version and try again",
+                             {"name": name, "kind": res.plural})
+        return json_response(self._store_update(res, old, body))
+
+    def _store_update(self, res: Resource, old: Obj, new: Obj) -> Obj:
+        new = copy.deepcopy(new)
+        meta = new.setdefault("metadata", {})
+        meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
+        if not res.namespaced:
+            meta.pop("namespace", None)
+        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                    "ownerReferences", "generateName"):
+            if key in old["metadata"]:
+                meta[key] = old["metadata"][key]
+        if res is PODS:
+            # A pod's spec is immutable but for a few fields; its status belongs to the kubelet.
+            new["spec"] = old["spec"]
+            new["status"] = old.get("status", {})
+        if res is SERVICES:
+            spec = new.setdefault("spec", {})
+            spec["clusterIP"] = old["spec"].get("clusterIP")
+            spec["clusterIPs"] = old["spec"].get("clusterIPs")
+        if res in (DEPLOYMENTS, REPLICASETS):
+            new["status"] = old.get("status", {})
+        bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
+        if new == old:
+            return old
+        return self.store.replace(res, new, bump_generation=bump)
+
+    async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
+                     status_only: bool = False) -> web.Response:
+        raw = await request.read()
+        ctype = request.content_type
+        old = self.store.get(res, ns, name)
+        if old is None:
+            if ctype == "application/apply-patch+yaml":
+                body = yaml.safe_load(raw) or {}
+                return json_response(self.cluster.create(res, body, ns if res.namespaced else None), 201)
+            group = f".{res.group}" if res.group else ""
+            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
+                             {"name": name, "kind": res.plural})
+        try:
+            new = apply_patch(old, raw, ctype)
+        except ValueError as exc:
+            raise StoreError(422 if "test" in str(exc) else 400, "BadRequest", str(exc)) from exc
+        if status_only:
+            return json_response(old)
+        return json_response(self._store_update(res, old, new))
+
+    async def _delete(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        opts = await self._body(request)
+        grace = request.query.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
+        propagation = request.query.get("propagationPolicy", opts.get("propagationPolicy") or "Background")
+        if request.query.get("dryRun") == "All" or opts.get("dryRun"):
+            obj = self.store.get(res, ns, name)
+            if obj is None:
+                raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found',
+                                 {"name": name, "kind": res.plural})
+            return json_response(obj)
+        obj = self.cluster.delete(res, ns, name, None if grace is None else int(grace), propagation)
+        if res is PODS or obj.get("kind") in ("Deployment", "ReplicaSet", "Service", "Pod"):
+            return json_response(obj)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "details": {"name": name, "kind": res.plural, "uid": obj["metadata"]["uid"]}})
+
+    async def _delete_collection(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
+        labels, fields = self._selectors(request)
+        items = self.store.list(res, ns, labels, fields)
+        grace = request.query.get("gracePeriodSeconds")
+        gone = []
+        for obj in items:
+            with contextlib.suppress(StoreError):
+                gone.append(self.cluster.delete(res, obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
+                                                None if grace is None else int(grace)))
+        return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
+                              "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
+
+    async def _scale(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        obj = self.store.get(res, ns, name)
+        if obj is None:
+            raise StoreError(404, "NotFound", f'{res.plural}.apps "{name}" not found',
+                             {"name": name, "group": "apps", "kind": res.plural})
+        if request.method in ("PATCH", "PUT"):
+            raw = await request.read()
+            current = self._scale_obj(obj)
+            new_scale = apply_patch(current, raw, request.content_type) if request.method == "PATCH" \
+                else json.loads(raw)
+            replicas = (new_scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise StoreError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid '
+                                 f"value: {replicas!r}: must be greater than or equal to 0")
+            obj = self.store.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
+                                    bump_generation=True) or obj
+        elif request.method != "GET":
+            return self._not_allowed(request.method, res)
+        return json_response(self._scale_obj(obj))
+
+    @staticmethod
+    def _scale_obj(obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta["uid"],
+                             "resourceVersion": meta["resourceVersion"],
+                             "creationTimestamp": meta["creationTimestamp"]},
+                "spec": {"replicas": int(obj["spec"].get("replicas", 1))},
+                "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                           "selector": selector_string(obj["spec"].get("selector"))}}
+
+    # -- pods: exec and logs
+    def _pick_container(self, pod: Obj, requested: str | None) -> str:
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        if requested:
+            if requested not in names:
+                raise StoreError(400, "BadRequest", f"container {requested} is not valid for pod "
+                                 f"{pod['metadata']['name']}")
+            return requested
+        default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
+        return default if default in names else names[0]
+
+    async def _exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        pod = self.store.get(PODS, ns, name)
+        if pod is None:
+            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        q = request.query
+        command = q.getall("command", [])
+        if not command:
+            raise StoreError(400, "BadRequest", "you must specify at least 1 command")
+        cname = self._pick_container(pod, q.get("container"))
+        runtime = self.cluster.kubelet.runtime_for(ns, name)
+        container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
+        if container is None or container.process is None or container.process.returncode is not None:
+            raise StoreError(400, "BadRequest", f'container not found ("{cname}")')
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            raise StoreError(400, "BadRequest", "Upgrade request required")
+        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, heartbeat=None)
+        await ws.prepare(request)
+        if ws.ws_protocol is None:
+            await ws.close(code=1002, message=b"no supported subprotocol")
+            return ws
+        v5 = ws.ws_protocol == "v5.channel.k8s.io"
+        tty = q.get("tty") in ("true", "1")
+        stdin_on = q.get("stdin") in ("true", "1")
+        stdin: asyncio.Queue[bytes] = asyncio.Queue()
+        if not stdin_on:
+            stdin.put_nowait(b"")
+        send_lock = asyncio.Lock()
+        pending = bytearray()
+
+        async def send(channel: int, data: bytes) -> None:
+            if not data or ws.closed:
+                return
+            if tty and channel == 1:
+                data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            async with send_lock:
+                with contextlib.suppress(ConnectionResetError):
+                    await ws.send_bytes(bytes([channel]) + data)
+
+        async def read_stdin(n: int = 65536) -> bytes:
+            if pending:
+                chunk = bytes(pending[:n])
+                del pending[:n]
+                return chunk
+            data = await stdin.get()
+            if not data:
+                stdin.put_nowait(b"")  # EOF stays EOF for later reads
+                return b""
+            if len(data) > n:
+                pending.extend(data[n:])
+                data = data[:n]
+            return data
+
+        ctx = toolbox.ExecContext(
+            pod=name, namespace=ns, container=cname, pod_ip=runtime.ip if runtime else "",
+            hostname=name, env=dict(container.process_env) if hasattr(container, "process_env") else {},
+            files=container.files, resolver=self.cluster.resolver_for(ns), tty=tty,
+            stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b), stderr_writer=lambda b: send(2, b),
+            process_lister=lambda: self.cluster.pod_processes(ns, name),
+            signaller=lambda proc, sig: self.cluster.signal_pod_process(ns, name, proc, sig),
+        )
+        task = asyncio.get_running_loop().create_task(toolbox.run(command, ctx))
+
+        async def reader() -> None:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    data = msg.data
+                elif msg.type == WSMsgType.TEXT:
+                    data = msg.data.encode("utf-8", "surrogateescape")
+                else:
+                    continue
+                if not data:
+                    continue
+                channel, payload = data[0], data[1:]
+                if channel == 0 and payload:
+                    stdin.put_nowait(bytes(payload))
+                elif channel == 255 and v5 and payload[:1] == b"\x00":
+                    stdin.put_nowait(b"")
+            # The client went away: stop the command.
+            if not task.done():
+                task.cancel()
+
+        read_task = asyncio.get_running_loop().create_task(reader())
+        code = 1
+        try:
+            code = await task
+        except asyncio.CancelledError:
+            code = 130
+        except Exception as exc:  # a toolbox bug: report it as the runtime would, not as a hang
+            log.exception("exec %s in %s/%s failed", command, ns, name)
+            await send(2, f"error: {exc}\n".encode())
+            code = 126
+        if not ws.closed:
+            if code == 0:
+                status: Obj = {"metadata": {}, "status": "Success"}
+            else:
+                status = {"metadata": {}, "status": "Failure",
+                          "message": f"command terminated with non-zero exit code: error executing command "
+                                     f"{command}, exit code {code}",
+                          "reason": "NonZeroExitCode",
+                          "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+            async with send_lock:
+                with contextlib.suppress(ConnectionResetError):
+                    await ws.send_bytes(b"\x03" + dumps(status).encode())
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000)
+        read_task.cancel()
+        return ws
+
+    async def _log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        pod = self.store.get(PODS, ns, name)
+        if pod is None:
+            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        q = request.query
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        cname = q.get("container")
+        if not cname:
+            default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
+            if len(names) > 1 and default not in names:
+                raise StoreError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one "
+                                 f"of: [{' '.join(names)}]")
+            cname = default if default in names else names[0]
+        if cname not in names:
+            raise StoreError(400, "BadRequest", f"container {cname} is not valid for pod {name}")
+        runtime = self.cluster.kubelet.runtime_for(ns, name)
+        container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
+        if container is None or (container.restart_count == 0 and not container.started
+                                 and not container.last_state):
+            reason = (container.state.get("waiting") or {}).get("reason", "ContainerCreating") if container \
+                else "ContainerCreating"
+            raise StoreError(400, "BadRequest", f'container "{cname}" in pod "{name}" is waiting to start: '
+                             + ("trying and failing to pull image" if "Image" in reason else reason))
+        previous = q.get("previous") in ("true", "1")
+        if previous:
+            if container.restart_count == 0:
+                raise StoreError(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not '
+                                 "found")
+            path = container.log_path(container.restart_count - 1)
+        else:
+            path = container.log_path()
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            data = b""
+        if q.get("sinceSeconds") or q.get("sinceTime"):
+            pass  # lines carry no timestamps here; the whole current log is within any window of interest
+        if q.get("tailLines"):
+            n = int(q["tailLines"])
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-n:]) if n > 0 else b""
+        if q.get("limitBytes"):
+            data = data[: int(q["limitBytes"])]
+        if q.get("timestamps") in ("true", "1"):
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+            data = b"".join(stamp.encode() + b" " + line for line in data.splitlines(keepends=True))
+        follow = q.get("follow") in ("true", "1") and not previous
+        if not follow:
+            return web.Response(body=data, content_type="text/plain")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if data:
+            await resp.write(data)
+        offset = os.path.getsize(path) if os.path.exists(path) else 0
+        instance = container.restart_count
+        try:
+            while True:
+                await asyncio.sleep(0.1)
+                if os.path.exists(path) and os.path.getsize(path) > offset:
+                    with open(path, "rb") as fh:
+                        fh.seek(offset)
+                        chunk = fh.read()
+                    offset += len(chunk)
+                    await resp.write(chunk)
+                alive = container.process is not None and container.process.returncode is None
+                if (not alive and container.restart_count == instance) or container.restart_count != instance \
+                        or container.stopping:
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            return resp
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    # -- service proxy
+    async def _service_proxy(self, request: web.Request, ns: str, name_port: str, path: str) -> web.StreamResponse:
+        parts = name_port.split(":")
+        if len(parts) == 3:
+            parts = parts[1:]
+        name, port_ref = parts[0], (parts[1] if len(parts) > 1 else "")
+        svc = self.store.get(SERVICES, ns, name)
+        if svc is None:
+            raise StoreError(404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"})
+        ports = svc["spec"].get("ports") or []
+        chosen = next((p for p in ports if not port_ref or str(p["port"]) == port_ref or p.get("name") == port_ref),
+                      None)
+        if chosen is None:
+            raise StoreError(503, "ServiceUnavailable", f'no endpoints available for service "{name_port}"')
+        backends = self.cluster.network.backends(ns, name, int(chosen["port"]))
+        if not backends:
+            raise StoreError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
+        ip, target = random.choice(backends)
+        if self._proxy_session is None:
+            self._proxy_session = ClientSession(timeout=ClientTimeout(total=30), auto_decompress=False)
+        url = f"http://{ip}:{target}/{path}"
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("authorization", "host", "connection", "accept-encoding",
+                                        "transfer-encoding", "content-length")}
+        try:
+            async with self._proxy_session.request(request.method, url, params=request.query,
+                                                   data=await request.read() or None, headers=headers,
+                                                   allow_redirects=False) as upstream:
+                body = await upstream.read()
+                out = web.Response(status=upstream.status, body=body)
+                for key in ("Content-Type", "Location", "Set-Cookie"):
+                    if key in upstream.headers:
+                        out.headers[key] = upstream.headers[key]
+                return out
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise StoreError(503, "ServiceUnavailable", f"error trying to reach service: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._proxy_session is not None:
+            await self._proxy_session.close()
+
+
+def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx

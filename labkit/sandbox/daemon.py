@@ -1,0 +1,200 @@
+"""The sandbox process: API server, controllers, kubelet and network in one asyncio loop.
+
+Started in the background by ``labkit sandbox up`` (or :class:`labkit.sandbox.Sandbox`); reports on an inherited
+pipe once every pod is Ready, then serves until SIGTERM/SIGINT, when it stops every container it started.
+Containers die with it even on SIGKILL (they hold ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import ClientSession, TCPConnector, web
+
+from . import state as st
+from .apiserver import ApiServer, make_ssl_context
+from .cluster import Cluster
+from .resources import for_api_version
+
+log = logging.getLogger("labkit.sandbox")
+LESSON_MANIFESTS = ("bookinfo.yaml", "sleep.yaml")
+PR_SET_PDEATHSIG = 1
+
+
+def manifest_text(name: str) -> str:
+    return (importlib_resources.files("labkit.sandbox") / "manifests" / name).read_text()
+
+
+def manifest_objects(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(manifest_text(name)) if d]
+
+
+async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: int) -> None:
+    """Create the lesson's objects through the API server itself, as ``kubectl apply`` would."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with ClientSession(connector=TCPConnector(ssl=ca), headers=headers) as http:
+        for name in LESSON_MANIFESTS:
+            for obj in manifest_objects(name):
+                res = for_api_version(obj["apiVersion"], obj["kind"])
+                if res is None:
+                    raise RuntimeError(f"{name}: kind {obj['kind']} is not served by the sandbox")
+                if obj["kind"] == "Deployment" and name == "bookinfo.yaml":
+                    # The lesson's previous page scales everything to 3 replicas.
+                    obj["spec"]["replicas"] = replicas
+                prefix = "/api/v1" if not res.group else f"/apis/{res.group_version}"
+                ns = "namespaces/default/" if res.namespaced else ""
+                async with http.post(f"{api}{prefix}/{ns}{res.plural}?fieldManager=labkit-boot", json=obj) as r:
+                    if r.status not in (200, 201, 409):
+                        raise RuntimeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: "
+                                           f"{r.status} {await r.text()}")
+
+
+async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: int | None) -> None:
+    last = (-1, -1)
+    while time.monotonic() < deadline:
+        ready, total = cluster.pods_ready()
+        if (ready, total) != last:
+            last = (ready, total)
+            _report(fd, {"progress": {"ready": ready, "total": max(total, expected)}}, final=False)
+        if total >= expected and ready == total:
+            return
+        await asyncio.sleep(0.02)
+    ready, total = cluster.pods_ready()
+    raise TimeoutError(f"only {ready} of {total} pods became Ready in time")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    paths = st.StatePaths(Path(args.dir))
+    report_fd = args.ready_fd
+    lock = st.Lock(paths.lock)
+    if not lock.acquire():
+        _report(report_fd, {"ok": False, "error": f"a sandbox is already running in {paths.root}"})
+        return 1
+    # Stale files of a crashed run are safe to replace now that the lock is ours.
+    for stale in (paths.state, paths.kubeconfig):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    token = st.new_token()
+    ca_pem = st.make_certificate(paths.cert, paths.key)
+    cluster = Cluster(str(paths.root), time_scale=args.time_scale)
+    cluster.start()
+    server = ApiServer(cluster, token)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.api_port, ssl_context=make_ssl_context(
+        str(paths.cert), str(paths.key)), backlog=256, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1]
+    api = f"https://127.0.0.1:{port}"
+    server.server_address = f"127.0.0.1:{port}"
+    st.write_private(paths.kubeconfig, st.kubeconfig_text(api, ca_pem, token).encode())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.time()
+    try:
+        client_ssl = ssl.create_default_context(cadata=ca_pem.decode())
+        await apply_manifests(api, client_ssl, token, args.replicas)
+        ingress_port = await cluster.network.start_ingress("default", "productpage", 9080, args.ingress_port)
+        expected = 4 * args.replicas + 1
+        await wait_all_ready(cluster, expected, time.monotonic() + args.boot_timeout, report_fd)
+    except Exception as exc:
+        log.exception("boot failed")
+        _report(report_fd, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log": str(paths.log)})
+        await shutdown(cluster, server, runner)
+        lock.release()
+        return 1
+    info = {
+        "pid": os.getpid(),
+        "api": api,
+        "kubeconfig": str(paths.kubeconfig),
+        "productpage_url": f"http://127.0.0.1:{ingress_port}/productpage",
+        "ingress": f"http://127.0.0.1:{ingress_port}",
+        "dir": str(paths.root),
+        "replicas": args.replicas,
+        "time_scale": args.time_scale,
+        "started": started,
+        "boot_seconds": round(time.time() - started, 3),
+        "pod_network": "127.%d.%d.0/23" % cluster.network.subnet,
+    }
+    st.write_state(paths, info)
+    log.info("sandbox ready: %s", json.dumps(info))
+    _report(report_fd, {"ok": True, **info})
+    await stop.wait()
+    log.info("stopping")
+    await shutdown(cluster, server, runner)
+    with contextlib.suppress(FileNotFoundError):
+        paths.state.unlink()
+    lock.release()
+    return 0
+
+
+async def shutdown(cluster: Cluster, server: ApiServer, runner: web.AppRunner) -> None:
+    await cluster.shutdown()
+    await server.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(runner.cleanup(), 3)
+
+
+def _report(fd: int | None, payload: dict[str, Any], final: bool = True) -> None:
+    """A JSON line to whoever started us: progress while booting, then the outcome (and the pipe closes)."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, (json.dumps(payload) + "\n").encode())
+        if final:
+            os.close(fd)
+
+
+def tie_to_parent(parent: int) -> None:
+    """Die with the process that started us (tests and notebooks own their sandbox)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="labkit-sandbox-daemon")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--api-port", type=int, default=0)
+    p.add_argument("--ingress-port", type=int, default=0)
+    p.add_argument("--ready-fd", type=int, default=None)
+    p.add_argument("--parent-pid", type=int, default=None)
+    p.add_argument("--boot-timeout", type=float, default=60.0)
+    args = p.parse_args(argv)
+    if args.parent_pid:
+        tie_to_parent(args.parent_pid)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.FileHandler(Path(args.dir) / "sandbox.log")])
+    if sys.version_info < (3, 12):
+        with contextlib.suppress(Exception):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""The kubelet: runs each container of each pod as a real OS process and reports pod status.
+
+Restart policy and back-off follow the real kubelet, with one deliberate change: the first restart waits about a
+second instead of happening at once, so the degraded page of the lesson can be seen. After that the delay is 10 s,
+doubling up to 300 s, and it resets once a container has run for 10 minutes. While it waits the container shows
+``CrashLoopBackOff``. All these delays are multiplied by the sandbox's time scale.
+
+A container is Ready once its server listens (the image tells the kubelet through an inherited pipe); a pod is
+Ready when all its containers are. Status changes are written to the store, where watches pick them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import dns
+from .images import ImageSpec, match_image, process_name_for
+from .resources import BY_PLURAL
+from .store import Obj, WatchEvent, now_rfc3339
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+log = logging.getLogger("labkit.sandbox.kubelet")
+PODS = BY_PLURAL[("", "pods")]
+SERVICES = BY_PLURAL[("", "services")]
+
+FIRST_RESTART_DELAY = 1.0
+BACKOFF_INITIAL = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET_AFTER = 600.0
+IMAGE_PULL_BACKOFF_INITIAL = 10.0
+
+
+def exit_code_of(returncode: int) -> int:
+    """A process's return code as the container runtime reports it: 128 + signal for a signal death."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def service_env(services: list[Obj]) -> dict[str, str]:
+    """The ``*_SERVICE_HOST`` / ``*_PORT_*`` variables Kubernetes injects for the Services of a namespace."""
+    env: dict[str, str] = {}
+    for svc in services:
+        ip = svc.get("spec", {}).get("clusterIP")
+        ports = svc.get("spec", {}).get("ports") or []
+        if not ip or ip == "None" or not ports:
+            continue
+        prefix = svc["metadata"]["name"].upper().replace("-", "_")
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            proto = p.get("protocol", "TCP")
+            if p.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = str(p["port"])
+            base = f"{prefix}_PORT_{p['port']}_{proto}"
+            env[base] = f"{proto.lower()}://{ip}:{p['port']}"
+            env[f"{base}_PROTO"] = proto.lower()
+            env[f"{base}_PORT"] = str(p["port"])
+            env[f"{base}_ADDR"] = ip
+        env[f"{prefix}_PORT"] = f"{ports[0].get('protocol', 'TCP').lower()}://{ip}:{ports[0]['port']}"
+    return env
+
+
+@dataclass
+class Container:
+    """One container of a pod: its spec, its current process and the status the kubelet reports for it."""
+
+    pod: PodRuntime
+    spec: Obj
+    index: int
+    image: ImageSpec | None = None
+    restart_count: int = 0
+    state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: Obj = field(default_factory=dict)
+    ready: bool = False
+    started: bool = False
+    process: asyncio.subprocess.Process | None = None
+    argv: list[str] = field(default_factory=list)
+    comm: str = ""
+    started_at: float = 0.0
+    container_id: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    backoff_level: int = 0
+    stopping: bool = False
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    process_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def log_path(self, restart: int | None = None) -> str:
+        n = self.restart_count if restart is None else restart
+        return os.path.join(self.pod.log_dir, self.name, f"{n}.log")
+
+    def status(self) -> Obj:
+        image = self.spec.get("image", "")
+        digest = hashlib.sha256(image.encode()).hexdigest()
+        out: Obj = {
+            "name": self.name,
+            "image": image,
+            "imageID": f"{image.split(':')[0]}@sha256:{digest}" if self.image else "",
+            "ready": self.ready,
+            "started": self.started,
+            "restartCount": self.restart_count,
+            "state": self.state,
+            "lastState": self.last_state,
+        }
+        if self.container_id:
+            out["containerID"] = self.container_id
+        return out
+
+
+class PodRuntime:
+    """A pod on this node: its address, containers and the status derived from them."""
+
+    def __init__(self, kubelet: Kubelet, pod: Obj) -> None:
+        self.kubelet = kubelet
+        meta = pod["metadata"]
+        self.namespace: str = meta.get("namespace", "default")
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.ip = kubelet.cluster.network.pods.take()
+        self.start_time = now_rfc3339()
+        self.log_dir = os.path.join(kubelet.cluster.state_dir, "logs", f"{self.namespace}_{self.name}_{self.uid}")
+        self.containers = [Container(self, c, i) for i, c in enumerate(pod["spec"].get("containers") or [])]
+        self.grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self.terminating = False
+        self.conditions: dict[str, tuple[str, str]] = {}
+        self._status_dirty = False
+
+    # -- status
+    def _condition(self, ctype: str, ok: bool) -> Obj:
+        status = "True" if ok else "False"
+        prev = self.conditions.get(ctype)
+        if prev is None or prev[0] != status:
+            self.conditions[ctype] = (status, now_rfc3339())
+        status, since = self.conditions[ctype]
+        return {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": since}
+
+    def status(self) -> Obj:
+        all_ready = bool(self.containers) and all(c.ready for c in self.containers)
+        ever_started = any(c.started or c.restart_count or c.last_state for c in self.containers)
+        phase = "Running" if ever_started else "Pending"
+        conditions = [
+            self._condition("PodReadyToStartContainers", True),
+            self._condition("Initialized", True),
+            self._condition("Ready", all_ready and not self.terminating),
+            self._condition("ContainersReady", all_ready),
+            self._condition("PodScheduled", True),
+        ]
+        for c in conditions:
+            if c["type"] in ("Ready", "ContainersReady") and c["status"] == "False":
+                not_ready = [x.name for x in self.containers if not x.ready]
+                c["reason"] = "ContainersNotReady"
+                c["message"] = f"containers with unready status: [{' '.join(not_ready)}]"
+        return {
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "startTime": self.start_time,
+            "qosClass": "BestEffort",
+            "containerStatuses": [c.status() for c in self.containers],
+        }
+
+    def publish(self) -> None:
+        """Write the current status to the store (at once: watchers must see changes promptly)."""
+        status = self.status()
+
+        def apply(pod: Obj) -> None:
+            pod["status"] = status
+
+        self.kubelet.cluster.store.mutate(PODS, self.namespace, self.name, apply)
+
+    def processes(self) -> list[tuple[int, Container]]:
+        """Running containers with their in-pod pid (1 for the first container's process, 2 for the next...)."""
+        return [(c.index + 1, c) for c in self.containers
+                if c.process is not None and c.process.returncode is None]
+
+
+class Kubelet:
+    """Starts, restarts and stops the containers of every pod in the store."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.pods: dict[str, PodRuntime] = {}
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.scale = cluster.time_scale
+
+    def start(self) -> None:
+        self.cluster.store.subscribe(self._on_event)
+        self._task = asyncio.get_running_loop().create_task(self._work())
+
+    def _on_event(self, ev: WatchEvent) -> None:
+        if ev.resource is PODS:
+            meta = ev.object["metadata"]
+            self._queue.put_nowait((meta.get("namespace", "default"), meta["name"]))
+
+    async def _work(self) -> None:
+        while True:
+            ns, name = await self._queue.get()
+            try:
+                self._sync(ns, name)
+            except Exception:  # a bug in one pod's sync must not stop the node
+                log.exception("kubelet sync of %s/%s failed", ns, name)
+
+    def _sync(self, ns: str, name: str) -> None:
+        pod = self.cluster.store.get(PODS, ns, name)
+        runtime = next((p for p in self.pods.values() if p.namespace == ns and p.name == name), None)
+        if pod is None:
+            if runtime is not None:
+                self._begin_termination(runtime, 0)
+            return
+        uid = pod["metadata"]["uid"]
+        if runtime is not None and runtime.uid != uid:
+            self._begin_termination(runtime, 0)
+            runtime = None
+        if runtime is None:
+            runtime = self.pods.get(uid)
+        if pod["metadata"].get("deletionTimestamp"):
+            if runtime is not None:
+                grace = pod["metadata"].get("deletionGracePeriodSeconds", runtime.grace)
+                self._begin_termination(runtime, int(grace))
+            else:
+                self.cluster.finalize_pod(ns, name, uid)
+            return
+        if runtime is None:
+            self._admit(pod)
+
+    # -- pod start
+    def _admit(self, pod: Obj) -> None:
+        runtime = PodRuntime(self, pod)
+        self.pods[runtime.uid] = runtime
+        store = self.cluster.store
+
+        def schedule(p: Obj) -> None:
+            p["spec"]["nodeName"] = "sandbox"
+            p["status"] = runtime.status()
+
+        store.mutate(PODS, runtime.namespace, runtime.name, schedule)
+        fresh = store.get(PODS, runtime.namespace, runtime.name) or pod
+        self.cluster.events.record(fresh, "Normal", "Scheduled",
+                                   f"Successfully assigned {runtime.namespace}/{runtime.name} to sandbox",
+                                   component="default-scheduler")
+        env = self._pod_env(fresh)
+        for c in runtime.containers:
+            c.files = self._pod_files(runtime)
+            c.task = asyncio.get_running_loop().create_task(self._run_container(c, fresh, env))
+
+    def _pod_env(self, pod: Obj) -> dict[str, str]:
+        ns = pod["metadata"].get("namespace", "default")
+        env = service_env(self.cluster.store.list(SERVICES, ns))
+        env.update({"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+        return env
+
+    def _pod_files(self, runtime: PodRuntime) -> dict[str, bytes]:
+        return {
+            "/etc/hostname": f"{runtime.name}\n".encode(),
+            "/etc/hosts": (f"# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost\n"
+                           f"{runtime.ip}\t{runtime.name}\n").encode(),
+            "/etc/resolv.conf": dns.resolv_conf(runtime.namespace).encode(),
+        }
+
+    def _container_env(self, c: Container, base: dict[str, str], pod: Obj) -> dict[str, str]:
+        env = dict(c.image.env) if c.image else {}
+        env.update(base)
+        for item in c.spec.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+            elif (item.get("valueFrom") or {}).get("fieldRef"):
+                path = item["valueFrom"]["fieldRef"].get("fieldPath", "")
+                value = {"metadata.name": c.pod.name, "metadata.namespace": c.pod.namespace,
+                         "status.podIP": c.pod.ip, "spec.nodeName": "sandbox",
+                         "status.hostIP": "127.0.0.1"}.get(path, "")
+                env[item["name"]] = value
+        env["HOSTNAME"] = c.pod.name
+        return env
+
+    def _record(self, c: Container, etype: str, reason: str, message: str) -> None:
+        pod = self.cluster.store.get(PODS, c.pod.namespace, c.pod.name)
+        if pod is not None and pod["metadata"]["uid"] == c.pod.uid:
+            self.cluster.events.record(pod, etype, reason, message, component="kubelet",
+                                       field_path=f"spec.containers{{{c.name}}}")
+
+    def _delay(self, seconds: float) -> float:
+        return seconds * self.scale
+
+    async def _run_container(self, c: Container, pod: Obj, base_env: dict[str, str]) -> None:
+        """The life of one container: pull, start, wait, restart with back-off, until the pod goes away."""
+        image = c.spec.get("image", "")
+        c.image = match_image(image)
+        pull_backoff = IMAGE_PULL_BACKOFF_INITIAL
+        while c.image is None and not c.stopping:
+            self._record(c, "Normal", "Pulling", f'Pulling image "{image}"')
+            msg = (f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": '
+                   f"{image}: not found (the sandbox runs only the Bookinfo and curl images)")
+            c.state = {"waiting": {"reason": "ErrImagePull", "message": msg}}
+            self._record(c, "Warning", "Failed", f'Failed to pull image "{image}": {msg}')
+            self._record(c, "Warning", "Failed", "Error: ErrImagePull")
+            c.pod.publish()
+            await asyncio.sleep(self._delay(1.0))
+            c.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
+            self._record(c, "Normal", "BackOff", f'Back-off pulling image "{image}"')
+            self._record(c, "Warning", "Failed", "Error: ImagePullBackOff")
+            c.pod.publish()
+            await asyncio.sleep(self._delay(pull_backoff))
+            pull_backoff = min(pull_backoff * 2, BACKOFF_MAX)
+        if c.stopping:
+            return
+        self._record(c, "Normal", "Pulled", f'Container image "{image}" already present on machine')
+        env = self._container_env(c, base_env, pod)
+        c.process_env = env
+        while not c.stopping:
+            run_started = time.monotonic()
+            code = await self._start_and_wait(c, env)
+            if code is None or c.stopping:
+                break
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                break
+            if time.monotonic() - run_started >= self._delay(BACKOFF_RESET_AFTER):
+                c.backoff_level = 0
+            if c.backoff_level == 0:
+                await asyncio.sleep(self._delay(FIRST_RESTART_DELAY))
+            else:
+                wait = min(BACKOFF_INITIAL * 2 ** (c.backoff_level - 1), BACKOFF_MAX)
+                # Show the terminated state briefly (STATUS "Error"), then CrashLoopBackOff until the restart.
+                shown = min(self._delay(FIRST_RESTART_DELAY), self._delay(wait))
+                await asyncio.sleep(shown)
+                if c.stopping:
+                    break
+                c.state = {"waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {int(wait)}s restarting failed container={c.name} "
+                               f"pod={c.pod.name}_{c.pod.namespace}({c.pod.uid})"}}
+                self._record(c, "Warning", "BackOff", "Back-off restarting failed container "
+                             f"{c.name} in pod {c.pod.name}_{c.pod.namespace}({c.pod.uid})")
+                c.pod.publish()
+                await asyncio.sleep(max(0.0, self._delay(wait) - shown))
+            c.backoff_level += 1
+            if not c.stopping:
+                c.restart_count += 1
+
+    async def _start_and_wait(self, c: Container, env: dict[str, str]) -> int | None:
+        """Start the process, mark it ready when it says so, and return its exit code when it ends."""
+        assert c.image is not None
+        command = list(c.spec.get("command") or []) + list(c.spec.get("args") or [])
+        if not c.spec.get("command") and c.spec.get("args"):
+            command = [c.image.default_command[0], *c.spec["args"]]
+        c.argv = command or list(c.image.default_command)
+        c.comm = process_name_for(c.image, c.argv)
+        os.makedirs(os.path.dirname(c.log_path()), exist_ok=True)
+        ready_r, ready_w = os.pipe()
+        full_env = {
+            **env,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": self.cluster.python_path,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "LABKIT_POD_IP": c.pod.ip,
+            "LABKIT_NAMESPACE": c.pod.namespace,
+            "LABKIT_HOSTS_FILE": self.cluster.network.hosts_file,
+            "LABKIT_READY_FD": str(ready_w),
+            "LABKIT_PARENT_PID": str(os.getpid()),
+            "LABKIT_PROCESS_NAME": c.comm,
+        }
+        self._record(c, "Normal", "Created", f"Created container: {c.name}")
+        try:
+            with open(c.log_path(), "ab") as logf:
+                c.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-s", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
+                    env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
+                    pass_fds=(ready_w,), start_new_session=True, cwd=self.cluster.state_dir)
+        except OSError as exc:
+            os.close(ready_r)
+            c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
+            self._record(c, "Warning", "Failed", f"Error: {exc}")
+            c.pod.publish()
+            return 128
+        finally:
+            os.close(ready_w)  # the child has its copy; ours must go so EOF reaches the reader
+        c.container_id = "labkit://" + hashlib.sha256(f"{c.pod.uid}/{c.name}/{c.restart_count}".encode()
+                                                      ).hexdigest()
+        c.started_at = time.time()
+        started = now_rfc3339()
+        c.state = {"running": {"startedAt": started}}
+        c.started, c.ready = True, False
+        c.ready_event.clear()
+        self._record(c, "Normal", "Started", f"Started container {c.name}")
+        c.pod.publish()
+        loop = asyncio.get_running_loop()
+        pipe_open = [True]  # the fd number is reused once closed: close and unregister it exactly once
+
+        def close_pipe() -> None:
+            if pipe_open[0]:
+                pipe_open[0] = False
+                loop.remove_reader(ready_r)
+                os.close(ready_r)
+
+        def on_ready() -> None:
+            try:
+                data = os.read(ready_r, 16)
+            except OSError:
+                data = b""
+            close_pipe()
+            if data and c.process is not None and c.process.returncode is None:
+                c.ready = True
+                c.ready_event.set()
+                c.pod.publish()
+                self.cluster.on_container_ready(c)
+
+        loop.add_reader(ready_r, on_ready)
+        proc = c.process
+        returncode = await proc.wait()
+        close_pipe()
+        code = exit_code_of(returncode)
+        c.ready, c.started = False, False
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": now_rfc3339(),
+            "containerID": c.container_id,
+        }
+        # lastState always carries the latest death (kubectl's "RESTARTS 1 (5s ago)" reads it).
+        if not c.stopping:
+            c.last_state = {"terminated": terminated}
+        c.state = {"terminated": terminated}
+        if c.stopping:
+            c.pod.publish()
+            return None
+        c.pod.publish()
+        return code
+
+    # -- pod stop
+    def _begin_termination(self, runtime: PodRuntime, grace: int) -> None:
+        if runtime.terminating:
+            return
+        runtime.terminating = True
+        asyncio.get_running_loop().create_task(self._terminate(runtime, grace))
+
+    async def _terminate(self, runtime: PodRuntime, grace: int) -> None:
+        for c in runtime.containers:
+            c.stopping = True
+            if c.process is not None and c.process.returncode is None:
+                self._record(c, "Normal", "Killing", f"Stopping container {c.name}")
+        runtime.publish()
+        await self.stop_containers(runtime, grace)
+        for c in runtime.containers:
+            if c.task is not None:
+                c.task.cancel()
+        self.pods.pop(runtime.uid, None)
+        self.cluster.network.pods.give_back(runtime.ip)
+        self.cluster.finalize_pod(runtime.namespace, runtime.name, runtime.uid)
+
+    async def stop_containers(self, runtime: PodRuntime, grace: float) -> None:
+        procs = [c.process for c in runtime.containers if c.process is not None and c.process.returncode is None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        if procs:
+            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs],
+                                            timeout=max(0.0, float(grace)))
+            for p in procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+
+    async def shutdown(self) -> None:
+        """Stop every container (SIGTERM, then SIGKILL after a short grace): the sandbox is going away."""
+        if self._task is not None:
+            self._task.cancel()
+        runtimes = list(self.pods.values())
+        for r in runtimes:
+            for c in r.containers:
+                c.stopping = True
+        await asyncio.gather(*(self.stop_containers(r, 1.0) for r in runtimes), return_exceptions=True)
+        for r in runtimes:
+            for c in r.containers:
+                if c.task is not None:
+                    c.task.cancel()
+
+    def signal_container(self, c: Container, sig: int) -> None:
+        if c.process is not None and c.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.process.pid, sig)
+
+    def runtime_for(self, namespace: str, name: str) -> PodRuntime | None:
+        pod = self.cluster.store.get(PODS, namespace, name)
+        if pod is None:
+            return None
+        return self.pods.get(pod["metadata"]["uid"])
+
+
+def pod_summary(runtime: PodRuntime) -> dict[str, Any]:
+    return {"name": runtime.name, "ip": runtime.ip, "containers": [c.name for c in runtime.containers]}

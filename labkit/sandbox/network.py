@@ -1,0 +1,210 @@
+"""The sandbox's network: pod addresses, Service addresses (kube-proxy), cluster DNS and the ingress.
+
+Every pod gets its own loopback address (``127.A.B.n``; all of 127.0.0.0/8 is loopback on Linux) and serves on its
+container port there, so ``podIP:9080`` works as on a real cluster. Every Service gets a cluster address in another
+loopback block, where a small TCP proxy hands each new connection to a random ready endpoint, as kube-proxy's
+iptables rules do. With no ready endpoint the Service address refuses connections. The ingress is the same proxy on
+``127.0.0.1:<port>`` in front of productpage, so a browser on the host can open the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from . import dns
+
+log = logging.getLogger("labkit.sandbox.network")
+
+
+def pick_subnet() -> tuple[int, int]:
+    """A random ``127.A.B.0/22`` block for this sandbox, so two sandboxes on one machine do not collide."""
+    rng = random.SystemRandom()
+    for _ in range(50):
+        a, b = rng.randrange(64, 250), rng.randrange(0, 252, 4)
+        probe = f"127.{a}.{b + 3}.1"
+        with socket.socket() as s:
+            # If something already serves there, another sandbox owns the block.
+            s.settimeout(0.05)
+            if s.connect_ex((probe, 80)) != 0 and s.connect_ex((probe, 9080)) != 0:
+                return a, b
+    return 127, 0
+
+
+class AddressPool:
+    """Hands out addresses from a list, reusing released ones last (so a fresh pod rarely gets a just-freed IP)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self._free = list(addresses)
+        self._used: set[str] = set()
+
+    def take(self) -> str:
+        if not self._free:
+            raise RuntimeError("the sandbox ran out of pod addresses")
+        ip = self._free.pop(0)
+        self._used.add(ip)
+        return ip
+
+    def give_back(self, ip: str) -> None:
+        if ip in self._used:
+            self._used.discard(ip)
+            self._free.append(ip)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST, as a connection to a dead pod ends on a real cluster."""
+    sock = writer.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        _reset(writer)
+
+
+@dataclass
+class ServicePort:
+    """One listening Service address and port, balancing over its ready endpoints."""
+
+    host: str
+    port: int
+    backends: list[tuple[str, int]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+    connections: int = 0
+
+    async def start(self) -> None:
+        if self.server is None:
+            self.server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True,
+                                                     backlog=256)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 0.2)
+
+    async def set_backends(self, backends: list[tuple[str, int]]) -> None:
+        self.backends = list(backends)
+        # No ready endpoint: close the listener so clients get "connection refused", as with kube-proxy.
+        if self.backends:
+            await self.start()
+        else:
+            await self.stop()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if not self.backends:
+            _reset(writer)
+            return
+        ip, port = random.choice(self.backends)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(ip, port)
+        except OSError:
+            _reset(writer)
+            return
+        with contextlib.suppress(Exception):
+            sock = up_writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+        for w in (writer, up_writer):
+            with contextlib.suppress(Exception):
+                w.close()
+
+
+class Network:
+    """Address management, Service proxies, the DNS hosts file and the host ingress."""
+
+    def __init__(self, state_dir: str, subnet: tuple[int, int] | None = None) -> None:
+        a, b = subnet or pick_subnet()
+        self.subnet = (a, b)
+        self.pods = AddressPool([f"127.{a}.{b + i}.{n}" for i in (0, 1) for n in range(2, 255)])
+        self.services = AddressPool([f"127.{a}.{b + 2}.{n}" for n in range(10, 255)])
+        self.hosts_file = os.path.join(state_dir, "network", "hosts")
+        os.makedirs(os.path.dirname(self.hosts_file), exist_ok=True)
+        self._dns: dict[tuple[str, str], str] = {}  # (namespace, service) -> cluster IP
+        self._ports: dict[tuple[str, str], dict[int, ServicePort]] = {}
+        self.ingress: ServicePort | None = None
+        self.ingress_target: tuple[str, str, int] | None = None
+        self._write_hosts()
+
+    # -- DNS
+    def _write_hosts(self) -> None:
+        entries: dict[str, list[str]] = {}
+        for (ns, name), ip in self._dns.items():
+            entries.setdefault(ip, []).extend(
+                [f"{name}.{ns}.svc.{dns.CLUSTER_DOMAIN}", f"{name}.{ns}.svc", f"{name}.{ns}"])
+        dns.write_hosts(self.hosts_file, entries)
+
+    def register_service(self, namespace: str, name: str, cluster_ip: str) -> None:
+        self._dns[(namespace, name)] = cluster_ip
+        self._write_hosts()
+
+    async def unregister_service(self, namespace: str, name: str) -> None:
+        ip = self._dns.pop((namespace, name), None)
+        self._write_hosts()
+        for sp in self._ports.pop((namespace, name), {}).values():
+            await sp.stop()
+        if ip:
+            self.services.give_back(ip)
+
+    def cluster_ip(self, namespace: str, name: str) -> str | None:
+        return self._dns.get((namespace, name))
+
+    # -- kube-proxy
+    async def set_endpoints(self, namespace: str, name: str,
+                            ports: dict[int, list[tuple[str, int]]]) -> None:
+        """Point each Service port at its ready ``(podIP, targetPort)`` backends."""
+        ip = self._dns.get((namespace, name))
+        if ip is None:
+            return
+        current = self._ports.setdefault((namespace, name), {})
+        for port in list(current):
+            if port not in ports:
+                await current.pop(port).stop()
+        for port, backends in ports.items():
+            sp = current.get(port) or current.setdefault(port, ServicePort(ip, port))
+            try:
+                await sp.set_backends(backends)
+            except OSError as exc:
+                log.warning("cannot listen on %s:%s for service %s/%s: %s", ip, port, namespace, name, exc)
+        if self.ingress_target and self.ingress_target[:2] == (namespace, name) and self.ingress is not None:
+            self.ingress.backends = list(ports.get(self.ingress_target[2], []))
+
+    def backends(self, namespace: str, name: str, port: int) -> list[tuple[str, int]]:
+        sp = self._ports.get((namespace, name), {}).get(port)
+        return list(sp.backends) if sp else []
+
+    async def start_ingress(self, namespace: str, service: str, port: int, host_port: int) -> int:
+        """Serve ``service:port`` on ``127.0.0.1:host_port`` (0 picks a free port); returns the port."""
+        self.ingress_target = (namespace, service, port)
+        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port))
+        self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
+                                                         reuse_address=True, backlog=256)
+        return self.ingress.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for ports in self._ports.values():
+            for sp in ports.values():
+                await sp.stop()
+        self._ports.clear()
+        if self.ingress is not None and self.ingress.server is not None:
+            self.ingress.server.close()

@@ -1,0 +1,95 @@
+"""The kinds the sandbox's API server serves, in one table.
+
+Discovery documents, routing, the store and the table printers are all derived from this registry, so adding a
+kind means adding one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, eq=False)
+class Resource:
+    """One served resource type, e.g. ``pods`` in the core group (compared and hashed by identity)."""
+
+    plural: str
+    kind: str
+    group: str = ""  # "" is the core (legacy) group served under /api/v1
+    version: str = "v1"
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    singular: str = ""
+    verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+    categories: tuple[str, ...] = ()
+    subresources: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    """name -> (kind, verbs), e.g. {"exec": ("PodExecOptions", ("create", "get"))}."""
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def api_version(self) -> str:
+        return self.group_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+
+ALL = ("all",)
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "pods", "Pod", short_names=("po",), singular="pod", categories=ALL,
+        subresources={
+            "exec": ("PodExecOptions", ("create", "get")),
+            "log": ("Pod", ("get",)),
+            "status": ("Pod", ("get", "patch", "update")),
+        },
+    ),
+    Resource(
+        "services", "Service", short_names=("svc",), singular="service", categories=ALL,
+        subresources={
+            "proxy": ("ServiceProxyOptions", ("create", "delete", "get", "patch", "put")),
+            "status": ("Service", ("get", "patch", "update")),
+        },
+    ),
+    Resource("endpoints", "Endpoints", short_names=("ep",), singular="endpoints"),
+    Resource("events", "Event", short_names=("ev",), singular="event"),
+    Resource("namespaces", "Namespace", namespaced=False, short_names=("ns",), singular="namespace",
+             verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    Resource("serviceaccounts", "ServiceAccount", short_names=("sa",), singular="serviceaccount"),
+    Resource("configmaps", "ConfigMap", short_names=("cm",), singular="configmap"),
+    Resource(
+        "deployments", "Deployment", group="apps", short_names=("deploy",), singular="deployment", categories=ALL,
+        subresources={
+            "scale": ("Scale", ("get", "patch", "update")),
+            "status": ("Deployment", ("get", "patch", "update")),
+        },
+    ),
+    Resource(
+        "replicasets", "ReplicaSet", group="apps", short_names=("rs",), singular="replicaset", categories=ALL,
+        subresources={
+            "scale": ("Scale", ("get", "patch", "update")),
+            "status": ("ReplicaSet", ("get", "patch", "update")),
+        },
+    ),
+)
+
+BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
+BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOURCES}
+
+GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1")
+
+
+def lookup(group: str, plural: str) -> Resource | None:
+    """The resource served at ``/api[s]/<group>/<version>/<plural>``, or None."""
+    return BY_PLURAL.get((group, plural))
+
+
+def for_api_version(api_version: str, kind: str) -> Resource | None:
+    """The resource for a manifest's ``apiVersion`` and ``kind`` (``apps/v1`` + ``Deployment``)."""
+    group = api_version.split("/", 1)[0] if "/" in api_version else ""
+    return BY_KIND.get((group, kind))
