@@ -108,6 +108,8 @@ class ApiServer:
             raise
         except Exception as exc:  # the client gets a Status, the log gets the traceback
             log.exception("internal error on %s %s", request.method, request.path)
+            if request.get("streaming"):
+                raise  # a stream already started: nothing sane can be added to it
             return error(500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}")
 
     # -- routing
@@ -242,6 +244,7 @@ class ApiServer:
         as_table = wants_table(request)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
+        request["streaming"] = True
         await resp.prepare(request)
 
         def line(etype: str, obj: Obj) -> bytes:

@@ -52,6 +52,10 @@ async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: in
                 res = for_api_version(obj["apiVersion"], obj["kind"])
                 if res is None:
                     raise RuntimeError(f"{name}: kind {obj['kind']} is not served by the sandbox")
+                # Annotate like `kubectl apply` does, so a later `kubectl apply -f` of the same file is a clean update.
+                last = json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n"
+                obj["metadata"].setdefault("annotations", {})[
+                    "kubectl.kubernetes.io/last-applied-configuration"] = last
                 if obj["kind"] == "Deployment" and name == "bookinfo.yaml":
                     # The lesson's previous page scales everything to 3 replicas.
                     obj["spec"]["replicas"] = replicas

@@ -211,7 +211,7 @@ class WatchEvent:
     rv: int
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     resource: Resource
     namespace: str | None

@@ -1968,8 +1968,8 @@ def _meter_line(stats: _Stats, now: float) -> str:
     down, up = stats.size_download, stats.size_upload
     expected_down = stats.expected if stats.expected is not None else down
     total = expected_down + up
-    speed_down = int(down / spent) if spent > 0.001 else down
-    speed_up = int(up / spent) if spent > 0.001 else up
+    millis = max(int(spent * 1000), 1)  # curl's own guard against dividing by a zero-length transfer
+    speed_down, speed_up = down * 1000 // millis, up * 1000 // millis
     pct_total = (down + up) * 100 // total if total else 0
     pct_down = down * 100 // stats.expected if stats.expected else 0
     pct_up = 100 if up else 0

@@ -1,0 +1,332 @@
+"""Bookinfo's product page as the reader sees it: which sections work, and the page itself in the notebook.
+
+The lesson's whole point is on this page: when details dies, productpage still answers 200 and only the
+details half turns into an error notice ("gradual degradation"). :func:`parse_sections` reads that from the
+page's visible text, so it works on both page generations Bookinfo has shipped (the Bootstrap one of Istio
+≤ 1.22 and the Tailwind one of Istio ≥ 1.23, whose error headings lost their "!") and on the sandbox's page.
+The sandbox's ``data-section``/``data-status``/``data-ratings`` hints are used only when the text says nothing.
+
+Example:
+    >>> page = labkit.page.fetch_page(lab)
+    >>> page.sections
+    {'details': True, 'reviews': True, 'ratings': None}
+    >>> page                      # shows the page itself, in a sandboxed iframe, with a health line above
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
+
+from .errors import LabkitError
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["SECTIONS", "ProductPage", "fetch_page", "parse_sections", "tester_url"]
+
+SECTIONS: tuple[str, ...] = ("details", "reviews", "ratings")
+"""The parts of the page that come from other services, in the order productpage calls them."""
+
+Via = Literal["host", "tester"]
+
+TESTER_URL = "http://productpage:9080/productpage"
+"""The page as the tester pod reaches it (the lesson's ``curl productpage:9080/productpage``)."""
+
+# The visible texts, lower-cased, with the legacy page's trailing "!" left out so that one prefix matches
+# "Error fetching product details!" (legacy) and "Error fetching product details" (current) alike.
+_DETAILS_ERROR = ("error fetching product details", "product details are currently unavailable")
+_REVIEWS_ERROR = ("error fetching product reviews", "product reviews are currently unavailable")
+_RATINGS_ERROR = ("ratings service is currently unavailable",)
+_DETAILS_OK = "book details"
+_REVIEWS_OK = "book reviews"
+
+# Star markup: legacy ``<span class="glyphicon glyphicon-star">``; current ``<div class="flex gap-x-1
+# text-red-500">`` around the star SVGs (for black stars the class is the non-existent ``text-black-500``).
+_STAR_ROW = re.compile(r"(?:^|\s)gap-x-1(?:\s|$)")
+_SKIPPED_TAGS = frozenset({"script", "style", "title", "head"})
+
+
+class _PageReader(HTMLParser):
+    """Collects the visible text, star markup and the sandbox's data-* hints of one page.
+
+    html.parser never raises on bad markup, which matters: the current template has an unclosed attribute quote
+    (``lg:px-8>``) right before the reviews.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.stars = 0
+        self.hints: dict[str, str] = {}
+        self.ratings_hints: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip += 1
+        a = {k: v or "" for k, v in attrs}
+        classes = a.get("class", "")
+        if "glyphicon-star" in classes or (tag == "div" and _STAR_ROW.search(classes)):
+            self.stars += 1
+        if "data-section" in a and "data-status" in a:
+            self.hints[a["data-section"]] = a["data-status"]
+        if "data-ratings" in a:
+            self.ratings_hints.append(a["data-ratings"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text.append(data)
+
+
+def _hint(value: str | None) -> bool | None:
+    return {"ok": True, "error": False}.get(value or "")
+
+
+def parse_sections(html_text: str) -> dict[str, bool | None]:
+    """Which sections of a product page work: True (shown), False (its error notice is shown), None (absent).
+
+    Reads the visible text of either page generation: "Error fetching product details[!]" / "Sorry, product
+    details are currently unavailable..." mean details failed, the "Book Details" heading means it worked; the
+    same for reviews; "Ratings service is currently unavailable" under a review means ratings failed, stars
+    mean it worked. Ratings is None when reviews v1 served the page (it never calls ratings, so no stars) or
+    when reviews itself failed. Anything that is not a product page gives None everywhere.
+
+    Args:
+        html_text: the body of ``GET /productpage``.
+
+    Returns:
+        ``{"details": ..., "reviews": ..., "ratings": ...}`` with the keys of :data:`SECTIONS`.
+
+    Example:
+        >>> parse_sections(requests.get(lab.productpage_url).text)
+        {'details': True, 'reviews': True, 'ratings': None}
+    """
+    reader = _PageReader()
+    reader.feed(html_text or "")
+    reader.close()
+    text = " ".join(" ".join(reader.text).split()).lower()
+
+    def section(errors: tuple[str, ...], heading: str, name: str) -> bool | None:
+        if any(e in text for e in errors):
+            return False
+        if heading in text:
+            return True
+        return _hint(reader.hints.get(name))
+
+    details = section(_DETAILS_ERROR, _DETAILS_OK, "details")
+    reviews = section(_REVIEWS_ERROR, _REVIEWS_OK, "reviews")
+    ratings: bool | None = None
+    if reviews:
+        if any(e in text for e in _RATINGS_ERROR) or "error" in reader.ratings_hints:
+            ratings = False
+        elif reader.stars or "ok" in reader.ratings_hints:
+            ratings = True
+    return {"details": details, "reviews": reviews, "ratings": ratings}
+
+
+def failed_sections() -> dict[str, bool | None]:
+    """The sections of a page that did not come back (no response, or an error status): the reader saw no
+    details and no reviews, and cannot tell about ratings."""
+    return {"details": False, "reviews": False, "ratings": None}
+
+
+def _word(value: bool | None) -> str:
+    return {True: "ok", False: "FAILING", None: "not shown"}[value]
+
+
+@dataclass
+class ProductPage:
+    """One fetch of the product page: status, timing, the HTML, and which sections work.
+
+    Attributes:
+        url: what was requested.
+        status: the HTTP status; 0 when no response came (connection refused, timeout).
+        html: the body ("" when no response came).
+        fetched_at: when the request was sent (UTC).
+        elapsed_ms: how long the answer took.
+        sections: :func:`parse_sections` of the body; for a failed page details and reviews are False.
+        via: "host" (this machine) or "tester" (curl in the tester pod).
+        error: why the fetch failed ("" when it did not).
+    """
+
+    url: str
+    status: int
+    html: str
+    fetched_at: pd.Timestamp
+    elapsed_ms: float
+    sections: dict[str, bool | None] = field(default_factory=dict)
+    via: str = "host"
+    error: str = ""
+
+    @property
+    def recognised(self) -> bool:
+        """Whether the body is Bookinfo's product page at all (a details or a reviews section was found)."""
+        return self.status == 200 and (self.sections.get("details") is not None
+                                       or self.sections.get("reviews") is not None)
+
+    @property
+    def healthy(self) -> bool:
+        """200, details and reviews shown, and ratings not failing (ratings may be absent: reviews v1)."""
+        return (self.status == 200 and self.sections.get("details") is True
+                and self.sections.get("reviews") is True and self.sections.get("ratings") is not False)
+
+    @property
+    def failing(self) -> list[str]:
+        """What the reader sees broken: "page" when the page itself failed, then the failing sections."""
+        broken = [] if self.status == 200 and self.recognised else ["page"]
+        return broken + [s for s in SECTIONS if self.sections.get(s) is False]
+
+    def summary(self) -> str:
+        """One line: status, time, each section, and the verdict.
+
+        Example:
+            >>> print(lab.page().summary())
+            HTTP 200 in 9 ms · details FAILING · reviews ok · ratings not shown → gradual degradation
+        """
+        if self.status == 0:
+            head = f"no response after {self.elapsed_ms:.0f} ms ({self.error or 'no answer'})"
+        else:
+            head = f"HTTP {self.status} in {self.elapsed_ms:.0f} ms"
+        parts = [head] + [f"{s} {_word(self.sections.get(s))}" for s in SECTIONS]
+        if self.healthy:
+            verdict = "healthy"
+        elif "page" in self.failing:
+            verdict = "the page itself failed" + ("" if self.status != 200 else f": {self.error}")
+        else:
+            verdict = "gradual degradation (the page works, " + ", ".join(self.failing) + " failing)"
+        return " · ".join(parts) + f" → {verdict}"
+
+    def __repr__(self) -> str:
+        flags = " ".join(f"{s}={_word(self.sections.get(s))}" for s in SECTIONS)
+        return (f"<ProductPage {self.status} {'healthy' if self.healthy else 'failing: ' + ','.join(self.failing)}"
+                f" {flags} {self.elapsed_ms:.0f} ms via {self.via} {self.url}>")
+
+    def _repr_html_(self) -> str:
+        # The page goes into the iframe's srcdoc, escaped, and the iframe is sandboxed without allow-scripts:
+        # the page's own scripts and forms cannot touch the notebook, and no JavaScript is needed to show it,
+        # so it survives nbconvert's HTML export unchanged.
+        color = "#2e7d32" if self.healthy else "#c62828"
+        body = self.html if self.html else (
+            f"<p style='font-family:sans-serif;color:#c62828'>No page: {html.escape(self.error or 'no response')}"
+            "</p>")
+        if self.via == "host" and self.html and "<base" not in self.html.lower():
+            # Relative links (static/..., login) then resolve against productpage, not the notebook server.
+            body = f'<base href="{html.escape(self.url, quote=True)}">' + body
+        return (
+            f"<div class='labkit-page'><div style='font-family:sans-serif;margin:4px 0'>"
+            f"<b style='color:{color}'>● {html.escape(self.summary())}</b> "
+            f"<small>{html.escape(self.url)} via {html.escape(self.via)}</small></div>"
+            f"<iframe sandbox srcdoc=\"{html.escape(body, quote=True)}\" title=\"Bookinfo product page\" "
+            "style='width:100%;height:480px;border:1px solid #ccc;resize:vertical'></iframe></div>")
+
+    def to_dict(self) -> dict[str, object]:
+        """A plain record (no HTML) for journals and DataFrames."""
+        return {"url": self.url, "via": self.via, "status": self.status, "fetched_at": self.fetched_at.isoformat(),
+                "elapsed_ms": round(self.elapsed_ms, 3), **self.sections, "healthy": self.healthy,
+                "failing": self.failing, "error": self.error}
+
+
+def tester_url(url: str | None = None) -> str:
+    """The URL the tester pod requests: ``url`` or productpage's in-cluster address."""
+    return url or TESTER_URL
+
+
+def host_url(lab: Lab, url: str | None = None) -> str:
+    """The URL this machine requests: ``url`` or ``lab.productpage_url``; says what to do when neither is set."""
+    found = url or getattr(lab, "productpage_url", None)
+    if not found:
+        raise LabkitError("this Lab has no productpage URL reachable from this machine: pass url='http://<your "
+                          "ingress>/productpage' (the lesson's $MYHOST), set LABKIT_PRODUCTPAGE_URL, or use "
+                          "via='tester' to request the page from the tester pod")
+    return str(found)
+
+
+_MARK = "\n__labkit_http_code__="
+
+
+def _fetch_host(url: str, timeout: float) -> tuple[int, str, str]:
+    import requests
+
+    try:
+        # A new connection each time (as productpage itself does downstream), so requests spread over pods.
+        resp = requests.get(url, timeout=timeout, headers={"Connection": "close"})
+    except requests.Timeout:
+        return 0, "", f"timed out after {timeout:g} s"
+    except requests.ConnectionError as exc:
+        return 0, "", f"connection failed: {_short(exc)}"
+    except requests.RequestException as exc:
+        return 0, "", f"{type(exc).__name__}: {_short(exc)}"
+    return resp.status_code, resp.text, "" if resp.status_code == 200 else f"HTTP {resp.status_code}"
+
+
+def _fetch_tester(lab: Lab, pod: str, url: str, timeout: float) -> tuple[int, str, str]:
+    # curl -sS prints its own error on stderr; -w appends the status after the body on a line of its own.
+    res = lab.exec(pod, ["curl", "-sS", "-m", f"{timeout:g}", "-w", _MARK + "%{http_code}", url],
+                   timeout=timeout + 10)
+    body, sep, code = res.stdout.rpartition(_MARK)
+    status = int(code.strip()) if sep and code.strip().isdigit() else 0
+    if status == 0:
+        return 0, "", (res.stderr.strip() or f"curl exited {res.returncode}")
+    return status, body, "" if status == 200 else f"HTTP {status}"
+
+
+def _short(exc: BaseException) -> str:
+    # requests nests urllib3's reason three levels deep; the innermost words are the useful ones.
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] [^')\]]+|Connection refused|Read timed out|Name or service not known", text)
+    return match.group(0) if match else text[:200]
+
+
+def fetch_page(lab: Lab, *, via: Via = "host", url: str | None = None, timeout: float = 10.0) -> ProductPage:
+    """Request the product page once and say what works on it.
+
+    A page that does not answer is not an exception here: it comes back with ``status`` 0 and ``error`` set,
+    because a dead productpage is one of the things the lesson shows.
+
+    Args:
+        lab: the connection.
+        via: "host" requests ``lab.productpage_url`` (or ``url``) from this machine; "tester" runs
+            ``curl`` in the tester pod against ``http://productpage:9080/productpage`` (or ``url``), as the
+            lesson does with ``kubectl exec``.
+        url: another URL (a real cluster's Ingress, ``?u=test``...).
+        timeout: seconds to wait for the page.
+
+    Returns:
+        A :class:`ProductPage`; in a notebook it displays the page itself.
+
+    Raises:
+        LabkitError: ``via`` is unknown, or "host" with no URL known for this Lab.
+        NoPodsMatch: "tester" with no tester pod running.
+
+    Example:
+        >>> page = fetch_page(lab)
+        >>> page.healthy, page.failing
+        (False, ['details'])
+    """
+    if via not in ("host", "tester"):
+        raise LabkitError(f"via must be 'host' or 'tester', not {via!r}")
+    target = host_url(lab, url) if via == "host" else tester_url(url)
+    sent = pd.Timestamp.now(tz="UTC")
+    started = time.perf_counter()
+    if via == "host":
+        status, body, error = _fetch_host(target, timeout)
+    else:
+        status, body, error = _fetch_tester(lab, lab.tester_pod(), target, timeout)
+    elapsed = (time.perf_counter() - started) * 1000
+    sections = parse_sections(body) if status == 200 else failed_sections()
+    page = ProductPage(url=target, status=status, html=body, fetched_at=sent, elapsed_ms=elapsed,
+                       sections=sections, via=via, error=error)
+    if status == 200 and not page.recognised:
+        page.error = "the response is not Bookinfo's product page (no details or reviews section on it)"
+    return page

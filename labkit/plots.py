@@ -1,0 +1,611 @@
+"""Figures for the lesson: restarts per pod, pod status over time, page availability, recovery times.
+
+Every function takes the DataFrames the rest of labkit produces and returns a :class:`matplotlib.figure.Figure`;
+nothing is shown or saved for you, so a figure is the last expression of a cell (or ``fig.savefig(...)``).
+
+The figures are built with :class:`~matplotlib.figure.Figure` directly, not with ``pyplot``: ``pyplot`` would
+register them with the notebook's backend, which then shows each one a second time at the end of the cell, and
+it keeps every figure alive until it is closed. They carry their own PNG rendering (``_repr_png_``), so a notebook
+shows them (and ``nbconvert`` exports them) whether or not ``pyplot`` was ever imported. No backend is chosen here.
+
+An empty frame gives a figure that says there is no data and what to do, never an exception.
+
+Example:
+    >>> from labkit import plots
+    >>> plots.restart_counts(lab.pods())                         # RESTARTS of `kubectl get pods`, as bars
+    >>> plots.status_timeline(rec.timeline, rec.actions)         # when pods went down and came back
+    >>> plots.availability(traffic.frame)                        # % of requests with each section working
+    >>> plots.recovery(rec.recovery())                           # seconds from each kill to Ready again
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+__all__ = [
+    "APP_COLORS",
+    "STATUS_STYLES",
+    "LabFigure",
+    "app_of",
+    "availability",
+    "recovery",
+    "restart_counts",
+    "status_timeline",
+]
+
+APP_COLORS: dict[str, str] = {
+    "details": "#1f77b4",
+    "reviews": "#2ca02c",
+    "ratings": "#ff7f0e",
+    "productpage": "#9467bd",
+    "sleep": "#7f7f7f",
+    "curl": "#7f7f7f",
+}
+"""One colour per Bookinfo service, the same in every figure (details is always blue)."""
+
+_APP_ORDER = ("productpage", "details", "reviews", "ratings", "sleep", "curl")
+_FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#393b79", "#637939")
+_DPI = 100
+_WIDTH = 10.0  # inches: 1000 px at 100 dpi, about the width of a notebook cell and of nbconvert's HTML page
+
+
+@dataclass(frozen=True)
+class _Style:
+    label: str
+    color: str
+    hatch: str = ""
+
+
+STATUS_STYLES: dict[str, _Style] = {
+    "ready": _Style("Running, Ready", "#43a047"),
+    "not_ready": _Style("Running, not Ready", "#fdd835", "..."),
+    "starting": _Style("Pending / starting", "#90caf9"),
+    "error": _Style("Error (container exited)", "#e53935", "xx"),
+    "crashloop": _Style("CrashLoopBackOff (waiting to restart)", "#6a1b9a", "//"),
+    "terminating": _Style("Terminating", "#9e9e9e", "\\\\"),
+    "other": _Style("Other", "#d7ccc8"),
+}
+"""How :func:`status_timeline` draws each kind of pod state (colour, plus a hatch so print and colour-blind
+readers can tell red from purple)."""
+
+
+class LabFigure(Figure):
+    """A matplotlib :class:`~matplotlib.figure.Figure` that renders itself as PNG in a notebook.
+
+    IPython calls ``_repr_png_`` only when no backend has registered a PNG formatter for figures (the inline
+    backend does once ``pyplot`` is imported); either way the figure appears once, as an image that survives
+    ``nbconvert`` HTML export.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=self.dpi, bbox_inches="tight", facecolor="white")
+        return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _figure(height: float, width: float = _WIDTH) -> LabFigure:
+    # constrained layout keeps long pod names and outside legends from being clipped in the exported PNG
+    return LabFigure(figsize=(width, height), dpi=_DPI, layout="constrained", facecolor="white")
+
+
+def _no_data(title: str, message: str) -> LabFigure:
+    fig = _figure(2.6)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=13, fontweight="bold", loc="left")
+    ax.text(0.5, 0.5, f"No data to plot.\n{message}", ha="center", va="center", fontsize=11, color="#555555",
+            transform=ax.transAxes, wrap=True)
+    return fig
+
+
+def app_of(pod: str) -> str:
+    """The Bookinfo service a pod belongs to, from its name when no ``app`` label is at hand.
+
+    Example:
+        >>> app_of("details-v1-6d86fd9949-fr59p"), app_of("sleep-88ddbcfdd-l9zq4")
+        ('details', 'sleep')
+    """
+    match = re.match(r"^(.+?)-v\d+-", pod)
+    if match:
+        return match.group(1)
+    # Deployment pods end in -<replicaset hash>-<5 chars>; what is left is the deployment's name.
+    parts = pod.split("-")
+    return "-".join(parts[:-2]) if len(parts) > 2 else parts[0]
+
+
+def _app_colors(apps: Iterable[str]) -> dict[str, str]:
+    colors: dict[str, str] = {}
+    spare = iter(_FALLBACK_COLORS * 4)
+    for app in apps:
+        if app not in colors:
+            colors[app] = APP_COLORS.get(app) or next(spare, "#333333")
+    return colors
+
+
+def _app_rank(app: str) -> tuple[int, str]:
+    return (_APP_ORDER.index(app) if app in _APP_ORDER else len(_APP_ORDER), app)
+
+
+def _action_fields(action: Any) -> dict[str, Any]:
+    """The parts of a ChaosAction (or its ``to_dict()``) that a figure needs."""
+    get = action.get if isinstance(action, Mapping) else lambda key, default=None: getattr(action, key, default)
+    time = get("time")
+    return {
+        "time": pd.Timestamp(time) if time is not None else None,
+        "action": str(get("action", "") or ""),
+        "process": get("process"),
+        "pods": list(get("pods", []) or []),
+        "dry_run": bool(get("dry_run", False)),
+        "signal": get("signal"),
+    }
+
+
+def _action_label(fields: dict[str, Any]) -> str:
+    n = len(fields["pods"])
+    pods = f"{n} pod{'s' if n != 1 else ''}"
+    if fields["action"] == "kill":
+        text = f"pkill {fields['process'] or ''}".strip() + f" · {pods}"
+    elif fields["action"] == "delete":
+        text = f"delete {pods}"
+    else:
+        text = f"{fields['action'] or 'action'} · {pods}"
+    return text + (" (dry run)" if fields["dry_run"] else "")
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _utc_series(values: pd.Series) -> pd.Series:
+    series = pd.to_datetime(values)
+    if getattr(series.dt, "tz", None) is None:
+        return series.dt.tz_localize("UTC")
+    return series.dt.tz_convert("UTC")
+
+
+def _seconds(times: pd.Series | pd.Timestamp, t0: pd.Timestamp) -> Any:
+    delta = times - t0
+    if isinstance(delta, pd.Series):
+        return delta.dt.total_seconds().to_numpy(dtype=float)
+    return float(delta.total_seconds())
+
+
+def _place_labels(xs: Sequence[float], span: float, levels: int = 3) -> list[int]:
+    """A level (0 = lowest) per label so labels close in time are stacked instead of drawn over each other."""
+    placed: list[tuple[float, int]] = []
+    result = []
+    for x in xs:
+        near = {lvl for (px, lvl) in placed if abs(px - x) < 0.12 * span}
+        level = next((lvl for lvl in range(levels) if lvl not in near), len(placed) % levels)
+        placed.append((x, level))
+        result.append(level)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- restarts
+
+
+def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """The RESTARTS column of ``kubectl get pods`` as one bar per pod, coloured by service.
+
+    Args:
+        pods: ``lab.pods()`` (columns ``name``, ``app``, ``restarts``, ``status``) or
+            ``Recorder.restart_counts()`` (columns ``pod``, ``app``, ``restarts``).
+        title: replaces the default title.
+
+    Returns:
+        The figure; a pod whose STATUS is not ``Running`` has it written next to its bar.
+
+    Example:
+        >>> lab.kill("app=details", mode="all")
+        >>> plots.restart_counts(lab.pods())      # details 1/1/1 (2/1/1 after the lesson's two steps)
+    """
+    title = title or "Container restarts per pod"
+    if pods is None or len(pods) == 0:
+        return _no_data(title, "No pods were given. Check the selector with lab.pods(); an empty namespace "
+                               "has nothing to restart.")
+    name_col = "name" if "name" in pods.columns else "pod" if "pod" in pods.columns else None
+    if name_col is None or "restarts" not in pods.columns:
+        raise ValueError("restart_counts needs a pods table with a 'name' (or 'pod') column and a 'restarts' "
+                         f"column, like lab.pods(); got columns {list(pods.columns)}")
+    frame = pd.DataFrame({
+        "name": pods[name_col].astype(str),
+        "restarts": pd.to_numeric(pods["restarts"], errors="coerce").fillna(0).astype(int),
+    })
+    frame["app"] = (pods["app"].astype(str).where(pods["app"].astype(str) != "", None)
+                    if "app" in pods.columns else None)
+    frame["app"] = [a if isinstance(a, str) and a else app_of(n) for a, n in zip(frame["app"], frame["name"],
+                                                                                strict=True)]
+    frame["status"] = pods["status"].astype(str).to_numpy() if "status" in pods.columns else "Running"
+    # kubectl sorts by name; keep that order top to bottom so the figure reads like the table
+    frame = frame.sort_values("name", ignore_index=True)
+    colors = _app_colors(sorted(frame["app"].unique(), key=_app_rank))
+
+    n = len(frame)
+    fig = _figure(1.6 + 0.34 * n)
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    ax.barh(y, frame["restarts"], color=[colors[a] for a in frame["app"]], height=0.7, edgecolor="white")
+    top = max(int(frame["restarts"].max()), 3)
+    for yi, (count, status) in enumerate(zip(frame["restarts"], frame["status"], strict=True)):
+        note = f"{count}" + (f"   {status}" if status not in ("Running", "nan", "") else "")
+        ax.text(count + top * 0.01, yi, note, va="center", ha="left", fontsize=9,
+                color="#c62828" if status not in ("Running", "nan", "") else "#222222")
+    ax.set_yticks(y, frame["name"], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("restarts (RESTARTS column of kubectl get pods)")
+    ax.set_ylabel("pod")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    total = int(frame["restarts"].sum())
+    ax.set_title(f"{title}  ·  {total} restart{'s' if total != 1 else ''} in {n} pods", loc="left",
+                 fontsize=13, fontweight="bold")
+    handles = [Patch(facecolor=colors[a], label=a) for a in colors]
+    ax.legend(handles=handles, title="service (app)", loc="lower right", fontsize=9, framealpha=0.9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------- timeline
+
+
+def _status_kind(status: str, ready: Any, event: str) -> str:
+    status = status or ""
+    if event == "DELETED" or status in ("Terminating", "Unknown"):
+        return "terminating"
+    if status == "CrashLoopBackOff" or "BackOff" in status:
+        return "crashloop"
+    if status in ("Error", "OOMKilled") or status.startswith(("ExitCode", "Signal", "Init:Error")):
+        return "error"
+    if status == "Running":
+        return "ready" if bool(ready) and not pd.isna(ready) else "not_ready"
+    if status in ("Pending", "ContainerCreating", "PodInitializing") or status.startswith("Init:"):
+        return "starting"
+    if status == "NotReady":
+        return "not_ready"
+    return "other"
+
+
+def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = None,
+                    title: str | None = None) -> Figure:
+    """One row per pod, coloured by what ``kubectl get pods`` showed over time, with the chaos actions marked.
+
+    Spans are Running+Ready (green), Running but not Ready (yellow), Error (red), CrashLoopBackOff (purple),
+    Terminating (grey). A red ✕ marks each pod an action hit; a black dot marks each container restart; the
+    restart count at the end is written right of each row. A state shorter than 0.4 % of the time axis is
+    drawn that wide so that a 50 ms ``Error`` is still visible.
+
+    Args:
+        timeline: ``Recorder.timeline`` (:data:`labkit.observe.TIMELINE_COLUMNS`), or the Recorder itself (its
+            timeline and actions are used).
+        actions: the ChaosActions (or their ``to_dict()``) to draw as vertical lines.
+        end: where the time axis stops (default: the last event or action, plus a little).
+        title: replaces the default title.
+
+    Example:
+        >>> with lab.record() as rec:
+        ...     lab.kill("app=details")
+        ...     lab.kill("app=details", mode="all")
+        ...     lab.wait_ready()
+        >>> plots.status_timeline(rec)
+    """
+    title = title or "Pod status over time"
+    if hasattr(timeline, "timeline") and not isinstance(timeline, pd.DataFrame):
+        recorder = timeline
+        timeline = recorder.timeline
+        actions = list(actions) or list(getattr(recorder, "actions", []) or [])
+    marks = [f for f in (_action_fields(a) for a in actions) if f["time"] is not None]
+    if timeline is None or len(timeline) == 0:
+        return _no_data(title, "The recorder saw no pod events. Start it before the chaos "
+                               "(with lab.record() as rec: ...) and check its selector.")
+    needed = {"time", "pod", "status"}
+    if not needed <= set(timeline.columns):
+        raise ValueError(f"status_timeline needs a timeline with columns {sorted(needed)} like Recorder.timeline; "
+                         f"got {list(timeline.columns)}")
+    tl = timeline.copy()
+    tl["time"] = _utc_series(tl["time"])
+    tl = tl.sort_values("time", kind="stable", ignore_index=True)
+    for col, default in (("ready", False), ("event", ""), ("restarts", 0), ("app", "")):
+        if col not in tl.columns:
+            tl[col] = default
+    for mark in marks:
+        mark["time"] = _utc(mark["time"])
+
+    t0 = min([tl["time"].iloc[0], *(m["time"] for m in marks)])
+    t_last = max([tl["time"].iloc[-1], *(m["time"] for m in marks)])
+    raw_span = max(_seconds(t_last, t0), 1.0)
+    t_end = _seconds(_utc(end), t0) if end is not None else raw_span * 1.04 + 0.5
+    span = max(t_end, 1e-9)
+    min_width = span * 0.004
+
+    apps = {p: (a if isinstance(a, str) and a else app_of(p))
+            for p, a in tl.groupby("pod", sort=False)["app"].last().items()}
+    pods = sorted(apps)  # kubectl's order: by name
+    row = {p: i for i, p in enumerate(pods)}
+    n = len(pods)
+    fig = _figure(2.2 + 0.42 * n)
+    ax = fig.add_subplot()
+
+    seen: set[str] = set()
+    restart_x: list[float] = []
+    restart_y: list[int] = []
+    final_restarts: dict[str, int] = {}
+    for pod, rows in tl.groupby("pod", sort=False):
+        rows = rows.reset_index(drop=True)
+        xs = _seconds(rows["time"], t0)
+        previous_restarts: int | None = None
+        for j in range(len(rows)):
+            r = rows.iloc[j]
+            restarts = int(r["restarts"]) if not pd.isna(r["restarts"]) else 0
+            if previous_restarts is not None and restarts > previous_restarts:
+                restart_x.append(float(xs[j]))
+                restart_y.append(row[pod])
+            previous_restarts = restarts
+            final_restarts[pod] = restarts
+            if r["event"] == "DELETED":
+                continue  # the pod is gone: nothing to draw after this point
+            start = float(xs[j])
+            stop = float(xs[j + 1]) if j + 1 < len(rows) else t_end
+            if stop <= start and j + 1 < len(rows):
+                continue  # superseded within the same instant
+            kind = _status_kind(str(r["status"]), r["ready"], str(r["event"]))
+            style = STATUS_STYLES[kind]
+            seen.add(kind)
+            ax.broken_barh([(start, max(stop - start, min_width))], (row[pod] - 0.38, 0.76),
+                           facecolors=style.color, edgecolor="#555555" if style.hatch else style.color,
+                           linewidth=0.3, hatch=style.hatch)
+
+    if restart_x:
+        ax.scatter(restart_x, restart_y, s=22, color="black", zorder=4, marker="o", edgecolors="white",
+                   linewidths=0.8)
+    for i, pod in enumerate(pods):
+        count = final_restarts.get(pod, 0)
+        ax.annotate(f"{count} restart{'s' if count != 1 else ''}", xy=(1.005, i), xycoords=("axes fraction", "data"),
+                    va="center", fontsize=8.5, color="#c62828" if count else "#666666")
+
+    # the chaos actions: a dashed line each, a label above the plot, a ✕ on every pod it hit
+    levels = _place_labels([_seconds(m["time"], t0) for m in marks], span)
+    hit_x: list[float] = []
+    hit_y: list[int] = []
+    for mark, level in zip(marks, levels, strict=True):
+        x = _seconds(mark["time"], t0)
+        color = "#9e9e9e" if mark["dry_run"] else "#d62728"
+        ax.axvline(x, color=color, linestyle="--" if not mark["dry_run"] else ":", linewidth=1.6, zorder=5)
+        ax.annotate(_action_label(mark), xy=(x, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, 4 + 13 * level), textcoords="offset points", fontsize=9, color=color,
+                    fontweight="bold", ha="left", va="bottom", annotation_clip=False)
+        if not mark["dry_run"]:
+            for pod in mark["pods"]:
+                if pod in row:
+                    hit_x.append(x)
+                    hit_y.append(row[pod])
+    if hit_x:
+        ax.scatter(hit_x, hit_y, s=70, marker="X", color="#d62728", edgecolors="white", linewidths=0.8, zorder=6)
+
+    ax.set_yticks(range(n), pods, fontsize=9)
+    for tick, pod in zip(ax.get_yticklabels(), pods, strict=True):
+        tick.set_color(APP_COLORS.get(apps[pod], "#222222"))
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlim(0, t_end)
+    ax.set_xlabel(f"seconds since {t0.strftime('%H:%M:%S')} UTC")
+    ax.set_ylabel("pod")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    top_pad = 12 + 13 * (max(levels) + 1 if levels else 0)
+    ax.set_title(title, loc="left", fontsize=13, fontweight="bold", pad=top_pad)
+
+    order = ["ready", "not_ready", "starting", "error", "crashloop", "terminating", "other"]
+    handles: list[Any] = [Patch(facecolor=STATUS_STYLES[k].color, hatch=STATUS_STYLES[k].hatch,
+                                edgecolor="#555555", label=STATUS_STYLES[k].label) for k in order if k in seen]
+    if marks:
+        handles.append(Line2D([], [], color="#d62728", linestyle="--", label="chaos action"))
+    if hit_x:
+        handles.append(Line2D([], [], color="#d62728", marker="X", linestyle="", markersize=8, label="pod hit"))
+    if restart_x:
+        handles.append(Line2D([], [], color="black", marker="o", linestyle="", markersize=5,
+                              label="container restarted"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9,
+               frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------- availability
+
+_SECTIONS = ("details", "reviews", "ratings")
+_LINES: dict[str, dict[str, Any]] = {
+    # The page line is wide and pale underneath, sections are drawn over it with distinct dashes and markers,
+    # so lines that overlap at 100 % stay distinguishable.
+    "page": {"color": "#bdbdbd", "linewidth": 7, "linestyle": "-", "label": "page (HTTP 200)", "zorder": 1},
+    "details": {"color": APP_COLORS["details"], "linewidth": 2.2, "linestyle": "-", "marker": "o",
+                "markersize": 3.5, "zorder": 4},
+    "reviews": {"color": APP_COLORS["reviews"], "linewidth": 2.2, "linestyle": "--", "marker": "s",
+                "markersize": 3.5, "zorder": 3},
+    "ratings": {"color": APP_COLORS["ratings"], "linewidth": 2.2, "linestyle": ":", "marker": "^",
+                "markersize": 3.5, "zorder": 2},
+}
+
+
+def _availability_table(frame: pd.DataFrame, freq: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Per time bucket: page and section availability as fractions 0..1 (NaN: no data), and request counts."""
+    if {"status", "latency_ms"} <= set(frame.columns) and "time" in frame.columns:
+        # One row per request: bucket it the way Traffic.availability does, so the figure and the numbers agree
+        from . import traffic
+
+        frame = traffic.availability(frame, freq)
+    table = frame.copy()
+    if "time" in table.columns:
+        table = table.set_index(_utc_series(table["time"]))
+    if not isinstance(table.index, pd.DatetimeIndex):
+        raise ValueError("availability needs Traffic.frame (columns time, status, latency_ms, details, ...) or "
+                         "Traffic.availability() (a time index or column, and per-section columns 0..1); got "
+                         f"columns {list(frame.columns)}")
+    if table.index.tz is None:
+        table.index = table.index.tz_localize("UTC")
+    out = pd.DataFrame(index=table.index)
+    counts = pd.to_numeric(table["requests"], errors="coerce") if "requests" in table.columns else None
+    if "page" in table.columns:
+        out["page"] = pd.to_numeric(table["page"], errors="coerce").astype(float)
+    elif "ok" in table.columns and counts is not None:
+        out["page"] = pd.to_numeric(table["ok"], errors="coerce").astype(float) / counts.replace(0, np.nan)
+    for name in _SECTIONS:
+        if name in table.columns:
+            out[name] = pd.to_numeric(table[name], errors="coerce").astype(float)
+    return out, counts
+
+
+def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", *, actions: Iterable[Any] = (),
+                 title: str | None = None) -> Figure:
+    """The share of requests in each time bucket where the page answered 200 and each section worked.
+
+    Degradation reads off it directly: after ``pkill ruby`` in every details pod, the details line dips while
+    reviews and the page stay at 100 % (gradual degradation, not a cascading failure).
+
+    Args:
+        traffic_frame_or_availability: ``Traffic.frame`` (one row per request, :data:`labkit.traffic.
+            TRAFFIC_COLUMNS`) or ``Traffic.availability()``; a Traffic object is accepted too.
+        freq: the bucket width for a per-request frame (a pandas offset, e.g. ``"1s"``, ``"500ms"``).
+        actions: ChaosActions to mark as vertical lines.
+        title: replaces the default title.
+
+    Example:
+        >>> with labkit.traffic.Traffic(lab, rate=5) as traffic:
+        ...     lab.kill("app=details", mode="all")
+        ...     lab.wait_ready()
+        >>> plots.availability(traffic.frame)
+    """
+    title = title or "Availability of the product page, per section"
+    data = traffic_frame_or_availability
+    if hasattr(data, "frame") and not isinstance(data, pd.DataFrame):
+        data = data.frame
+    if data is None or len(data) == 0:
+        return _no_data(title, "No requests were recorded. Start the traffic before the chaos and keep it "
+                               "running until the pods recover (Traffic(lab).start() ... .stop()).")
+    table, counts = _availability_table(data, freq)
+    marks = [f for f in (_action_fields(a) for a in actions) if f["time"] is not None]
+    if len(table) == 0 or table.dropna(how="all").empty:
+        return _no_data(title, "The requests carry no status or section data to plot.")
+    t0 = min([table.index[0], *(_utc(m["time"]) for m in marks)])
+    x = (table.index - t0).total_seconds().to_numpy(dtype=float)
+
+    fig = _figure(4.8)
+    ax = fig.add_subplot()
+    notes = []
+    for name in ("page", *_SECTIONS):
+        if name not in table.columns:
+            continue
+        values = table[name].to_numpy(dtype=float) * 100
+        if np.isnan(values).all():
+            notes.append(f"{name}: not shown on the page in any response (no data)")
+            continue
+        style = dict(_LINES[name])
+        label = style.pop("label", name)
+        ax.plot(x, values, label=f"{label}: min {np.nanmin(values):.0f} %, mean {np.nanmean(values):.0f} %",
+                drawstyle="default", **style)
+
+    for mark, level in zip(marks, _place_labels([_seconds(_utc(m["time"]), t0) for m in marks],
+                                                max(float(x[-1]) if len(x) else 1.0, 1.0)), strict=True):
+        xm = _seconds(_utc(mark["time"]), t0)
+        ax.axvline(xm, color="#d62728", linestyle="--", linewidth=1.4, zorder=5)
+        ax.annotate(_action_label(mark), xy=(xm, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, 4 + 13 * level), textcoords="offset points", fontsize=9, color="#d62728",
+                    fontweight="bold", annotation_clip=False)
+
+    ax.set_ylim(-4, 106)
+    ax.yaxis.set_major_formatter(PercentFormatter(100))
+    ax.set_ylabel("requests with it working")
+    ax.set_xlabel(f"seconds since {t0.strftime('%H:%M:%S')} UTC ({freq} buckets)")
+    ax.grid(alpha=0.3)
+    total = int(counts.sum()) if counts is not None and len(counts) else None
+    subtitle = f"  ·  {total} requests" if total is not None else ""
+    ax.set_title(title + subtitle, loc="left", fontsize=13, fontweight="bold",
+                 pad=12 + (13 if marks else 0))
+    if notes:
+        ax.text(0.0, -0.22, "; ".join(notes), transform=ax.transAxes, fontsize=8.5, color="#666666")
+    ax.legend(loc="lower left", fontsize=9, framealpha=0.92)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------- recovery
+
+
+def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Seconds from each chaos action to the pod it hit being Ready again, one bar per (pod, action).
+
+    Args:
+        recovery_frame: ``Recorder.recovery()`` (columns pod, action_time, down_at, ready_at, recovery_s,
+            restarts_before, restarts_after). A pod that never became Ready again gets a hatched bar and a note.
+        title: replaces the default title.
+
+    Example:
+        >>> plots.recovery(rec.recovery())
+    """
+    title = title or "Time to recover: from the chaos action to Ready again"
+    if recovery_frame is None or len(recovery_frame) == 0:
+        return _no_data(title, "No pod was hit while recording. Run the chaos inside `with lab.record() as rec:` "
+                               "and wait for the pods (lab.wait_ready()) before stopping the recorder.")
+    if not {"pod", "recovery_s"} <= set(recovery_frame.columns):
+        raise ValueError("recovery needs Recorder.recovery() (columns pod, recovery_s, ...); got "
+                         f"{list(recovery_frame.columns)}")
+    frame = recovery_frame.reset_index(drop=True).copy()
+    if "action_time" in frame.columns:
+        frame = frame.sort_values(["action_time", "pod"], kind="stable", ignore_index=True)
+    seconds = pd.to_numeric(frame["recovery_s"], errors="coerce").astype(float).to_numpy()
+    pods = frame["pod"].astype(str).tolist()
+    labels = []
+    if "action_time" in frame.columns and frame["action_time"].notna().any():
+        times = _utc_series(frame["action_time"])
+        t0 = times.min()
+        offsets = (times - t0).dt.total_seconds()
+        many = times.nunique() > 1
+        labels = [f"{p}  (action at +{o:.1f} s)" if many else p for p, o in zip(pods, offsets, strict=True)]
+    else:
+        labels = pods
+    finite = seconds[~np.isnan(seconds)]
+    top = float(finite.max()) if len(finite) else 1.0
+    top = max(top, 0.1)
+    colors = _app_colors(sorted({app_of(p) for p in pods}, key=_app_rank))
+
+    n = len(frame)
+    fig = _figure(1.7 + 0.38 * n)
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    for yi, (pod, value) in enumerate(zip(pods, seconds, strict=True)):
+        color = colors[app_of(pod)]
+        if np.isnan(value):
+            ax.barh(yi, top * 1.1, color="white", edgecolor="#c62828", hatch="//", height=0.7)
+            ax.text(top * 1.12, yi, "not Ready again while recording", va="center", fontsize=9, color="#c62828")
+        else:
+            ax.barh(yi, value, color=color, height=0.7)
+            ax.text(value + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
+    if len(finite):
+        median = float(np.median(finite))
+        ax.axvline(median, color="#333333", linestyle=":", linewidth=1.2, label=f"median {median:.1f} s")
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.45)
+    ax.set_xlabel("seconds until Ready again")
+    ax.set_ylabel("pod hit")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title, loc="left", fontsize=13, fontweight="bold")
+    handles = [Patch(facecolor=colors[a], label=a) for a in colors]
+    if len(finite):
+        handles.append(Line2D([], [], color="#333333", linestyle=":", label=f"median {np.median(finite):.1f} s"))
+    ax.legend(handles=handles, loc="lower right", fontsize=9, framealpha=0.9)
+    return fig

@@ -1,0 +1,521 @@
+"""Steady traffic to the product page while you break things: the lesson's ``while :; do curl ...; done``, measured.
+
+:class:`Traffic` requests the page at a fixed rate from background threads and records, for every request, the
+status, the latency and which sections of the page worked (:func:`labkit.page.parse_sections`). From that
+record it tells the lesson's two outcomes apart: **gradual degradation** (the page keeps answering 200 while
+one section shows its error notice) and **cascading failure** (the page itself fails).
+
+Example:
+    >>> traffic = Traffic(lab, rate=10).start()
+    >>> lab.kill("app=details", mode="all")          # the lesson's for-loop of `pkill ruby`
+    >>> traffic.stop()
+    >>> traffic.verdict()
+    'gradual degradation'
+    >>> traffic.availability("1s")                    # per second: requests, ok, details/reviews/ratings 0..1
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from . import page as _page
+from .errors import LabkitError
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict"]
+
+TRAFFIC_COLUMNS: dict[str, str] = {
+    "time": "datetime64[ns, UTC]",
+    "status": "int64",
+    "latency_ms": "float64",
+    "details": "boolean",
+    "reviews": "boolean",
+    "ratings": "boolean",
+    "error": "string",
+}
+"""The columns of :attr:`Traffic.frame`, one row per request, in order of sending.
+
+time: when the request was sent (UTC); status: the HTTP status, 0 when no response came; latency_ms: until the
+whole page arrived (or the failure); details/reviews/ratings: True shown, False its error notice shown, <NA>
+not shown (ratings with reviews v1, or a page that is not the product page); a failed page (no response or
+not 200) has details and reviews False, since the reader saw neither; error: why the request failed, "" if not.
+"""
+
+AVAILABILITY_COLUMNS: dict[str, str] = {
+    "time": "datetime64[ns, UTC]",
+    "requests": "int64",
+    "ok": "int64",
+    "page": "float64",
+    "details": "float64",
+    "reviews": "float64",
+    "ratings": "float64",
+}
+"""The columns of :meth:`Traffic.availability`, one row per time bucket.
+
+time: the bucket's start; requests: sent in the bucket; ok: how many got 200; page: ok / requests;
+details/reviews/ratings: the share of requests (0..1) whose page showed that section working. Ratings counts
+only requests where ratings could show (it is NaN throughout when no response ever showed ratings, as with
+reviews v1). Buckets without requests have NaN shares.
+"""
+
+Verdict = Literal["healthy", "gradual degradation", "cascading failure"]
+
+MAX_RATE = 200.0
+"""Requests per second above which :class:`Traffic` refuses: this is a probe, not a load test."""
+
+_SECTIONS = _page.SECTIONS
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
+
+
+class _Progress:
+    """A single line that updates: an IPython display in a notebook, a carriage-returned stderr line elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.handle: Any = None
+        self.enabled = enabled
+        self.last = 0.0
+        if not enabled:
+            return
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is not None and getattr(shell, "kernel", None) is not None:
+                from IPython.display import HTML, display
+
+                self.handle = display(HTML(""), display_id=True)
+        except ImportError:
+            pass
+
+    def update(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < 0.5):
+            return
+        self.last = now
+        if self.handle is not None:
+            from IPython.display import HTML
+
+            self.handle.update(HTML(f"<code>{html.escape(text)}</code>"))
+        else:
+            sys.stderr.write("\r" + text[:150].ljust(80))
+            sys.stderr.flush()
+
+    def close(self, text: str) -> None:
+        self.update(text, force=True)
+        if self.enabled and self.handle is None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Traffic:
+    """Requests the product page at a steady rate in the background and records what each response showed.
+
+    Args:
+        lab: the connection.
+        rate: requests per second (open loop: a slow page does not slow the sending down, like real users).
+        url: the page to request; by default ``lab.productpage_url`` (host) or
+            ``http://productpage:9080/productpage`` (tester).
+        via: "host" requests from this machine with ``requests``, a new connection each time; "tester" runs
+            ``curl`` in the tester pod through ``kubectl exec`` (for a real cluster whose page the host cannot
+            reach; each request then costs an exec, so keep the rate modest).
+        timeout: seconds a request may take before it counts as failed (status 0).
+
+    Raises:
+        ValueError: a rate that is not positive or above :data:`MAX_RATE`, or a timeout that is not positive.
+        LabkitError: an unknown ``via``, or "host" with no URL known for this Lab.
+
+    Example:
+        >>> with Traffic(lab, rate=10) as traffic:
+        ...     time.sleep(5)
+        >>> traffic.summary()["details"]
+        1.0
+    """
+
+    def __init__(self, lab: Lab, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
+                 timeout: float = 5.0) -> None:
+        if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):
+            raise ValueError(f"rate must be between 0 and {MAX_RATE:g} requests per second, not {rate!r}")
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if via not in ("host", "tester"):
+            raise LabkitError(f"via must be 'host' or 'tester', not {via!r}")
+        self.lab = lab
+        self.rate = float(rate)
+        self.via: _page.Via = via
+        self.timeout = float(timeout)
+        self.url = _page.host_url(lab, url) if via == "host" else _page.tester_url(url)
+        self._rows: list[tuple[int, int, float, bool | None, bool | None, bool | None, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._scheduler: threading.Thread | None = None
+        self._local = threading.local()
+        self._labs: list[Lab] = []
+        self._tester: str = ""
+        self.started_at: pd.Timestamp | None = None
+        self.stopped_at: pd.Timestamp | None = None
+
+    # -- lifecycle
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.is_alive()
+
+    def start(self) -> Traffic:
+        """Start sending in the background; returns self. Starting again after :meth:`stop` adds to the frame.
+
+        Raises:
+            LabkitError: it is already running.
+            NoPodsMatch: ``via="tester"`` and no tester pod runs.
+        """
+        if self.running:
+            raise LabkitError("this Traffic is already running; stop() it first (or use a new Traffic)")
+        if self.via == "tester":
+            self._tester = self.lab.tester_pod()
+        self._stop.clear()
+        self._queue = queue.Queue()
+        # Enough workers that every request of a full timeout window can be in flight at once, so a hanging
+        # page does not slow the sending down; execs are heavier, hence the lower cap for the tester.
+        workers = max(2, min(64 if self.via == "host" else 16, math.ceil(self.rate * self.timeout) + 2))
+        self._threads = [threading.Thread(target=self._work, name=f"labkit-traffic-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+        self._scheduler = threading.Thread(target=self._schedule, name="labkit-traffic", daemon=True)
+        self.started_at = pd.Timestamp.now(tz="UTC")
+        self.stopped_at = None
+        self._scheduler.start()
+        return self
+
+    def stop(self) -> Traffic:
+        """Stop sending, wait for the requests in flight (at most ``timeout``), join the threads; returns self."""
+        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join()
+        # Requests scheduled but not yet sent are dropped; one sentinel per worker ends it.
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(self.timeout + 15)
+        self._threads = []
+        for lab in self._labs:
+            lab.close()
+        self._labs = []
+        if self.started_at is not None and self.stopped_at is None:
+            self.stopped_at = pd.Timestamp.now(tz="UTC")
+        return self
+
+    def run(self, seconds: float, *, progress: bool = True) -> Traffic:
+        """Send for ``seconds``, blocking (with a progress line), then stop; returns self.
+
+        Example:
+            >>> Traffic(lab, rate=10).run(5).summary()
+        """
+        bar = _Progress(progress)
+        self.start()
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self._stop.wait(min(left, 0.25))
+                bar.update(self._progress_text())
+        finally:
+            self.stop()
+            bar.close(self._progress_text())
+        return self
+
+    def __enter__(self) -> Traffic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _progress_text(self) -> str:
+        with self._lock:
+            rows = list(self._rows)
+        ok = sum(1 for r in rows if r[1] == 200)
+        failing = {s: sum(1 for r in rows if r[3 + i] is False) for i, s in enumerate(_SECTIONS)}
+        broken = ", ".join(f"{s} failing in {n}" for s, n in failing.items() if n) or "no section failing"
+        return f"traffic: {len(rows)} requests, {ok} answered 200, {broken}"
+
+    # -- the threads
+    def _schedule(self) -> None:
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self._queue.put(time.time_ns())
+            next_at += interval
+            # After a pause (a suspended laptop, a blocked interpreter) start afresh instead of sending the
+            # missed requests in one burst, which would look like a load spike to the services.
+            if time.monotonic() - next_at > 1.0:
+                next_at = time.monotonic()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            sent = time.time_ns()
+            started = time.perf_counter()
+            try:
+                status, body, error = self._request()
+            except Exception as exc:  # a worker must never die: the failure is a data point
+                status, body, error = 0, "", f"{type(exc).__name__}: {exc}"[:300]
+            latency = (time.perf_counter() - started) * 1000
+            if status == 200:
+                sections = _page.parse_sections(body)
+                if sections["details"] is None and sections["reviews"] is None:
+                    error = "not the product page (no details or reviews section on it)"
+            else:
+                sections = _page.failed_sections()
+            row = (sent, status, latency, sections["details"], sections["reviews"], sections["ratings"], error)
+            with self._lock:
+                self._rows.append(row)
+
+    def _request(self) -> tuple[int, str, str]:
+        if self.via == "host":
+            return _page._fetch_host(self.url, self.timeout)
+        return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout)
+
+    def _exec_lab(self) -> Lab:
+        # lab.exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
+        # gets its own pair of ApiClients; without a kubeconfig to build them from, share the Lab's.
+        lab = getattr(self._local, "lab", None)
+        if lab is not None:
+            return lab
+        if not self.lab.kubeconfig:
+            return self.lab
+        from kubernetes import config
+
+        from .lab import Lab
+
+        ctx = self.lab.context or None
+        lab = Lab(config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
+                  config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
+                  namespace=self.lab.namespace, context=self.lab.context, kubeconfig=self.lab.kubeconfig,
+                  sandbox=self.lab.sandbox, server=self.lab.server, productpage_url=self.lab.productpage_url)
+        self._local.lab = lab
+        with self._lock:
+            self._labs.append(lab)
+        return lab
+
+    # -- results
+    @property
+    def requests(self) -> int:
+        """How many requests have completed so far."""
+        with self._lock:
+            return len(self._rows)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """One row per completed request (:data:`TRAFFIC_COLUMNS`), ordered by sending time."""
+        with self._lock:
+            rows = list(self._rows)
+        if not rows:
+            return empty_frame(TRAFFIC_COLUMNS)
+        data = pd.DataFrame(rows, columns=list(TRAFFIC_COLUMNS))
+        data["time"] = pd.to_datetime(data["time"], unit="ns", utc=True)
+        data = data.astype(TRAFFIC_COLUMNS)
+        return data.sort_values("time", kind="stable", ignore_index=True)
+
+    def window(self, since: Any = None, until: Any = None) -> pd.DataFrame:
+        """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
+        data = self.frame
+        if since is not None:
+            data = data[data["time"] >= _utc(since)]
+        if until is not None:
+            data = data[data["time"] < _utc(until)]
+        return data.reset_index(drop=True)
+
+    def availability(self, freq: str = "1s") -> pd.DataFrame:
+        """Per time bucket: requests, ok (status 200), and page/details/reviews/ratings availability 0..1.
+
+        Args:
+            freq: the bucket width, a pandas frequency ("1s", "500ms", "5s").
+
+        Returns:
+            A DataFrame with :data:`AVAILABILITY_COLUMNS`, empty buckets included (NaN shares).
+
+        Example:
+            >>> traffic.availability("1s")[["time", "details", "reviews"]]
+        """
+        return availability(self.frame, freq)
+
+    def summary(self, since: Any = None, until: Any = None) -> dict[str, Any]:
+        """The numbers of the run: counts, achieved rate, availability per section, latency, the verdict.
+
+        Latency percentiles are over requests that got an HTTP response. ``ratings`` is None when no response
+        showed ratings (reviews v1).
+
+        Example:
+            >>> traffic.summary()
+            {'requests': 50, 'achieved_rate': 10.0, 'ok': 50, 'details': 0.6, ..., 'verdict': 'gradual degradation'}
+        """
+        return summarize(self.window(since, until), rate=self.rate, url=self.url, via=self.via)
+
+    def verdict(self, since: Any = None, until: Any = None) -> Verdict:
+        """"healthy", "gradual degradation" (the page answered 200 throughout while some section failed and
+        another worked) or "cascading failure" (the page itself failed, or every section on it failed at once).
+
+        Args:
+            since: only requests sent at or after this time.
+            until: only requests sent before this time.
+
+        Raises:
+            LabkitError: no request was recorded in that window.
+        """
+        return verdict(self.window(since, until))
+
+    def explain(self, since: Any = None, until: Any = None) -> str:
+        """The verdict as a sentence with the counts behind it."""
+        return explain(self.window(since, until))
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Traffic {state} {self.rate:g}/s via {self.via} {self.url} requests={self.requests}>"
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        def pct(v: Any) -> str:
+            return "—" if v is None else f"{v * 100:.1f} %"
+        def ms(v: Any) -> str:
+            return "—" if v is None else f"{v:.0f} ms"
+        cells = [("requests", str(s["requests"])), ("achieved rate", f"{s['achieved_rate'] or 0:.1f}/s"),
+                 ("HTTP 200", f"{s['ok']}"), ("page", pct(s["page"])), ("details", pct(s["details"])),
+                 ("reviews", pct(s["reviews"])), ("ratings", pct(s["ratings"])),
+                 ("latency p50 / p95", f"{ms(s['latency_p50_ms'])} / {ms(s['latency_p95_ms'])}")]
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in cells)
+        color = {"healthy": "#2e7d32", "gradual degradation": "#ef6c00"}.get(s["verdict"] or "", "#c62828")
+        return (f"<div><b>Traffic</b> {html.escape(self.url)} via {self.via} at {self.rate:g}/s "
+                f"({'running' if self.running else 'stopped'})<br><b style='color:{color}'>"
+                f"{html.escape(s['explanation'])}</b><table>{rows}</table></div>")
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _page_failed(frame: pd.DataFrame) -> pd.Series:
+    """Requests whose page failed: no 200, or a 200 that was not the product page, or every section failing."""
+    not_page = frame["details"].isna() & frame["reviews"].isna()
+    blackout = frame["details"].eq(False).fillna(False) & frame["reviews"].eq(False).fillna(False)
+    return frame["status"].ne(200) | not_page | blackout
+
+
+def _section_shares(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per request: 1.0/0.0 for details and reviews; ratings 1.0/0.0, or NaN where ratings could not show."""
+    out = pd.DataFrame(index=frame.index)
+    for s in ("details", "reviews"):
+        out[s] = frame[s].fillna(False).astype("float64")
+    ratings = frame["ratings"]
+    if ratings.notna().any():
+        # A request counts for ratings when ratings showed (stars or its error), or when the reader got no
+        # reviews at all; a working reviews v1 answer without stars is no evidence either way.
+        expected = ratings.notna() | frame["reviews"].ne(True).fillna(True)
+        out["ratings"] = ratings.fillna(False).astype("float64").where(expected)
+    else:
+        out["ratings"] = float("nan")
+    out["page"] = frame["status"].eq(200).astype("float64")
+    return out
+
+
+def availability(frame: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
+    """Per-bucket availability of a traffic frame (:data:`TRAFFIC_COLUMNS`); see :meth:`Traffic.availability`."""
+    if frame.empty:
+        return empty_frame(AVAILABILITY_COLUMNS)
+    shares = _section_shares(frame)
+    shares["time"] = frame["time"]
+    shares["requests"] = 1
+    shares["ok"] = frame["status"].eq(200).astype("int64")
+    grouped = shares.groupby(pd.Grouper(key="time", freq=freq))
+    out = grouped[["requests", "ok"]].sum()
+    out[["page", "details", "reviews", "ratings"]] = grouped[["page", "details", "reviews", "ratings"]].mean()
+    out = out.reset_index()[list(AVAILABILITY_COLUMNS)]
+    return out.astype(AVAILABILITY_COLUMNS)
+
+
+def verdict(frame: pd.DataFrame) -> Verdict:
+    """The verdict on a traffic frame; see :meth:`Traffic.verdict`."""
+    if frame.empty:
+        raise LabkitError("no requests were recorded in this window: start the traffic (Traffic(lab).start() "
+                          "or .run(5)) and let it send for a few seconds before asking for a verdict")
+    if _page_failed(frame).any():
+        return "cascading failure"
+    if any(frame[s].eq(False).fillna(False).any() for s in _SECTIONS):
+        return "gradual degradation"
+    return "healthy"
+
+
+def explain(frame: pd.DataFrame) -> str:
+    """The verdict and the counts behind it, in one sentence."""
+    if frame.empty:
+        return "no requests recorded yet"
+    n = len(frame)
+    ok = int(frame["status"].eq(200).sum())
+    failed = {s: int(frame[s].eq(False).fillna(False).sum()) for s in _SECTIONS}
+    what = verdict(frame)
+    counts = ", ".join(f"{s} failed in {k}" for s, k in failed.items() if k) or "no section failed"
+    head = f"{n} requests: {ok} answered 200; {counts}"
+    if what == "healthy":
+        return f"{head} → healthy."
+    if what == "gradual degradation":
+        worked = [s for s in _SECTIONS if not failed[s] and frame[s].eq(True).fillna(False).any()]
+        also = f" and {', '.join(worked)} kept working" if worked else ""
+        return f"{head} → gradual degradation: the page kept answering 200{also}."
+    return (f"{head} → cascading failure: {int(_page_failed(frame).sum())} of {n} requests got no working page "
+            "(an error status, no answer, or every section failing).")
+
+
+def summarize(frame: pd.DataFrame, *, rate: float | None = None, url: str = "", via: str = "") -> dict[str, Any]:
+    """The summary numbers of a traffic frame; see :meth:`Traffic.summary`."""
+    n = len(frame)
+    out: dict[str, Any] = {"url": url, "via": via, "rate": rate, "requests": n, "duration_s": 0.0,
+                           "achieved_rate": None, "ok": 0, "errors": 0, "page": None, "details": None,
+                           "reviews": None, "ratings": None, "latency_p50_ms": None, "latency_p95_ms": None,
+                           "latency_max_ms": None, "statuses": {}, "verdict": None,
+                           "explanation": explain(frame)}
+    if n == 0:
+        return out
+    span = (frame["time"].iloc[-1] - frame["time"].iloc[0]).total_seconds()
+    shares = _section_shares(frame)
+    answered = frame.loc[frame["status"] > 0, "latency_ms"]
+    out.update({
+        "duration_s": round(span, 3),
+        # n requests span n-1 intervals between the first and the last sending time.
+        "achieved_rate": round((n - 1) / span, 3) if n > 1 and span > 0 else None,
+        "ok": int(frame["status"].eq(200).sum()),
+        "errors": int(frame["status"].ne(200).sum()),
+        "page": float(shares["page"].mean()),
+        "details": float(shares["details"].mean()),
+        "reviews": float(shares["reviews"].mean()),
+        "ratings": None if shares["ratings"].isna().all() else float(shares["ratings"].mean()),
+        "latency_p50_ms": float(answered.quantile(0.5)) if len(answered) else None,
+        "latency_p95_ms": float(answered.quantile(0.95)) if len(answered) else None,
+        "latency_max_ms": float(answered.max()) if len(answered) else None,
+        "statuses": {int(k): int(v) for k, v in sorted(Counter(frame["status"].tolist()).items())},
+        "verdict": verdict(frame),
+    })
+    return out
