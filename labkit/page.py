@@ -4,7 +4,7 @@ The lesson's whole point is on this page: when details dies, productpage still a
 details half turns into an error notice ("gradual degradation"). :func:`parse_sections` reads that from the
 page's visible text, so it works on both page generations Bookinfo has shipped (the Bootstrap one of Istio
 ≤ 1.22 and the Tailwind one of Istio ≥ 1.23, whose error headings lost their "!") and on the sandbox's page.
-The sandbox's ``data-section``/``data-status``/``data-ratings`` hints are used only when the text says nothing.
+The sandbox's ``data-section``/``data-status``/``data-ratings`` hints count only when the text says nothing.
 
 Example:
     >>> page = labkit.page.fetch_page(lab)
@@ -56,8 +56,8 @@ _SKIPPED_TAGS = frozenset({"script", "style", "title", "head"})
 class _PageReader(HTMLParser):
     """Collects the visible text, star markup and the sandbox's data-* hints of one page.
 
-    html.parser never raises on bad markup, which matters: the current template has an unclosed attribute quote
-    (``lg:px-8>``) right before the reviews.
+    html.parser never raises on bad markup, which matters: the current template has an unclosed attribute
+    quote (``lg:px-8>``) right before the reviews.
     """
 
     def __init__(self) -> None:
@@ -209,20 +209,23 @@ class ProductPage:
 
     def __repr__(self) -> str:
         flags = " ".join(f"{s}={_word(self.sections.get(s))}" for s in SECTIONS)
-        return (f"<ProductPage {self.status} {'healthy' if self.healthy else 'failing: ' + ','.join(self.failing)}"
-                f" {flags} {self.elapsed_ms:.0f} ms via {self.via} {self.url}>")
+        state = "healthy" if self.healthy else "failing: " + ",".join(self.failing)
+        return (f"<ProductPage {self.status} {state} {flags} {self.elapsed_ms:.0f} ms "
+                f"via {self.via} {self.url}>")
 
     def _repr_html_(self) -> str:
         # The page goes into the iframe's srcdoc, escaped, and the iframe is sandboxed without allow-scripts:
         # the page's own scripts and forms cannot touch the notebook, and no JavaScript is needed to show it,
         # so it survives nbconvert's HTML export unchanged.
         color = "#2e7d32" if self.healthy else "#c62828"
-        body = self.html if self.html else (
-            f"<p style='font-family:sans-serif;color:#c62828'>No page: {html.escape(self.error or 'no response')}"
-            "</p>")
+        why = html.escape(self.error or "no response")
+        body = self.html or f"<p style='font-family:sans-serif;color:#c62828'>No page: {why}</p>"
         if self.via == "host" and self.html and "<base" not in self.html.lower():
             # Relative links (static/..., login) then resolve against productpage, not the notebook server.
-            body = f'<base href="{html.escape(self.url, quote=True)}">' + body
+            base = f'<base href="{html.escape(self.url, quote=True)}">'
+            # Inside <head> when there is one: anything before <!DOCTYPE> would put the page in quirks mode.
+            head = re.search(r"<head[^>]*>", body, re.IGNORECASE)
+            body = body[:head.end()] + base + body[head.end():] if head else base + body
         return (
             f"<div class='labkit-page'><div style='font-family:sans-serif;margin:4px 0'>"
             f"<b style='color:{color}'>● {html.escape(self.summary())}</b> "
@@ -232,8 +235,9 @@ class ProductPage:
 
     def to_dict(self) -> dict[str, object]:
         """A plain record (no HTML) for journals and DataFrames."""
-        return {"url": self.url, "via": self.via, "status": self.status, "fetched_at": self.fetched_at.isoformat(),
-                "elapsed_ms": round(self.elapsed_ms, 3), **self.sections, "healthy": self.healthy,
+        return {"url": self.url, "via": self.via, "status": self.status,
+                "fetched_at": self.fetched_at.isoformat(), "elapsed_ms": round(self.elapsed_ms, 3),
+                **self.sections, "healthy": self.healthy,
                 "failing": self.failing, "error": self.error}
 
 
@@ -243,12 +247,12 @@ def tester_url(url: str | None = None) -> str:
 
 
 def host_url(lab: Lab, url: str | None = None) -> str:
-    """The URL this machine requests: ``url`` or ``lab.productpage_url``; says what to do when neither is set."""
+    """The URL this machine requests: ``url`` or ``lab.productpage_url``; says what to do without either."""
     found = url or getattr(lab, "productpage_url", None)
     if not found:
-        raise LabkitError("this Lab has no productpage URL reachable from this machine: pass url='http://<your "
-                          "ingress>/productpage' (the lesson's $MYHOST), set LABKIT_PRODUCTPAGE_URL, or use "
-                          "via='tester' to request the page from the tester pod")
+        raise LabkitError("this Lab has no productpage URL reachable from this machine: pass "
+                          "url='http://<your ingress>/productpage' (the lesson's $MYHOST), set "
+                          "LABKIT_PRODUCTPAGE_URL, or use via='tester' to ask the tester pod for the page")
     return str(found)
 
 
@@ -284,7 +288,8 @@ def _fetch_tester(lab: Lab, pod: str, url: str, timeout: float) -> tuple[int, st
 def _short(exc: BaseException) -> str:
     # requests nests urllib3's reason three levels deep; the innermost words are the useful ones.
     text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] [^')\]]+|Connection refused|Read timed out|Name or service not known", text)
+    match = re.search(r"\[Errno -?\d+\] [^')\]]+|Connection refused|Read timed out|Name or service not known",
+                      text)
     return match.group(0) if match else text[:200]
 
 

@@ -1,12 +1,14 @@
 """Figures for the lesson: restarts per pod, pod status over time, page availability, recovery times.
 
-Every function takes the DataFrames the rest of labkit produces and returns a :class:`matplotlib.figure.Figure`;
-nothing is shown or saved for you, so a figure is the last expression of a cell (or ``fig.savefig(...)``).
+Every function takes the DataFrames the rest of labkit produces and returns a
+:class:`matplotlib.figure.Figure`; nothing is shown or saved for you, so a figure is the last expression of a
+cell (or ``fig.savefig(...)``).
 
-The figures are built with :class:`~matplotlib.figure.Figure` directly, not with ``pyplot``: ``pyplot`` would
-register them with the notebook's backend, which then shows each one a second time at the end of the cell, and
-it keeps every figure alive until it is closed. They carry their own PNG rendering (``_repr_png_``), so a notebook
-shows them (and ``nbconvert`` exports them) whether or not ``pyplot`` was ever imported. No backend is chosen here.
+The figures are built with :class:`~matplotlib.figure.Figure` directly, not with ``pyplot``: ``pyplot``
+would register them with the notebook's backend, which then shows each one a second time at the end of the
+cell, and it keeps every figure alive until it is closed. They carry their own PNG rendering
+(``_repr_png_``), so a notebook shows them (and ``nbconvert`` exports them) whether or not ``pyplot`` was
+ever imported. No backend is chosen here.
 
 An empty frame gives a figure that says there is no data and what to do, never an exception.
 
@@ -94,7 +96,7 @@ class LabFigure(Figure):
         return buffer.getvalue()
 
 
-# --------------------------------------------------------------------------------------------------- helpers
+# ------------------------------------------------------------------------------------------------ helpers
 
 
 def _figure(height: float, width: float = _WIDTH) -> LabFigure:
@@ -102,11 +104,16 @@ def _figure(height: float, width: float = _WIDTH) -> LabFigure:
     return LabFigure(figsize=(width, height), dpi=_DPI, layout="constrained", facecolor="white")
 
 
+def _title(fig: Figure, text: str) -> None:
+    # a figure-wide title, left-aligned: it never collides with a legend placed right of the axes
+    fig.suptitle(text, x=0.01, ha="left", fontsize=13, fontweight="bold")
+
+
 def _no_data(title: str, message: str) -> LabFigure:
     fig = _figure(2.6)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.set_title(title, fontsize=13, fontweight="bold", loc="left")
+    _title(fig, title)
     ax.text(0.5, 0.5, f"No data to plot.\n{message}", ha="center", va="center", fontsize=11, color="#555555",
             transform=ax.transAxes, wrap=True)
     return fig
@@ -142,7 +149,11 @@ def _app_rank(app: str) -> tuple[int, str]:
 
 def _action_fields(action: Any) -> dict[str, Any]:
     """The parts of a ChaosAction (or its ``to_dict()``) that a figure needs."""
-    get = action.get if isinstance(action, Mapping) else lambda key, default=None: getattr(action, key, default)
+    if isinstance(action, Mapping):
+        get = action.get
+    else:
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(action, key, default)
     time = get("time")
     return {
         "time": pd.Timestamp(time) if time is not None else None,
@@ -197,7 +208,7 @@ def _place_labels(xs: Sequence[float], span: float, levels: int = 3) -> list[int
     return result
 
 
-# --------------------------------------------------------------------------------------------------- restarts
+# ------------------------------------------------------------------------------------------------ restarts
 
 
 def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -227,10 +238,10 @@ def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
         "name": pods[name_col].astype(str),
         "restarts": pd.to_numeric(pods["restarts"], errors="coerce").fillna(0).astype(int),
     })
-    frame["app"] = (pods["app"].astype(str).where(pods["app"].astype(str) != "", None)
-                    if "app" in pods.columns else None)
-    frame["app"] = [a if isinstance(a, str) and a else app_of(n) for a, n in zip(frame["app"], frame["name"],
-                                                                                strict=True)]
+    labels = pods["app"].tolist() if "app" in pods.columns else [None] * len(pods)
+    # a pod without an app label still gets a colour: the service its name starts with
+    frame["app"] = [a if isinstance(a, str) and a else app_of(n)
+                    for a, n in zip(labels, frame["name"], strict=True)]
     frame["status"] = pods["status"].astype(str).to_numpy() if "status" in pods.columns else "Running"
     # kubectl sorts by name; keep that order top to bottom so the figure reads like the table
     frame = frame.sort_values("name", ignore_index=True)
@@ -255,14 +266,13 @@ def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     total = int(frame["restarts"].sum())
-    ax.set_title(f"{title}  ·  {total} restart{'s' if total != 1 else ''} in {n} pods", loc="left",
-                 fontsize=13, fontweight="bold")
+    _title(fig, f"{title}  ·  {total} restart{'s' if total != 1 else ''} in {n} pods")
     handles = [Patch(facecolor=colors[a], label=a) for a in colors]
-    ax.legend(handles=handles, title="service (app)", loc="lower right", fontsize=9, framealpha=0.9)
+    fig.legend(handles=handles, title="service (app)", loc="outside right upper", fontsize=9, frameon=False)
     return fig
 
 
-# --------------------------------------------------------------------------------------------------- timeline
+# ------------------------------------------------------------------------------------------------ timeline
 
 
 def _status_kind(status: str, ready: Any, event: str) -> str:
@@ -316,8 +326,8 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                                "(with lab.record() as rec: ...) and check its selector.")
     needed = {"time", "pod", "status"}
     if not needed <= set(timeline.columns):
-        raise ValueError(f"status_timeline needs a timeline with columns {sorted(needed)} like Recorder.timeline; "
-                         f"got {list(timeline.columns)}")
+        raise ValueError(f"status_timeline needs a timeline with columns {sorted(needed)} like "
+                         f"Recorder.timeline; got {list(timeline.columns)}")
     tl = timeline.copy()
     tl["time"] = _utc_series(tl["time"])
     tl = tl.sort_values("time", kind="stable", ignore_index=True)
@@ -376,8 +386,9 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                    linewidths=0.8)
     for i, pod in enumerate(pods):
         count = final_restarts.get(pod, 0)
-        ax.annotate(f"{count} restart{'s' if count != 1 else ''}", xy=(1.005, i), xycoords=("axes fraction", "data"),
-                    va="center", fontsize=8.5, color="#c62828" if count else "#666666")
+        ax.annotate(f"{count} restart{'s' if count != 1 else ''}", xy=(1.005, i),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=8.5,
+                    color="#c62828" if count else "#666666")
 
     # the chaos actions: a dashed line each, a label above the plot, a ✕ on every pod it hit
     levels = _place_labels([_seconds(m["time"], t0) for m in marks], span)
@@ -396,7 +407,8 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                     hit_x.append(x)
                     hit_y.append(row[pod])
     if hit_x:
-        ax.scatter(hit_x, hit_y, s=70, marker="X", color="#d62728", edgecolors="white", linewidths=0.8, zorder=6)
+        ax.scatter(hit_x, hit_y, s=70, marker="X", color="#d62728", edgecolors="white", linewidths=0.8,
+                   zorder=6)
 
     ax.set_yticks(range(n), pods, fontsize=9)
     for tick, pod in zip(ax.get_yticklabels(), pods, strict=True):
@@ -407,16 +419,17 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
     ax.set_ylabel("pod")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
-    top_pad = 12 + 13 * (max(levels) + 1 if levels else 0)
-    ax.set_title(title, loc="left", fontsize=13, fontweight="bold", pad=top_pad)
+    _title(fig, title)
 
     order = ["ready", "not_ready", "starting", "error", "crashloop", "terminating", "other"]
     handles: list[Any] = [Patch(facecolor=STATUS_STYLES[k].color, hatch=STATUS_STYLES[k].hatch,
-                                edgecolor="#555555", label=STATUS_STYLES[k].label) for k in order if k in seen]
+                                edgecolor="#555555", label=STATUS_STYLES[k].label)
+                          for k in order if k in seen]
     if marks:
         handles.append(Line2D([], [], color="#d62728", linestyle="--", label="chaos action"))
     if hit_x:
-        handles.append(Line2D([], [], color="#d62728", marker="X", linestyle="", markersize=8, label="pod hit"))
+        handles.append(Line2D([], [], color="#d62728", marker="X", linestyle="", markersize=8,
+                              label="pod hit"))
     if restart_x:
         handles.append(Line2D([], [], color="black", marker="o", linestyle="", markersize=5,
                               label="container restarted"))
@@ -425,7 +438,7 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
     return fig
 
 
-# --------------------------------------------------------------------------------------------------- availability
+# ----------------------------------------------------------------------------------------------- availability
 
 _SECTIONS = ("details", "reviews", "ratings")
 _LINES: dict[str, dict[str, Any]] = {
@@ -444,7 +457,7 @@ _LINES: dict[str, dict[str, Any]] = {
 def _availability_table(frame: pd.DataFrame, freq: str) -> tuple[pd.DataFrame, pd.Series | None]:
     """Per time bucket: page and section availability as fractions 0..1 (NaN: no data), and request counts."""
     if {"status", "latency_ms"} <= set(frame.columns) and "time" in frame.columns:
-        # One row per request: bucket it the way Traffic.availability does, so the figure and the numbers agree
+        # One row per request: bucket it the way Traffic.availability does, so figure and numbers agree
         from . import traffic
 
         frame = traffic.availability(frame, freq)
@@ -452,9 +465,9 @@ def _availability_table(frame: pd.DataFrame, freq: str) -> tuple[pd.DataFrame, p
     if "time" in table.columns:
         table = table.set_index(_utc_series(table["time"]))
     if not isinstance(table.index, pd.DatetimeIndex):
-        raise ValueError("availability needs Traffic.frame (columns time, status, latency_ms, details, ...) or "
-                         "Traffic.availability() (a time index or column, and per-section columns 0..1); got "
-                         f"columns {list(frame.columns)}")
+        raise ValueError("availability needs Traffic.frame (columns time, status, latency_ms, details, ...) "
+                         "or Traffic.availability() (a time index or column, and per-section columns 0..1); "
+                         f"got columns {list(frame.columns)}")
     if table.index.tz is None:
         table.index = table.index.tz_localize("UTC")
     out = pd.DataFrame(index=table.index)
@@ -469,8 +482,8 @@ def _availability_table(frame: pd.DataFrame, freq: str) -> tuple[pd.DataFrame, p
     return out, counts
 
 
-def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", *, actions: Iterable[Any] = (),
-                 title: str | None = None) -> Figure:
+def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", *,
+                 actions: Iterable[Any] = (), title: str | None = None) -> Figure:
     """The share of requests in each time bucket where the page answered 200 and each section worked.
 
     Degradation reads off it directly: after ``pkill ruby`` in every details pod, the details line dips while
@@ -501,7 +514,9 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
     if len(table) == 0 or table.dropna(how="all").empty:
         return _no_data(title, "The requests carry no status or section data to plot.")
     t0 = min([table.index[0], *(_utc(m["time"]) for m in marks)])
-    x = (table.index - t0).total_seconds().to_numpy(dtype=float)
+    # each point sits in the middle of its bucket, so a dip lines up with the kill that caused it
+    half = pd.Timedelta(freq) / 2 if len(table) > 1 else pd.Timedelta(0)
+    x = (table.index + half - t0).total_seconds().to_numpy(dtype=float)
 
     fig = _figure(4.8)
     ax = fig.add_subplot()
@@ -533,15 +548,15 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
     ax.grid(alpha=0.3)
     total = int(counts.sum()) if counts is not None and len(counts) else None
     subtitle = f"  ·  {total} requests" if total is not None else ""
-    ax.set_title(title + subtitle, loc="left", fontsize=13, fontweight="bold",
-                 pad=12 + (13 if marks else 0))
-    if notes:
-        ax.text(0.0, -0.22, "; ".join(notes), transform=ax.transAxes, fontsize=8.5, color="#666666")
-    ax.legend(loc="lower left", fontsize=9, framealpha=0.92)
+    _title(fig, title + subtitle)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], linestyle="", label=note) for note in notes]
+    labels += notes
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return fig
 
 
-# --------------------------------------------------------------------------------------------------- recovery
+# ------------------------------------------------------------------------------------------------ recovery
 
 
 def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -549,7 +564,8 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
 
     Args:
         recovery_frame: ``Recorder.recovery()`` (columns pod, action_time, down_at, ready_at, recovery_s,
-            restarts_before, restarts_after). A pod that never became Ready again gets a hatched bar and a note.
+            restarts_before, restarts_after). A pod that never became Ready again gets a hatched bar and a
+            note.
         title: replaces the default title.
 
     Example:
@@ -557,8 +573,9 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
     """
     title = title or "Time to recover: from the chaos action to Ready again"
     if recovery_frame is None or len(recovery_frame) == 0:
-        return _no_data(title, "No pod was hit while recording. Run the chaos inside `with lab.record() as rec:` "
-                               "and wait for the pods (lab.wait_ready()) before stopping the recorder.")
+        return _no_data(title, "No pod was hit while recording. Run the chaos inside "
+                               "`with lab.record() as rec:` and wait for the pods (lab.wait_ready()) before "
+                               "stopping the recorder.")
     if not {"pod", "recovery_s"} <= set(recovery_frame.columns):
         raise ValueError("recovery needs Recorder.recovery() (columns pod, recovery_s, ...); got "
                          f"{list(recovery_frame.columns)}")
@@ -589,7 +606,8 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
         color = colors[app_of(pod)]
         if np.isnan(value):
             ax.barh(yi, top * 1.1, color="white", edgecolor="#c62828", hatch="//", height=0.7)
-            ax.text(top * 1.12, yi, "not Ready again while recording", va="center", fontsize=9, color="#c62828")
+            ax.text(top * 0.02, yi, "not Ready again while recording", va="center", fontsize=9,
+                    color="#c62828", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
         else:
             ax.barh(yi, value, color=color, height=0.7)
             ax.text(value + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
@@ -603,9 +621,10 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
     ax.set_ylabel("pod hit")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.set_title(title, loc="left", fontsize=13, fontweight="bold")
+    _title(fig, title)
     handles = [Patch(facecolor=colors[a], label=a) for a in colors]
     if len(finite):
-        handles.append(Line2D([], [], color="#333333", linestyle=":", label=f"median {np.median(finite):.1f} s"))
-    ax.legend(handles=handles, loc="lower right", fontsize=9, framealpha=0.9)
+        handles.append(Line2D([], [], color="#333333", linestyle=":",
+                              label=f"median {np.median(finite):.1f} s"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     return fig

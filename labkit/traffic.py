@@ -1,4 +1,4 @@
-"""Steady traffic to the product page while you break things: the lesson's ``while :; do curl ...; done``, measured.
+"""Steady traffic to the product page while you break things: the lesson's ``while :; do curl ...; done``.
 
 :class:`Traffic` requests the page at a fixed rate from background threads and records, for every request, the
 status, the latency and which sections of the page worked (:func:`labkit.page.parse_sections`). From that
@@ -49,7 +49,7 @@ TRAFFIC_COLUMNS: dict[str, str] = {
 time: when the request was sent (UTC); status: the HTTP status, 0 when no response came; latency_ms: until the
 whole page arrived (or the failure); details/reviews/ratings: True shown, False its error notice shown, <NA>
 not shown (ratings with reviews v1, or a page that is not the product page); a failed page (no response or
-not 200) has details and reviews False, since the reader saw neither; error: why the request failed, "" if not.
+not 200) has details and reviews False, since the reader saw neither; error: why it failed, "" if it did not.
 """
 
 AVAILABILITY_COLUMNS: dict[str, str] = {
@@ -82,7 +82,7 @@ def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
 
 
 class _Progress:
-    """A single line that updates: an IPython display in a notebook, a carriage-returned stderr line elsewhere."""
+    """One line that updates: an IPython display in a notebook, a carriage-returned stderr line elsewhere."""
 
     def __init__(self, enabled: bool) -> None:
         self.handle: Any = None
@@ -202,7 +202,7 @@ class Traffic:
         return self
 
     def stop(self) -> Traffic:
-        """Stop sending, wait for the requests in flight (at most ``timeout``), join the threads; returns self."""
+        """Stop sending, wait for requests in flight (at most ``timeout``), join the threads; returns self."""
         self._stop.set()
         if self._scheduler is not None:
             self._scheduler.join()
@@ -289,7 +289,7 @@ class Traffic:
                     error = "not the product page (no details or reviews section on it)"
             else:
                 sections = _page.failed_sections()
-            row = (sent, status, latency, sections["details"], sections["reviews"], sections["ratings"], error)
+            row = (sent, status, latency, *(sections[s] for s in _SECTIONS), error)
             with self._lock:
                 self._rows.append(row)
 
@@ -370,13 +370,14 @@ class Traffic:
 
         Example:
             >>> traffic.summary()
-            {'requests': 50, 'achieved_rate': 10.0, 'ok': 50, 'details': 0.6, ..., 'verdict': 'gradual degradation'}
+            {'requests': 50, 'achieved_rate': 10.0, 'ok': 50, 'details': 0.6, ...,
+             'verdict': 'gradual degradation'}
         """
         return summarize(self.window(since, until), rate=self.rate, url=self.url, via=self.via)
 
     def verdict(self, since: Any = None, until: Any = None) -> Verdict:
-        """"healthy", "gradual degradation" (the page answered 200 throughout while some section failed and
-        another worked) or "cascading failure" (the page itself failed, or every section on it failed at once).
+        """"healthy", "gradual degradation" (the page answered 200 throughout while some section failed) or
+        "cascading failure" (the page itself failed, or every section on it failed at once).
 
         Args:
             since: only requests sent at or after this time.
@@ -405,8 +406,8 @@ class Traffic:
                  ("HTTP 200", f"{s['ok']}"), ("page", pct(s["page"])), ("details", pct(s["details"])),
                  ("reviews", pct(s["reviews"])), ("ratings", pct(s["ratings"])),
                  ("latency p50 / p95", f"{ms(s['latency_p50_ms'])} / {ms(s['latency_p95_ms'])}")]
-        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
-                       for k, v in cells)
+        th = "<th style='text-align:left;padding-right:1em'>"
+        rows = "".join(f"<tr>{th}{k}</th><td>{html.escape(v)}</td></tr>" for k, v in cells)
         color = {"healthy": "#2e7d32", "gradual degradation": "#ef6c00"}.get(s["verdict"] or "", "#c62828")
         return (f"<div><b>Traffic</b> {html.escape(self.url)} via {self.via} at {self.rate:g}/s "
                 f"({'running' if self.running else 'stopped'})<br><b style='color:{color}'>"
@@ -419,7 +420,7 @@ def _utc(value: Any) -> pd.Timestamp:
 
 
 def _page_failed(frame: pd.DataFrame) -> pd.Series:
-    """Requests whose page failed: no 200, or a 200 that was not the product page, or every section failing."""
+    """Requests whose page failed: not 200, a 200 that was not the product page, or every section failing."""
     not_page = frame["details"].isna() & frame["reviews"].isna()
     blackout = frame["details"].eq(False).fillna(False) & frame["reviews"].eq(False).fillna(False)
     return frame["status"].ne(200) | not_page | blackout
@@ -443,7 +444,7 @@ def _section_shares(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def availability(frame: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
-    """Per-bucket availability of a traffic frame (:data:`TRAFFIC_COLUMNS`); see :meth:`Traffic.availability`."""
+    """Per-bucket availability of a frame with :data:`TRAFFIC_COLUMNS`; see :meth:`Traffic.availability`."""
     if frame.empty:
         return empty_frame(AVAILABILITY_COLUMNS)
     shares = _section_shares(frame)
@@ -485,11 +486,13 @@ def explain(frame: pd.DataFrame) -> str:
         worked = [s for s in _SECTIONS if not failed[s] and frame[s].eq(True).fillna(False).any()]
         also = f" and {', '.join(worked)} kept working" if worked else ""
         return f"{head} → gradual degradation: the page kept answering 200{also}."
-    return (f"{head} → cascading failure: {int(_page_failed(frame).sum())} of {n} requests got no working page "
+    bad = int(_page_failed(frame).sum())
+    return (f"{head} → cascading failure: {bad} of {n} requests got no working page "
             "(an error status, no answer, or every section failing).")
 
 
-def summarize(frame: pd.DataFrame, *, rate: float | None = None, url: str = "", via: str = "") -> dict[str, Any]:
+def summarize(frame: pd.DataFrame, *, rate: float | None = None, url: str = "",
+              via: str = "") -> dict[str, Any]:
     """The summary numbers of a traffic frame; see :meth:`Traffic.summary`."""
     n = len(frame)
     out: dict[str, Any] = {"url": url, "via": via, "rate": rate, "requests": n, "duration_s": 0.0,

@@ -1465,6 +1465,9 @@ def _parse_ps_args(args: list[str]) -> tuple[str, bool, set[int] | None]:
             elif name not in ("cols", "columns", "width", "sort"):
                 raise _UsageError("unknown gnu long option")
             continue
+        if arg.isdigit():  # `ps 1`: a bare pid, BSD style
+            pids = (pids or set()) | {int(arg)}
+            continue
         sysv = arg.startswith("-")
         letters = arg[1:] if sysv else arg
         if arg in ("-aux", "-axu"):
@@ -2220,8 +2223,8 @@ class _Curl:
                                  "Timeout was reached") from None
         except OSError as exc:
             spent = int((loop.time() - stats.t_single) * 1000)
-            await self.verbose(f"* connect to {ip} port {url.port} from 0.0.0.0 port 0 failed: "
-                               f"{exc.strerror or 'Connection refused'}")
+            reason = os.strerror(exc.errno) if exc.errno else "Connection refused"
+            await self.verbose(f"* connect to {ip} port {url.port} from 0.0.0.0 port 0 failed: {reason}")
             raise _CurlError(7, f"Failed to connect to {url.host} port {url.port} after {spent} ms: "
                                 "Couldn't connect to server") from None
         try:
