@@ -132,7 +132,7 @@ def translate(exc: BaseException, what: str, *, hint: str = "") -> NoReturn:
                             status=status, reason=reason, body=exc.body) from exc
         if status == 409:
             raise Conflict(f"{what}: {detail}.{tail}", status=status, reason=reason, body=exc.body) from exc
-        if status == 400 and "selector" in detail.lower() or "unable to parse requirement" in detail:
+        if (status == 400 and "selector" in detail.lower()) or "unable to parse requirement" in detail:
             raise BadSelector(f"{what}: the selector does not parse ({detail}). Write it like 'app=details' or "
                               "'app in (details,ratings),version!=v2'.") from exc
         if status == 0:

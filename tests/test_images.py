@@ -1012,10 +1012,12 @@ def test_parent_death_kills_the_container(tmp_path: Path) -> None:
     dns.write_hosts(str(hosts), {})
     launcher = (
         "import os, subprocess, sys, time\n"
+        "r, w = os.pipe()\n"
         "env = {'PATH': os.environ['PATH'], 'PYTHONPATH': sys.argv[1], 'LABKIT_POD_IP': '127.0.0.1',\n"
         "       'LABKIT_PARENT_PID': str(os.getpid()), 'LABKIT_PROCESS_NAME': 'sleep',\n"
-        "       'LABKIT_HOSTS_FILE': sys.argv[2]}\n"
-        "p = subprocess.Popen(sys.argv[3:], env=env)\n"
+        "       'LABKIT_HOSTS_FILE': sys.argv[2], 'LABKIT_READY_FD': str(w)}\n"
+        "p = subprocess.Popen(sys.argv[3:], env=env, pass_fds=(w,))\n"
+        "os.read(r, 1)\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -1026,8 +1028,7 @@ def test_parent_death_kills_the_container(tmp_path: Path) -> None:
     child = 0
     try:
         assert kubelet.stdout is not None
-        child = int(kubelet.stdout.readline())
-        time.sleep(0.5)  # let it arm its death signal
+        child = int(kubelet.stdout.readline())  # printed once the container is ready, its death signal armed
         assert Path(f"/proc/{child}/comm").read_text().strip() == "sleep"
         kubelet.kill()
         kubelet.wait(timeout=5)

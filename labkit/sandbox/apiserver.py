@@ -297,10 +297,7 @@ class ApiServer:
         if not raw:
             return {}
         try:
-            if "yaml" in request.content_type:
-                body = yaml.safe_load(raw)
-            else:
-                body = json.loads(raw)
+            body = yaml.safe_load(raw) if "yaml" in request.content_type else json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
             raise StoreError(400, "BadRequest", f"the request body could not be decoded: {exc}") from exc
         if not isinstance(body, dict):
@@ -664,7 +661,7 @@ class ApiServer:
                     if key in upstream.headers:
                         out.headers[key] = upstream.headers[key]
                 return out
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise StoreError(503, "ServiceUnavailable", f"error trying to reach service: {exc}") from exc
 
     async def close(self) -> None:

@@ -260,4 +260,4 @@ class Cluster:
 
     def summary(self) -> dict[str, Any]:
         ready, total = self.pods_ready()
-        return {"pods_ready": ready, "pods_total": total, "subnet": "127.%d.%d.0/22" % self.network.subnet}
+        return {"pods_ready": ready, "pods_total": total, "subnet": "127.{}.{}.0/23".format(*self.network.subnet)}

@@ -134,7 +134,7 @@ async def serve(args: argparse.Namespace) -> int:
         "time_scale": args.time_scale,
         "started": started,
         "boot_seconds": round(time.time() - started, 3),
-        "pod_network": "127.%d.%d.0/23" % cluster.network.subnet,
+        "pod_network": "127.{}.{}.0/23".format(*cluster.network.subnet),
     }
     st.write_state(paths, info)
     log.info("sandbox ready: %s", json.dumps(info))

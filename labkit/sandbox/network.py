@@ -28,12 +28,14 @@ def pick_subnet() -> tuple[int, int]:
     rng = random.SystemRandom()
     for _ in range(50):
         a, b = rng.randrange(64, 250), rng.randrange(0, 252, 4)
-        probe = f"127.{a}.{b + 3}.1"
-        with socket.socket() as s:
-            # If something already serves there, another sandbox owns the block.
-            s.settimeout(0.05)
-            if s.connect_ex((probe, 80)) != 0 and s.connect_ex((probe, 9080)) != 0:
-                return a, b
+        # If something already serves on the block's first pod or service address, another sandbox owns it.
+        taken = False
+        for probe in (f"127.{a}.{b}.2", f"127.{a}.{b + 2}.10"):
+            with socket.socket() as s:
+                s.settimeout(0.05)
+                taken |= s.connect_ex((probe, 9080)) == 0
+        if not taken:
+            return a, b
     return 127, 0
 
 

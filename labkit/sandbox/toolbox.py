@@ -571,24 +571,31 @@ async def _bad_option(ctx: ExecContext, prog: str, arg: str, code: int = 1) -> i
     return code
 
 
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines with their ``\n`` kept; unlike ``bytes.splitlines`` a ``\r`` does not end a line."""
+    return re.findall(rb"[^\n]*\n|[^\n]+$", data)
+
+
+_CAT_LONG = {"--number": "n", "--show-ends": "E"}
+
+
 @_tool("cat")
 async def _cat(argv: list[str], ctx: ExecContext) -> int:
     prog = argv[0]
     number = show_ends = False
     names: list[str] = []
     for arg in argv[1:]:
-        if arg.startswith("-") and arg != "-":
-            for letter in arg[1:] if not arg.startswith("--") else [arg]:
-                if letter in ("n", "--number"):
-                    number = True
-                elif letter in ("E", "--show-ends"):
-                    show_ends = True
-                elif letter == "u":
-                    pass
-                else:
-                    return await _bad_option(ctx, prog, arg if arg.startswith("--") else "-" + letter)
-        else:
+        if arg == "-" or not arg.startswith("-"):
             names.append(arg)
+            continue
+        if arg.startswith("--") and arg not in _CAT_LONG:
+            return await _bad_option(ctx, prog, arg)
+        letters = _CAT_LONG.get(arg, arg[1:])
+        for letter in letters:
+            if letter not in "nEu":  # -u (unbuffered) is accepted and changes nothing
+                return await _bad_option(ctx, prog, "-" + letter)
+        number = number or "n" in letters
+        show_ends = show_ends or "E" in letters
     code = 0
     line_no = 0
     for name in names or ["-"]:
@@ -602,9 +609,8 @@ async def _cat(argv: list[str], ctx: ExecContext) -> int:
             code = 1
             continue
         if number or show_ends:
-            lines = data.splitlines(keepends=True)
             rendered = bytearray()
-            for line in lines:
+            for line in _split_lines(data):
                 body = line.rstrip(b"\n")
                 end = b"$\n" if show_ends and line.endswith(b"\n") else line[len(body) :]
                 if number:
@@ -688,7 +694,7 @@ async def _head(argv: list[str], ctx: ExecContext) -> int:
             out = data[:count_bytes] if count_bytes >= 0 else data[: max(len(data) + count_bytes, 0)]
         else:
             assert lines is not None
-            parts = data.splitlines(keepends=True)
+            parts = _split_lines(data)
             out = b"".join(parts[:lines] if lines >= 0 else parts[: max(len(parts) + lines, 0)])
         await ctx.write_stdout(out)
     return code
