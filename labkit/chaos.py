@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from .errors import ApiError, ExecError, NotFound, SafetyError, translate
+from .errors import ApiError, ExecError, SafetyError, translate
 from .lab import selector_text
 
 if TYPE_CHECKING:
@@ -151,8 +151,8 @@ class ChaosAction:
             rows.append(f"<tr><td><code>{html.escape(pod)}</code></td><td>{result}</td></tr>")
         for s in self.skipped:
             rows.append(f"<tr><td colspan=2 style='color:#777'>skipped: {html.escape(s)}</td></tr>")
-        return (f"<div><b style='color:{colour}'>{html.escape(self.summary())}</b> "
-                f"<small>at {self.time:%H:%M:%S.%f}"[:-3] + " UTC</small>"
+        when = f"{self.time:%H:%M:%S.%f}"[:-3]
+        return (f"<div><b style='color:{colour}'>{html.escape(self.summary())}</b> <small>at {when} UTC</small>"
                 f"<table><tr><th style='text-align:left'>pod</th><th style='text-align:left'>result</th></tr>"
                 f"{''.join(rows)}</table></div>")
 
@@ -216,6 +216,11 @@ def _guard_all(lab: Lab, verb: str, selector: str, hit: int, total: int | None) 
                       "or mode='one' / mode='percent' to keep some running.")
 
 
+def _hits_all(mode: str, percent: float | None) -> bool:
+    # Known before listing: refuse these without even reading the cluster.
+    return mode == "all" or (mode == "percent" and percent == 100)
+
+
 # -- choosing the pods
 
 def _list_pods(lab: Lab, ns: str, selector: str) -> list[dict[str, Any]]:
@@ -262,9 +267,8 @@ def _select(lab: Lab, ns: str, selector: str, verb: str, *, mode: str, count: in
                               f"never {'kills' if verb == 'kill' else 'deletes'} (the tester pod sends the lesson's "
                               "requests; the notebook's pod runs this code). Choose a Bookinfo service, e.g. "
                               "'app=details'.")
-        raise lab.no_match(selector, ns) if not items else SafetyError(
-            f"every pod matching {selector!r} is already terminating; wait for the new ones with "
-            f"observe.wait_ready(lab, {selector!r})")
+        raise SafetyError(f"every pod matching {selector!r} is already terminating; wait for the new ones with "
+                          f"observe.wait_ready(lab, {selector!r})")
     total = len(candidates)
     if mode == "one":
         n = 1
@@ -348,9 +352,8 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
             c.isspace() for c in process):
         raise ValueError(f"process must be one process name for pkill, like 'ruby', not {process!r}")
     ns = _check_namespace(lab, namespace)
-    if mode == "all" or (mode == "percent" and percent == 100):
-        if not lab.is_sandbox and not confirm and not dry_run:
-            _guard_all(lab, "kill", sel, 0, None)
+    if _hits_all(mode, percent) and not lab.is_sandbox and not confirm and not dry_run:
+        _guard_all(lab, "kill", sel, 0, None)
     pods, skipped = _select(lab, ns, sel, "kill", mode=mode, count=count, percent=percent, order=order,
                             confirm=confirm, dry_run=dry_run)
     action = ChaosAction(time=_now(), action="kill", selector=sel, namespace=ns, mode=mode, pods=pods,
@@ -409,9 +412,8 @@ def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one",
         raise ValueError(f"grace_period must be None (the pod's own) or whole seconds, 0 or more, not "
                          f"{grace_period!r}")
     ns = _check_namespace(lab, namespace)
-    if mode == "all" or (mode == "percent" and percent == 100):
-        if not lab.is_sandbox and not confirm and not dry_run:
-            _guard_all(lab, "delete_pods", sel, 0, None)
+    if _hits_all(mode, percent) and not lab.is_sandbox and not confirm and not dry_run:
+        _guard_all(lab, "delete_pods", sel, 0, None)
     pods, skipped = _select(lab, ns, sel, "delete_pods", mode=mode, count=count, percent=percent, order=order,
                             confirm=confirm, dry_run=dry_run)
     action = ChaosAction(time=_now(), action="delete", selector=sel, namespace=ns, mode=mode, pods=pods,
@@ -429,10 +431,7 @@ def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one",
                 action.results.append({"pod": pod, "returncode": None, "stderr": "already gone", "ok": False,
                                        "time": hit_at.isoformat(), "note": "already gone"})
                 continue
-            try:
-                translate(exc, f'deleting pod "{pod}" in namespace {ns}')
-            except NotFound:
-                raise
+            translate(exc, f'deleting pod "{pod}" in namespace {ns}')
         action.results.append({"pod": pod, "returncode": 0, "stderr": "", "ok": True, "time": hit_at.isoformat(),
                                "note": "deleted"})
     _mark(lab, action)
@@ -478,21 +477,16 @@ def repeat(fn: Callable[[], ChaosAction], *, every: float, duration: float,
     k = 0
     try:
         while True:
-            now = time.monotonic()
-            if now - start >= duration and actions:
-                break
             actions.append(fn())
-            elapsed = time.monotonic() - start
             hit = sum(len(a.pods) for a in actions)
-            bar.update(f"chaos: {len(actions)} actions, {hit} pod hits, {elapsed:.1f}/{duration:g} s", force=True)
-            k += 1
-            # Keep the cadence: skip slots that a slow call overran instead of firing them back to back.
-            k = max(k, math.ceil((time.monotonic() - start) / every))
-            wake = start + min(k * every, duration)
-            if wake - start >= duration and k * every >= duration:
+            bar.update(f"chaos: {len(actions)} actions, {hit} pod hits, "
+                       f"{time.monotonic() - start:.1f}/{duration:g} s", force=True)
+            # Keep the cadence: skip the slots a slow call overran instead of firing them back to back.
+            k = max(k + 1, math.ceil((time.monotonic() - start) / every))
+            if k * every >= duration:
                 time.sleep(max(0.0, start + duration - time.monotonic()))
                 break
-            time.sleep(max(0.0, wake - time.monotonic()))
+            time.sleep(max(0.0, start + k * every - time.monotonic()))
     except KeyboardInterrupt:
         bar.close(f"chaos interrupted after {len(actions)} actions")
         return actions

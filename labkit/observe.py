@@ -272,6 +272,8 @@ class Recorder:
         self._rows: list[dict[str, Any]] = []
         self._pods: dict[str, _Pod] = {}  # by uid
         self._rv = ""
+        self._base_rv: int | None = None  # the last full list: events up to it are already known
+        self._dropping = False
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -365,6 +367,7 @@ class Recorder:
         when = _now()
         new_rows: list[dict[str, Any]] = []
         with self._cond:
+            self._base_rv = _rv_int(rv)
             seen: set[str] = set()
             for pod in items:
                 uid = str(pod["metadata"].get("uid") or pod["metadata"]["name"])
@@ -412,8 +415,8 @@ class Recorder:
                     row["event"] = "MODIFIED"
                 known.row = row
             else:
-                if etype == "DELETED":
-                    return  # never seen alive: nothing a user saw
+                if etype == "DELETED" or (rv is not None and self._base_rv is not None and rv <= self._base_rv):
+                    return  # never seen alive, or replayed from before the list (which showed what is left of it)
                 row["event"] = "ADDED"
                 self._pods[uid] = _Pod(row, rv, _owner(pod), row["time"])
             self._rows.append(row)
@@ -431,6 +434,7 @@ class Recorder:
 
         assert self._core is not None
         w = watch.Watch()
+        self._dropping = False
         self._watch = w
         try:
             # The official Watch raises 410 itself when timeout_seconds is given (no silent internal retry).
@@ -472,8 +476,11 @@ class Recorder:
             except Exception as exc:
                 if self._stopping.is_set():
                     break
-                self.error = exc
-                failures += 1
+                if self._dropping:
+                    self._dropping = False  # a connection we dropped on purpose (_reconnect): not an error
+                else:
+                    self.error = exc
+                    failures += 1
             if self._stopping.is_set():
                 break
             self.reconnects += 1
@@ -485,6 +492,7 @@ class Recorder:
         """Drop the current watch connection; the thread resumes from the last resourceVersion (for tests)."""
         w = self._watch
         if w is not None:
+            self._dropping = True
             w.stop()
 
     # -- listeners (live widgets)
@@ -640,7 +648,8 @@ class Recorder:
                 before = [r for r in history if r["time"] < t0]
                 restarts_before = before[-1]["restarts"] if before else None
                 after = [r for r in history if r["time"] >= t0]
-                down = next((r for r in after if not r["ready"] or r["event"] == "DELETED"
+                down = next((r for r in after if not r["ready"] or r["status"] != "Running"
+                             or r["event"] == "DELETED"
                              or (restarts_before is not None and r["restarts"] > restarts_before)), None)
                 ready_row = None
                 if down is not None and action.action == "delete":

@@ -33,7 +33,8 @@ from .errors import LabkitError
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict"]
+__all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict", "availability",
+           "explain", "summarize", "verdict"]
 
 TRAFFIC_COLUMNS: dict[str, str] = {
     "time": "datetime64[ns, UTC]",

@@ -45,10 +45,7 @@ DETAILS_0 = (
     b'"publisher":"PublisherA","language":"English","ISBN-10":"1234567890","ISBN-13":"123-1234567890"}'
 )
 TEXT1 = "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"
-TEXT2 = (
-    "Absolutely fun and entertaining. "
-    "The play lacks thematic depth when compared to other plays by Shakespeare."
-)
+TEXT2 = "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare."
 
 
 def reviews_json(pid: str, pod: str, cluster: str, r1: str = "", r2: str = "") -> bytes:
@@ -195,9 +192,7 @@ class Cluster:
                 data = os.read(ready_r, 1) if readable else b""
                 container.ready = data == b"R"
                 container.startup = time.monotonic() - began
-                assert readable, (
-                    f"{image} did not report ready in {READY_TIMEOUT} s; log:\n{container.logs()}"
-                )
+                assert readable, f"{image} did not report ready in {READY_TIMEOUT} s; log:\n{container.logs()}"
         finally:
             os.close(ready_r)
         return container
@@ -652,9 +647,7 @@ def test_reviews_v2_reports_ratings_errors(cluster: Cluster, stubs: list[Stub]) 
     assert "got status of 503" in v2b.logs()
 
 
-def test_reviews_forwards_tracing_and_identity_headers_to_ratings(
-    cluster: Cluster, stubs: list[Stub]
-) -> None:
+def test_reviews_forwards_tracing_and_identity_headers_to_ratings(cluster: Cluster, stubs: list[Stub]) -> None:
     stub = Stub(next(_ADDRESSES), body=b'{"id":0,"ratings":{"Reviewer1":3,"Reviewer2":1}}')
     stubs.append(stub)
     cluster.service("ratings", stub.ip)
@@ -704,9 +697,7 @@ def start_bookinfo(c: Cluster, reviews_version: str = "v2") -> Bookinfo:
     details, ratings = start_details(c), start_ratings(c)
     c.service("details", details.ip)
     c.service("ratings", ratings.ip)
-    reviews = start_reviews(
-        c, reviews_version, ratings.port, env={"HOSTNAME": f"reviews-{reviews_version}-abc"}
-    )
+    reviews = start_reviews(c, reviews_version, ratings.port, env={"HOSTNAME": f"reviews-{reviews_version}-abc"})
     c.service("reviews", reviews.ip)
     page = start_productpage(
         c,
@@ -731,10 +722,7 @@ def test_productpage_healthy_page(cluster: Cluster) -> None:
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<title>Simple Bookstore App</title>" in page
     assert '<h3 class="text-center text-primary">The Comedy of Errors</h3>' in page
-    assert (
-        '<p>Summary: <a href="https://en.wikipedia.org/wiki/The_Comedy_of_Errors">Wikipedia Summary</a>'
-        in page
-    )
+    assert '<p>Summary: <a href="https://en.wikipedia.org/wiki/The_Comedy_of_Errors">Wikipedia Summary</a>' in page
     assert '<h4 class="text-center text-primary">Book Details</h4>' in page
     shown = {"Type": "paperback", "Pages": "200", "Publisher": "PublisherA", "Language": "English",
              "ISBN-10": "1234567890", "ISBN-13": "123-1234567890"}  # fmt: skip
@@ -870,10 +858,7 @@ def test_productpage_other_routes(cluster: Cluster) -> None:
     for path in ("/", "/index.html"):
         r = request(b.productpage.url(path))
         assert r.status == 200
-        assert (
-            "Hello! This is a simple bookstore application consisting of three services as shown below"
-            in r.text
-        )
+        assert "Hello! This is a simple bookstore application consisting of three services as shown below" in r.text
         assert 'class="table table-condensed table-bordered table-hover"' in r.text
         assert '<a href="/productpage?u=normal">Normal user</a>' in r.text
         assert '<a href="/productpage?u=test">Test user</a>' in r.text
@@ -938,9 +923,7 @@ def test_productpage_login_session_and_header_propagation(cluster: Cluster, stub
 
     logout = request(page.url("/logout"), headers={"Cookie": session, "Referer": "/productpage"})
     assert (logout.status, logout.headers["Location"]) == (302, "/productpage")
-    assert logout.headers["Set-Cookie"].startswith(
-        "session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0"
-    )
+    assert logout.headers["Set-Cookie"].startswith("session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0")
 
 
 def test_productpage_b3_propagation_rules() -> None:
@@ -1071,9 +1054,7 @@ def test_the_curl_image(cluster: Cluster) -> None:
 def test_curl_as_a_one_shot_container_command(cluster: Cluster) -> None:
     ratings = start_ratings(cluster)
     cluster.service("ratings", ratings.ip)
-    job = cluster.start(
-        "curlimages/curl", ["curl", "-sS", f"http://ratings:{ratings.port}/ratings/7"], port=0
-    )
+    job = cluster.start("curlimages/curl", ["curl", "-sS", f"http://ratings:{ratings.port}/ratings/7"], port=0)
     assert job.proc.wait(timeout=10) == 0
     assert job.logs() == '{"id":7,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
 
@@ -1086,11 +1067,7 @@ def _heavy_package_init() -> str | None:
     )
     heavy = subprocess.run([sys.executable, "-s", "-c", probe], capture_output=True, text=True, env={
         "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}).stdout.strip()  # fmt: skip
-    return (
-        f"labkit's package __init__ imports {heavy}, which every container process then loads"
-        if heavy
-        else None
-    )
+    return f"labkit's package __init__ imports {heavy}, which every container process then loads" if heavy else None
 
 
 def test_startup_is_fast_and_processes_are_lean(cluster: Cluster) -> None:

@@ -224,14 +224,16 @@ def test_status_timeline_accepts_chaos_actions_and_a_recorder_like_object() -> N
 
 def test_status_timeline_draws_a_deleted_pod_only_until_it_is_gone() -> None:
     timeline, _ = lesson_timeline()
-    gone = timeline.iloc[[0]].copy()
+    ratings = LESSON_PODS.index("ratings-v1-7bf577cb77-cbdsg")
+    gone = timeline.iloc[[ratings]].copy()  # the ADDED row of that pod
+    assert gone["pod"].iloc[0] == LESSON_PODS[ratings]
     gone["time"] = T0 + pd.Timedelta(seconds=3)
     gone["event"] = "DELETED"
     gone["status"] = "Terminating"
     fig = plots.status_timeline(pd.concat([timeline, gone], ignore_index=True))
-    row0 = [c.get_paths()[0].get_extents() for c in fig.axes[0].collections
-            if isinstance(c, PolyCollection) and c.get_paths()[0].get_extents().y0 < 0]
-    assert max(box.x1 for box in row0) == pytest.approx(3.0, abs=0.2)
+    row = [c.get_paths()[0].get_extents() for c in fig.axes[0].collections
+           if isinstance(c, PolyCollection) and ratings - 0.5 < c.get_paths()[0].get_extents().y0 < ratings]
+    assert row and max(box.x1 for box in row) == pytest.approx(3.0)
 
 
 # ------------------------------------------------------------------------------------------------- availability

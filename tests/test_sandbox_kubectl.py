@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -153,3 +155,55 @@ def test_errors_are_kubectl_errors(ready_sandbox: Sandbox, kubectl: Kubectl, arg
     out = kubectl(*args, check=False)
     assert out.returncode == 1
     assert message in out.stderr
+
+
+def tester(kubectl: Kubectl) -> str:
+    return kubectl("get", "pod", "-l", "app=sleep", "-o", "jsonpath={.items[0].metadata.name}").stdout
+
+
+def test_services_by_name_env_and_balancing(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
+    t = tester(kubectl)
+    for host in ("ratings", "ratings.default", "ratings.default.svc.cluster.local"):
+        out = kubectl("exec", t, "--", "curl", "-sS", f"http://{host}:9080/ratings/1").stdout
+        assert out == '{"id":1,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
+    env = kubectl("exec", t, "--", "env").stdout.splitlines()
+    assert "DETAILS_SERVICE_PORT=9080" in env and f"HOSTNAME={t}" in env
+    assert any(line.startswith("RATINGS_SERVICE_HOST=127.") for line in env)
+    # Every request opens a new connection, and the service spreads them over the three reviews pods.
+    served = {json.loads(kubectl("exec", t, "--", "curl", "-s", "http://reviews:9080/reviews/0").stdout)["podname"]
+              for _ in range(24)}
+    assert len(served) >= 2 and all(s.startswith("reviews-v1-") for s in served)
+
+
+def test_a_down_container_leaves_the_endpoints(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
+    pod = kubectl("get", "pods", "-l", "app=details", "-o", "jsonpath={.items[1].metadata.name}").stdout
+    ip = kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
+    kubectl("exec", pod, "--", "pkill", "ruby")
+    addresses = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
+    not_ready = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].notReadyAddresses[*].ip}").stdout
+    assert ip not in addresses.split() and ip in not_ready.split()
+    wait_all_ready(ready_sandbox)
+    assert ip in kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
+
+
+def test_tty_and_follow_logs(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
+    t = tester(kubectl)
+    if shutil.which("script"):  # a real terminal for kubectl -t
+        out = kubectl.shell(f"script -qec 'kubectl exec -it {t} -- echo hi' /dev/null")
+        assert out.returncode == 0 and out.stdout.replace("\r", "") == "hi\n"
+    pod = kubectl("get", "pods", "-l", "app=ratings", "-o", "jsonpath={.items[2].metadata.name}").stdout
+    ip = kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
+    follow = subprocess.Popen([kubectl.binary, "logs", "-f", pod], env=kubectl.env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        time.sleep(0.5)
+        kubectl("exec", t, "--", "curl", "-s", f"http://{ip}:9080/ratings/424242")
+        deadline = time.monotonic() + 10
+        seen = ""
+        assert follow.stdout is not None
+        while time.monotonic() < deadline and "424242" not in seen:
+            seen += follow.stdout.readline()
+        assert "GET /ratings/424242" in seen
+    finally:
+        follow.kill()
+        follow.wait()

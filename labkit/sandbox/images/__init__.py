@@ -193,8 +193,5 @@ def process_name_for(spec: ImageSpec, argv: list[str]) -> str:
         At most 15 characters, the kernel's limit for ``comm``.
     """
     program = os.path.basename(argv[0]) if argv else ""
-    if spec.name == "curl" or program in _BUILTIN_COMMANDS:
-        name = program or spec.process_name
-    else:
-        name = spec.process_name
-    return name[:15]
+    runs_its_own = spec.name == "curl" or program in _BUILTIN_COMMANDS
+    return ((program or spec.process_name) if runs_its_own else spec.process_name)[:15]

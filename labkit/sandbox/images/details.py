@@ -190,9 +190,7 @@ def main(argv: list[str]) -> int:
         return 255
     port = ruby_integer(script_args[0])
     if port is None or not 0 <= port <= 65535:
-        runtime.log_error(
-            f"{script}: invalid value for Integer(): {json.dumps(script_args[0])} (ArgumentError)"
-        )
+        runtime.log_error(f"{script}: invalid value for Integer(): {json.dumps(script_args[0])} (ArgumentError)")
         return 1
     _info("WEBrick 1.9.1")
     _info("ruby 3.4.4 (2025-05-14) +PRISM [x86_64-linux]")

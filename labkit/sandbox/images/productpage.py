@@ -86,9 +86,7 @@ class Service:
 
     def __init__(self, environ: Mapping[str, str], name: str) -> None:
         domain = environ.get("SERVICES_DOMAIN")
-        self.host = environ.get(f"{name.upper()}_HOSTNAME", name) + (
-            f".{domain}" if domain is not None else ""
-        )
+        self.host = environ.get(f"{name.upper()}_HOSTNAME", name) + (f".{domain}" if domain is not None else "")
         self.port = environ.get(f"{name.upper()}_SERVICE_PORT", "9080")
         self.endpoint = name
 
@@ -276,9 +274,7 @@ def _process_metrics() -> list[str]:
     # rss 24.
     utime, stime, start, vsize, rss = (float(fields[i - 3]) for i in (14, 15, 22, 23, 24))
     lines += _metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", [("", vsize)])
-    lines += _metric(
-        "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [("", rss * page)]
-    )
+    lines += _metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [("", rss * page)])
     lines += _metric(
         "process_start_time_seconds",
         "gauge",
@@ -313,16 +309,12 @@ def _call(service: Service, product_id: str, headers: Mapping[str, str]) -> tupl
         **headers,
     }
     # The lines urllib3 logs at DEBUG level, which the real productpage enables.
-    runtime.log_error(
-        f"DEBUG:urllib3.connectionpool:Starting new HTTP connection (1): {service.host}:{service.port}"
-    )
+    runtime.log_error(f"DEBUG:urllib3.connectionpool:Starting new HTTP connection (1): {service.host}:{service.port}")
     try:
         status, body = runtime.http_get(service.host, int(service.port), path, request_headers, CALL_TIMEOUT)
     except (runtime.DownstreamError, ValueError):
         return None
-    runtime.log_error(
-        f'DEBUG:urllib3.connectionpool:{service.url} "GET {path} HTTP/1.1" {status} {len(body)}'
-    )
+    runtime.log_error(f'DEBUG:urllib3.connectionpool:{service.url} "GET {path} HTTP/1.1" {status} {len(body)}')
     if status != 200:
         return status, None
     try:
@@ -486,9 +478,7 @@ def _review_html(review: Mapping[str, object]) -> str:
 def _reviews_html(status: int, reviews: object) -> str:
     if status == 200 and isinstance(reviews, dict):
         items = reviews.get("reviews")
-        quotes = (
-            "".join(_review_html(r) for r in items if isinstance(r, dict)) if isinstance(items, list) else ""
-        )
+        quotes = "".join(_review_html(r) for r in items if isinstance(r, dict)) if isinstance(items, list) else ""
         served = f"<u>{_e(reviews.get('podname', ''))}</u>"
         cluster = reviews.get("clustername", "null")
         if cluster != "null":
@@ -521,9 +511,7 @@ def render_product_page(
 def _json2html(value: object, attributes: str) -> str:
     """A table rendering of nested JSON in the style of the json2html package the original uses."""
     if isinstance(value, dict):
-        rows = "".join(
-            f"<tr><th>{_e(k)}</th><td>{_json2html(v, attributes)}</td></tr>" for k, v in value.items()
-        )
+        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_json2html(v, attributes)}</td></tr>" for k, v in value.items())
         return f"<table {attributes}>{rows}</table>"
     if isinstance(value, list):
         if not value:
@@ -567,8 +555,7 @@ def render_index(user: object) -> str:
 
 def _status_page(code: int, reason: str, message: str) -> bytes:
     return (
-        f"<!doctype html>\n<html lang=en>\n<title>{code} {reason}</title>\n"
-        f"<h1>{reason}</h1>\n<p>{message}</p>\n"
+        f"<!doctype html>\n<html lang=en>\n<title>{code} {reason}</title>\n<h1>{reason}</h1>\n<p>{message}</p>\n"
     ).encode()
 
 
@@ -615,9 +602,7 @@ class ProductPageHandler(runtime.Handler):
             elif method in methods:
                 getattr(self, f"_view_{view}")(**match.groupdict())
             else:
-                body = _status_page(
-                    405, "Method Not Allowed", "The method is not allowed for the requested URL."
-                )
+                body = _status_page(405, "Method Not Allowed", "The method is not allowed for the requested URL.")
                 self.reply(405, body, [("Content-Type", _HTML), ("Allow", ", ".join(allowed))])
             return
         if path.startswith("/static/"):
@@ -637,9 +622,7 @@ class ProductPageHandler(runtime.Handler):
         incoming = {name.lower(): value for name, value in reversed(self.headers.items())}  # first value wins
         return forward_headers(incoming, self._session())
 
-    def _send(
-        self, status: int, body: str, content_type: str, headers: list[tuple[str, str]] | None = None
-    ) -> None:
+    def _send(self, status: int, body: str, content_type: str, headers: list[tuple[str, str]] | None = None) -> None:
         self.reply(status, body.encode(), [("Content-Type", content_type), *(headers or [])])
 
     def _redirect_back(self, cookie: str) -> None:
@@ -659,13 +642,9 @@ class ProductPageHandler(runtime.Handler):
     def _view_productpage(self) -> None:
         headers = self._forward()
         user = self._session().get("user", "")
-        details = product_details(
-            "0", headers
-        )  # the page always shows product 0, details first, then reviews
+        details = product_details("0", headers)  # the page always shows product 0, details first, then reviews
         reviews = product_reviews("0", headers)
-        self._send(
-            200, render_product_page(user, details, reviews, _PRODUCTS[0]), _HTML, [("Vary", "Cookie")]
-        )
+        self._send(200, render_product_page(user, details, reviews, _PRODUCTS[0]), _HTML, [("Vary", "Cookie")])
 
     def _view_login(self) -> None:
         query = parse_qs(urlsplit(self.path).query)
@@ -748,9 +727,7 @@ def main(argv: list[str]) -> int:
         if port is None:
             runtime.log_error(f"Error: {argv[1:]!r} does not give a usable bind address")
             return 1
-        worker_class = next(
-            (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-k", "--worker-class")), "sync"
-        )
+        worker_class = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-k", "--worker-class")), "sync")
         bind = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-b", "--bind")), "127.0.0.1:8000")
 
         def listening() -> None:

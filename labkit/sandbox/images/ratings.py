@@ -134,11 +134,7 @@ def js_stringify(value: object) -> str:
         keys = list(value)
         indexed = sorted((k for k in keys if _array_index(k) is not None), key=lambda k: int(k))
         ordered = indexed + [k for k in keys if _array_index(k) is None]
-        return (
-            "{"
-            + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{js_stringify(value[k])}" for k in ordered)
-            + "}"
-        )
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{js_stringify(value[k])}" for k in ordered) + "}"
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
@@ -194,11 +190,7 @@ class Ratings:
     def get(self, product_id: float) -> dict[str, object]:
         with self._lock:
             stored = self._posted.get(js_number(product_id))
-        return (
-            {"id": product_id, "ratings": _DEFAULT_RATINGS}
-            if stored is None
-            else {"id": product_id, **stored}
-        )
+        return {"id": product_id, "ratings": _DEFAULT_RATINGS} if stored is None else {"id": product_id, **stored}
 
     def put(self, product_id: float, ratings: object) -> dict[str, object]:
         # Keyed like a JavaScript object property, i.e. by the number's string form: 7 and 07 are one product.
@@ -266,9 +258,7 @@ class RatingsHandler(runtime.Handler):
 
     def _never_answer(self) -> None:
         runtime.log(f"{self.command} {self.path}")
-        runtime.log_error(
-            f"TypeError: httpdispatcher has no {self.command} listeners; the request is left unanswered"
-        )
+        runtime.log_error(f"TypeError: httpdispatcher has no {self.command} listeners; the request is left unanswered")
         self.close_connection = True
         deadline = time.monotonic() + NO_ANSWER_LIMIT
         try:
@@ -311,8 +301,7 @@ def main(argv: list[str]) -> int:
     port = js_parse_int(args[1])
     if port is None or not 0 <= port < 65536:
         runtime.log_error(
-            "RangeError [ERR_SOCKET_BAD_PORT]: options.port should be >= 0 and < 65536. "
-            f"Received {args[1]!r}."
+            f"RangeError [ERR_SOCKET_BAD_PORT]: options.port should be >= 0 and < 65536. Received {args[1]!r}."
         )
         return 1
     return runtime.serve(

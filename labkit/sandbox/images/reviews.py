@@ -51,8 +51,7 @@ _REVIEWS = (
     ("Reviewer1", "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"),
     (
         "Reviewer2",
-        "Absolutely fun and entertaining. "
-        "The play lacks thematic depth when compared to other plays by Shakespeare.",
+        "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare.",
     ),
 )
 _NO_STARS = -1  # the original's marker for "no rating for this reviewer"
@@ -67,9 +66,7 @@ class Config:
         self.ratings_enabled = environ.get("ENABLE_RATINGS", "").lower() == "true"
         self.star_color = environ.get("STAR_COLOR") or "black"
         domain = environ.get("SERVICES_DOMAIN")
-        self.ratings_host = environ.get("RATINGS_HOSTNAME", "ratings") + (
-            f".{domain}" if domain is not None else ""
-        )
+        self.ratings_host = environ.get("RATINGS_HOSTNAME", "ratings") + (f".{domain}" if domain is not None else "")
         self.ratings_port = environ.get("RATINGS_SERVICE_PORT", "9080")
         # A missing variable prints as Java's null.
         self.pod_name = environ.get("HOSTNAME", "null")

@@ -162,10 +162,8 @@ def sleep_command(args: list[str]) -> int:
 def command_not_found(argv: list[str]) -> int:
     """What the container runtime reports when the command does not exist in the image (exit code 127)."""
     program = argv[0] if argv else ""
-    if "/" in program:
-        reason = f"stat {program}: no such file or directory"
-    else:
-        reason = "executable file not found in $PATH"
+    missing = f"stat {program}: no such file or directory"
+    reason = missing if "/" in program else "executable file not found in $PATH"
     log_error(
         "OCI runtime create failed: runc create failed: unable to start container process: "
         f'exec: "{program}": {reason}: unknown'
@@ -235,8 +233,15 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 5.0
     """Idle keep-alive connections are closed after this many seconds, so threads do not pile up."""
 
+    _body_read = False
+
     def log_message(self, format: str, *args: object) -> None:
         return
+
+    def parse_request(self) -> bool:
+        # One handler object serves every request of a keep-alive connection; reset the per-request state.
+        self._body_read = False
+        return super().parse_request()
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self.send_response_only(code, message)
@@ -261,6 +266,9 @@ class Handler(BaseHTTPRequestHandler):
             chunked: Use chunked transfer coding (HTTP/1.1 clients only), as Node.js does.
         """
         chunked = chunked and self.request_version == "HTTP/1.1"
+        if not self._body_read and (self.headers.get("Content-Length") or "0") != "0":
+            # An unread request body would be parsed as the next request on this connection.
+            self.close_connection = True
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -281,6 +289,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_body(self, limit: int = 1 << 20) -> bytes:
         """The request body (``Content-Length`` bodies only), at most ``limit`` bytes."""
+        self._body_read = True
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -308,9 +317,7 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
 
-def serve(
-    handler: type[Handler], port: int, *, program: str, on_listen: Callable[[], None] | None = None
-) -> int:
+def serve(handler: type[Handler], port: int, *, program: str, on_listen: Callable[[], None] | None = None) -> int:
     """Listen on ``(pod IP, port)``, report ready, and serve until the process is killed.
 
     Args:
@@ -353,9 +360,7 @@ def resolver() -> Resolver:
     return _resolver
 
 
-def http_get(
-    host: str, port: int, path: str, headers: Mapping[str, str], timeout: float
-) -> tuple[int, bytes]:
+def http_get(host: str, port: int, path: str, headers: Mapping[str, str], timeout: float) -> tuple[int, bytes]:
     """GET ``http://host:port/path`` over a new connection, the way the Bookinfo services call each other.
 
     A new connection per call is deliberate (productpage does the same): each call picks a backend afresh, so

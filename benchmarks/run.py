@@ -1,0 +1,266 @@
+"""labkit's benchmarks: the figures the README reports, measured on the embedded sandbox.
+
+    python benchmarks/run.py            # everything, results in benchmarks/results/latest.json
+    python benchmarks/run.py up exec    # a subset
+
+Each benchmark starts its own sandbox in a temporary folder and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier}
+        found |= frontier
+    return found
+
+
+def memory_kib(pids: set[int]) -> dict[str, int]:
+    """Sum of Pss and Rss (KiB) over processes, from /proc/PID/smaps_rollup."""
+    pss = rss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            continue
+    return {"pss_kib": pss, "rss_kib": rss}
+
+
+def bench_up(runs: int = 5) -> dict[str, Any]:
+    """`labkit sandbox up` wall time to 13 pods Ready, then memory of the whole sandbox."""
+    times, mem = [], []
+    for _ in range(runs):
+        d = tempfile.mkdtemp(prefix="labkit-bench-up-")
+        env = {**os.environ, "LABKIT_SANDBOX_DIR": d}
+        t0 = time.perf_counter()
+        subprocess.run([shutil.which("labkit") or "labkit", "sandbox", "up"], env=env, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t0)
+        info = json.loads((Path(d) / "state.json").read_text())
+        time.sleep(1.0)  # let start-up garbage settle before measuring memory
+        pids = descendants(info["pid"]) | {info["pid"]}
+        mem.append({**memory_kib(pids), "processes": len(pids)})
+        subprocess.run([shutil.which("labkit") or "labkit", "sandbox", "down"], env=env, check=True,
+                       capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+    return {
+        "up_seconds": [round(t, 3) for t in times],
+        "up_median_s": round(median(times), 3),
+        "memory_pss_mb_median": round(median([m["pss_kib"] for m in mem]) / 1024, 1),
+        "memory_rss_mb_median": round(median([m["rss_kib"] for m in mem]) / 1024, 1),
+        "processes": mem[0]["processes"],
+    }
+
+
+def _sandbox(time_scale: float = 1.0) -> Any:
+    from labkit.sandbox import Sandbox
+
+    return Sandbox(tempfile.mkdtemp(prefix="labkit-bench-"), time_scale=time_scale).start()
+
+
+def bench_restart() -> dict[str, Any]:
+    """Kill one container at a time (first restart, time scale 1): kill -> Ready again, and the degraded window."""
+    import labkit
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        from kubernetes import watch
+
+        backs: list[float] = []
+        for app, proc in (("details", "ruby"), ("ratings", "node"), ("reviews", "java"), ("productpage", "gunicorn")):
+            for pod in lab.pod_names(f"app={app}"):
+                w = watch.Watch()
+                t0 = time.perf_counter()
+                lab.exec(pod, ["pkill", proc])
+                down_seen = False
+                for ev in w.stream(lab.core.list_namespaced_pod, "default", field_selector=f"metadata.name={pod}",
+                                   timeout_seconds=20):
+                    cs = ev["object"].status.container_statuses[0]
+                    if not cs.ready:
+                        down_seen = True
+                    elif down_seen and cs.restart_count >= 1:
+                        backs.append(time.perf_counter() - t0)
+                        w.stop()
+        # The degraded page: kill details everywhere and watch the host URL until it is whole again.
+        from labkit import kubestatus  # noqa: F401  (keeps the import cost out of the window)
+
+        url = sb.productpage_url
+        sb2 = _sandbox(1.0)
+        lab2 = labkit.connect(sandbox_dir=sb2.dir)
+        for pod in lab2.pod_names("app=details"):
+            lab2.exec(pod, ["pkill", "ruby"])
+        t0 = time.perf_counter()
+        degraded_until = 0.0
+        while time.perf_counter() - t0 < 5:
+            page = urllib.request.urlopen(sb2.productpage_url, timeout=5).read().decode()
+            if "Error fetching product details!" in page:
+                degraded_until = time.perf_counter() - t0
+            time.sleep(0.02)
+        sb2.stop()
+        del url
+        return {
+            "first_restart_back_to_ready_s": [round(b, 3) for b in backs],
+            "first_restart_median_s": round(median(backs), 3),
+            "first_restart_min_s": round(min(backs), 3),
+            "first_restart_max_s": round(max(backs), 3),
+            "degraded_page_visible_for_s_after_killing_all_details": round(degraded_until, 3),
+        }
+    finally:
+        sb.stop()
+
+
+def _time(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_exec_and_pods() -> dict[str, Any]:
+    """labkit exec vs kubectl exec of the same command, side by side; pods() on the 13 lesson pods."""
+    import labkit
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        tester = lab.tester_pod()
+        cmd = ["curl", "-s", "http://ratings:9080/ratings/7"]
+        env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig), "KUBECACHEDIR": tempfile.mkdtemp()}
+        kubectl = shutil.which("kubectl") or "kubectl"
+        subprocess.run([kubectl, "exec", tester, "--", *cmd], env=env, check=True, capture_output=True)  # warm cache
+        lab.exec(tester, cmd)
+        ours, theirs = [], []
+        for _ in range(30):  # interleaved, so both see the same machine state
+            ours += _time(lambda: lab.exec(tester, cmd, check=True), 1)
+            theirs += _time(lambda: subprocess.run([kubectl, "exec", tester, "--", *cmd], env=env, check=True,
+                                                   capture_output=True), 1)
+        pods = _time(lambda: lab.pods(), 50)
+        assert len(lab.pods()) == 13
+        return {
+            "exec_labkit_median_ms": round(median(ours) * 1000, 2),
+            "exec_kubectl_median_ms": round(median(theirs) * 1000, 2),
+            "exec_speedup": round(median(theirs) / median(ours), 1),
+            "pods_median_ms": round(median(pods) * 1000, 2),
+        }
+    finally:
+        sb.stop()
+
+
+def bench_recorder() -> dict[str, Any]:
+    """Time from the kubelet reporting a container's death to the recorder's timeline row."""
+    import labkit
+    from labkit import observe
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        lags = []
+        with observe.Recorder(lab, "app=details") as rec:
+            time.sleep(0.3)
+            for pod in lab.pod_names("app=details"):
+                stop_at = rec.timeline.shape[0]
+                lab.exec(pod, ["pkill", "ruby"])
+                t_exec = time.time()
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    tl = rec.timeline.iloc[stop_at:]
+                    hit = tl[(tl["pod"] == pod) & (~tl["ready"])]
+                    if len(hit):
+                        lags.append(hit["received"].iloc[0].timestamp() - t_exec
+                                    if "received" in hit else hit["time"].iloc[0].timestamp() - t_exec)
+                        break
+                    time.sleep(0.002)
+        return {"recorder_lag_ms": [round(x * 1000, 1) for x in lags],
+                "recorder_lag_median_ms": round(median(lags) * 1000, 1) if lags else None,
+                "note": "upper bound: from the pkill exec returning (the kubelet reports the death after it) to "
+                        "the row being in the recorder's timeline"}
+    finally:
+        sb.stop()
+
+
+def bench_tour() -> dict[str, Any]:
+    """`labkit tour` wall time at time scale 1 (it starts and stops its own sandbox)."""
+    out = tempfile.mkdtemp(prefix="labkit-tour-")
+    env = {**os.environ, "LABKIT_SANDBOX_DIR": tempfile.mkdtemp(prefix="labkit-tour-sb-")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([shutil.which("labkit") or "labkit", "tour", "--out", out], env=env, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - t0
+    return {"tour_wall_s": round(wall, 1), "tour_ok": proc.returncode == 0,
+            "tour_tail": proc.stderr.strip().splitlines()[-3:]}
+
+
+BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
+    "up": bench_up,
+    "restart": bench_restart,
+    "exec": bench_exec_and_pods,
+    "recorder": bench_recorder,
+    "tour": bench_tour,
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="*", choices=[*BENCHES, []], default=[])
+    args = p.parse_args()
+    chosen = args.which or list(BENCHES)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latest.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in chosen:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        results[name] = BENCHES[name]()
+        print(json.dumps(results[name], indent=2), f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None
+    sys.exit(main())

@@ -1,0 +1,737 @@
+"""Executed lessons as web pages: one self-contained HTML page, or an istio.io (Hugo) tutorial page.
+
+The HTML page is what the notebook showed, images embedded, the product page's iframe inline, and widgets drawn
+from their saved state (no JavaScript, no CDN). The Hugo page follows the conventions of the istio.io
+"Learn Microservices" pages (see :func:`hugo_problems` for the rules it checks): front matter with ``title``,
+``overview``, ``weight``, ``owner`` and ``test``; the markdown cells as the body; the code cells as
+``{{< text bash >}}`` blocks showing the kubectl/curl command the cell stands for (from the cell's metadata
+``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output; and the figures as PNG files
+beside ``index.md`` with ``{{< image >}}`` shortcodes.
+
+Example:
+    >>> from labkit import export
+    >>> export.write_html("out/03-chaos-one-pod.ipynb", "site")           # site/03-chaos-one-pod.html
+    >>> export.write_hugo("out/03-chaos-one-pod.ipynb", "content")        # content/chaos-one-pod/index.md
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import json
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+__all__ = [
+    "HUGO_OWNER",
+    "HugoPage",
+    "hugo_problems",
+    "load",
+    "page_meta",
+    "static_widgets",
+    "to_html",
+    "to_hugo",
+    "write_html",
+    "write_hugo",
+]
+
+HUGO_OWNER = "istio/wg-docs-maintainers"
+"""The ``owner`` of every page in istio.io's microservices series."""
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+NotebookLike = nbformat.NotebookNode | str | os.PathLike[str]
+
+# "### Step 3: Kill details in one pod" (also "Step 3." / "Step 3 -"), at any heading level below the title.
+_STEP = re.compile(r"^#{2,4}\s*Step\s+(\d+)\s*[.:\-–—]?\s*(.*?)\s*$", re.IGNORECASE)
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_ORDERED = re.compile(r"^(\s*)\d+[.)]\s+(.*)$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_NB_LINK = re.compile(r"\]\((?:\./)?(\d\d-[\w-]+)\.ipynb(#[\w-]+)?\)")
+
+
+def load(notebook: NotebookLike) -> nbformat.NotebookNode:
+    """A notebook from a path, or the node itself (not copied)."""
+    if isinstance(notebook, nbformat.NotebookNode):
+        return notebook
+    return nbformat.read(os.fspath(notebook), as_version=4)
+
+
+def _source(cell: Any) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def _labkit_meta(obj: Any) -> dict[str, Any]:
+    meta = obj.get("metadata", {}) or {}
+    value = meta.get("labkit", {}) or {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _tags(cell: Any) -> list[str]:
+    return list((cell.get("metadata", {}) or {}).get("tags", []) or [])
+
+
+# ------------------------------------------------------------------------------------------------ page metadata
+
+
+def page_meta(notebook: NotebookLike, name: str = "") -> dict[str, Any]:
+    """Title, overview and weight of a lesson.
+
+    From the notebook's metadata ``{"labkit": {"title", "overview", "weight"}}`` where given; otherwise the title
+    is the first ``#`` heading, the overview the first paragraph after it, and the weight comes from the file
+    name's number (``03-...`` -> 30).
+    """
+    nb = load(notebook)
+    meta = _labkit_meta(nb)
+    title = str(meta.get("title") or "")
+    overview = str(meta.get("overview") or "")
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        lines = _source(cell).strip().splitlines()
+        if lines and lines[0].startswith("# "):
+            title = title or lines[0][2:].strip()
+            paragraph = " ".join(line.strip() for line in _first_paragraph(lines[1:]))
+            overview = overview or paragraph
+            break
+    weight = meta.get("weight")
+    if weight is None:
+        match = re.match(r"(\d+)-", name or "")
+        weight = int(match.group(1)) * 10 if match else 10
+    return {"title": title or name or "Lesson", "overview": _sentence(overview) or title, "weight": int(weight)}
+
+
+def _first_paragraph(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if not line.strip():
+            if out:
+                break
+            continue
+        if line.lstrip().startswith(("#", "*", "-", "|", ">")) or _ORDERED.match(line):
+            if out:
+                break
+            continue
+        out.append(line)
+    return out
+
+
+def _sentence(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return match.group(1) if match else text
+
+
+# ------------------------------------------------------------------------------------------------ widgets
+
+
+def static_widgets(notebook: NotebookLike) -> nbformat.NotebookNode:
+    """A copy of the notebook whose widget outputs are plain HTML drawn from the saved widget state.
+
+    A static page has no kernel and, self-contained, no widget JavaScript either; the last state of each
+    widget (the live pods table, a chaos panel) is still what the reader wants to see.
+    """
+    nb = copy.deepcopy(load(notebook))
+    widgets = (nb.metadata.get("widgets") or {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data") or {}
+            if WIDGET_VIEW not in data:
+                continue
+            model_id = data[WIDGET_VIEW].get("model_id", "")
+            rendered = _widget_html(model_id, widgets, depth=0)
+            data.pop(WIDGET_VIEW)
+            if rendered:
+                data["text/html"] = f"<div class='labkit-widget'>{rendered}</div>"
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def _widget_html(model_id: str, models: dict[str, Any], depth: int) -> str:
+    model = models.get(model_id.removeprefix("IPY_MODEL_"))
+    if model is None or depth > 20:
+        return ""
+    name = str(model.get("model_name", ""))
+    state = model.get("state", {}) or {}
+    desc = html.escape(str(state.get("description", "") or ""))
+    value = state.get("value")
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return str(value or "")
+    if name in ("LabelModel", "TextModel", "TextareaModel"):
+        label = f"<b>{desc}</b> " if desc else ""
+        return f"<div>{label}{html.escape(str(value or ''))}</div>"
+    if name.endswith("BoxModel") or name == "BoxModel":
+        direction = "row" if name in ("HBoxModel", "GridBoxModel") else "column"
+        inner = "".join(_widget_html(str(c), models, depth + 1) for c in state.get("children", []))
+        return f"<div style='display:flex;flex-direction:{direction};gap:6px'>{inner}</div>"
+    if name == "ButtonModel":
+        return f"<button disabled>{desc}</button>"
+    if name in ("CheckboxModel", "ToggleButtonModel"):
+        checked = " checked" if value else ""
+        return f"<label><input type='checkbox' disabled{checked}> {desc}</label>"
+    if name in ("DropdownModel", "SelectModel", "RadioButtonsModel", "ToggleButtonsModel"):
+        labels = list(state.get("_options_labels", []) or [])
+        index = state.get("index")
+        chosen = labels[index] if isinstance(index, int) and 0 <= index < len(labels) else ""
+        return f"<div>{f'<b>{desc}</b> ' if desc else ''}<code>{html.escape(str(chosen))}</code></div>"
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        top = state.get("max", 100)
+        return f"<div>{desc} <progress value='{value or 0}' max='{top}'></progress></div>"
+    if name == "OutputModel":
+        return "".join(_output_html(o) for o in state.get("outputs", []) or [])
+    return f"<div>{desc}</div>" if desc else ""
+
+
+def _output_html(out: dict[str, Any]) -> str:
+    if out.get("output_type") == "stream":
+        return f"<pre>{html.escape(_text(out.get('text', '')))}</pre>"
+    data = out.get("data") or {}
+    if "text/html" in data:
+        return _text(data["text/html"])
+    if "image/png" in data:
+        return f"<img src='data:image/png;base64,{_text(data['image/png']).strip()}'>"
+    if "text/plain" in data:
+        return f"<pre>{html.escape(_text(data['text/plain']))}</pre>"
+    if out.get("output_type") == "error":
+        return f"<pre>{html.escape(str(out.get('ename', '')))}: {html.escape(str(out.get('evalue', '')))}</pre>"
+    return ""
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+
+# Scripts nbconvert's lab template loads from CDNs; a lesson page needs none of them (no widgets left, no math).
+_CDN_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*(?:require|mathjax|mermaid)[^\"]*\"[^>]*>\s*</script>",
+                         re.IGNORECASE)
+
+
+def to_html(notebook: NotebookLike, *, title: str | None = None) -> str:
+    """One self-contained HTML page of the notebook as it ran (images embedded, widgets drawn statically).
+
+    Example:
+        >>> page = export.to_html("out/04-chaos-all-pods.ipynb")
+        >>> "<iframe" in page and "data:image/png;base64" in page
+        True
+    """
+    from nbconvert import HTMLExporter
+
+    nb = static_widgets(notebook)
+    if title is None and not nb.metadata.get("title"):
+        title = page_meta(nb)["title"]
+    if title:
+        nb.metadata["title"] = title
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    return _CDN_SCRIPT.sub("", body)
+
+
+def write_html(notebook: NotebookLike, out_dir: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Write :func:`to_html` as ``OUT_DIR/NAME.html`` (default: the notebook's file name) and return the path."""
+    if name is None:
+        name = Path(os.fspath(notebook)).stem if not isinstance(notebook, nbformat.NotebookNode) else "notebook"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.html"
+    _write_atomic(path, to_html(notebook).encode("utf-8"))
+    return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ Hugo
+
+
+@dataclass
+class HugoPage:
+    """What :func:`to_hugo` produced: the page's text and its figures (file name -> PNG bytes)."""
+
+    slug: str
+    text: str
+    images: dict[str, bytes] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Body:
+    """Collects markdown lines, tracking whether we are inside a numbered step (content indented 4)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.in_step = False
+
+    @property
+    def indent(self) -> str:
+        return "    " if self.in_step else ""
+
+    def blank(self) -> None:
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    def block(self, lines: list[str]) -> None:
+        """A block of markdown, indented under the current step, separated by blank lines."""
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+        while lines and not lines[-1].strip():
+            lines = lines[:-1]
+        if not lines:
+            return
+        self.blank()
+        self.lines.extend(f"{self.indent}{line}" if line.strip() else "" for line in lines)
+
+
+def to_hugo(notebook: NotebookLike, *, name: str = "", include_python: bool = False) -> HugoPage:
+    """The lesson as an istio.io tutorial page (text and figures), without writing anything.
+
+    Args:
+        notebook: an executed notebook (a path or a node); an unexecuted one gives commands without output.
+        name: the file name used for the weight and slug (``03-chaos-one-pod`` -> slug ``chaos-one-pod``).
+        include_python: also show code cells that have no shell equivalent, as ``{{< text python >}}``.
+    """
+    nb = load(notebook)
+    if not name and not isinstance(notebook, nbformat.NotebookNode):
+        name = Path(os.fspath(notebook)).stem
+    meta = page_meta(nb, name)
+    slug = str(_labkit_meta(nb).get("slug") or re.sub(r"^\d+-", "", name) or _slug(meta["title"]))
+    body = _Body()
+    images: dict[str, bytes] = {}
+    step_title = ""
+    title_seen = False
+    for cell in nb.cells:
+        tags = _tags(cell)
+        if "parameters" in tags or "injected-parameters" in tags or "remove-cell" in tags:
+            continue
+        if cell.cell_type == "markdown":
+            lines = _source(cell).strip("\n").splitlines()
+            if not title_seen and lines and lines[0].startswith("# "):
+                title_seen = True
+                lines = lines[1:]
+            if not lines:
+                continue
+            step = _STEP.match(lines[0])
+            if step:
+                step_title = step.group(2).strip()
+                body.in_step = False
+                body.blank()
+                first = _ensure_stop(step_title) if step_title else f"Step {step.group(1)}."
+                body.lines.append(f"1.  {first}")
+                body.in_step = True
+                body.block(_markdown(lines[1:]))
+            else:
+                heading = _HEADING.match(lines[0])
+                if heading or not body.in_step:
+                    body.in_step = False
+                    step_title = heading.group(2) if heading else step_title
+                body.block(_markdown(lines))
+        elif cell.cell_type == "code":
+            _code_cell(cell, body, images, step_title or meta["title"], slug, include_python)
+    text = _front_matter(meta) + "\n".join(body.lines).rstrip() + "\n"
+    return HugoPage(slug=slug, text=text, images=images, meta=meta)
+
+
+def write_hugo(notebook: NotebookLike, out_dir: str | os.PathLike[str], *, name: str = "",
+               include_python: bool = False) -> Path:
+    """Write the page bundle ``OUT_DIR/<slug>/index.md`` with its PNG figures beside it; return index.md's path.
+
+    Raises:
+        ValueError: the page breaks one of istio.io's format rules (the message lists them); nothing is written.
+    """
+    page = to_hugo(notebook, name=name, include_python=include_python)
+    problems = hugo_problems(page.text, images=set(page.images))
+    if problems:
+        raise ValueError("the Hugo page would break istio.io's format rules:\n  " + "\n  ".join(problems))
+    folder = Path(out_dir) / page.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, data in page.images.items():
+        _write_atomic(folder / file_name, data)
+    index = folder / "index.md"
+    _write_atomic(index, page.text.encode("utf-8"))
+    return index
+
+
+def _front_matter(meta: dict[str, Any]) -> str:
+    # The blank lines and key order are those of the series' pages (title/overview, weight, owner/test).
+    return (f"---\ntitle: {_yaml_scalar(meta['title'])}\noverview: {_yaml_scalar(meta['overview'])}\n\n"
+            f"weight: {int(meta['weight'])}\n\nowner: {HUGO_OWNER}\ntest: no\n---\n\n")
+
+
+def _yaml_scalar(text: str) -> str:
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    needs_quotes = (not text or ": " in text or " #" in text or text[0] in "!&*[]{}|>'\"%@`,?-#"
+                    or text.lower() in ("yes", "no", "true", "false", "null", "on", "off"))
+    return json.dumps(text, ensure_ascii=False) if needs_quotes else text
+
+
+def _ensure_stop(text: str) -> str:
+    return text if text[-1:] in ".:!?" else text + "."
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "figure"
+
+
+def _markdown(lines: list[str]) -> list[str]:
+    """istio.io's list style: every ordered item ``1.`` + two spaces, its content indented 4 per level;
+    links to other lessons point at their pages."""
+    out: list[str] = []
+    items: list[tuple[int, int]] = []  # open ordered items: (marker column, text column) in the source
+    in_fence = False
+    previous_blank = True
+    for raw in lines:
+        line = _NB_LINK.sub(lambda m: f"](../{re.sub(r'^[0-9]+-', '', m.group(1))}/{m.group(2) or ''})", raw)
+        line = line.replace("\t", "    ").rstrip()
+        if not line:
+            out.append("")
+            previous_blank = True
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        match = None if in_fence else _ORDERED.match(line)
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if match:
+            while items and items[-1][0] > indent:
+                items.pop()
+            if items and items[-1][0] == indent:
+                items.pop()
+            level = len(items)
+            items.append((indent, len(line) - len(match.group(2))))
+            out.append(" " * (4 * level) + "1.  " + match.group(2))
+        elif items:
+            # content of the innermost item whose text column it reaches (or a lazy continuation line)
+            while items and indent < items[-1][1] and previous_blank:
+                items.pop()
+            if items:
+                depth = 4 * len(items)
+                out.append(" " * depth + line[min(indent, items[-1][1]):])
+            else:
+                out.append(line)
+        else:
+            out.append(line)
+        previous_blank = False
+    return out
+
+
+def _code_cell(cell: Any, body: _Body, images: dict[str, bytes], step_title: str, slug: str,
+               include_python: bool) -> None:
+    meta = _labkit_meta(cell)
+    if meta.get("hugo") == "skip":
+        return
+    shell = meta.get("shell")
+    commands = [shell] if isinstance(shell, str) else list(shell or [])
+    outputs = cell.get("outputs", []) or []
+    if commands:
+        block = ["{{< text bash >}}"]
+        for command in commands:
+            cmd_lines = str(command).strip().splitlines()
+            block.append(f"$ {cmd_lines[0]}")
+            block.extend(cmd_lines[1:])
+        if meta.get("output", "auto") != "none":
+            block.extend(_text_output(outputs, show_error=meta.get("output") == "error"))
+        block.append("{{< /text >}}")
+        body.block(block)
+    elif include_python and _source(cell).strip():
+        body.block(["{{< text python >}}", *_source(cell).strip().splitlines(), "{{< /text >}}"])
+    figures = [o for o in outputs if "image/png" in (o.get("data") or {})]
+    names = meta.get("figures") or ([meta["figure"]] if meta.get("figure") else [])
+    captions = meta.get("captions") or ([meta["caption"]] if meta.get("caption") else [])
+    for i, out in enumerate(figures):
+        data = base64.b64decode(_text(out["data"]["image/png"]))
+        caption = str(captions[i]) if i < len(captions) else (_png_title(data) or step_title)
+        caption = _caption(caption)
+        base = str(names[i]) if i < len(names) else _slug(caption)
+        file_name = _unique(f"{slug}-{base}" if not base.startswith(slug) and i >= len(names) else base, images)
+        images[file_name] = data
+        body.block(["{{< image width=\"80%\"", f"    link=\"{file_name}\"", f"    caption=\"{_attr(caption)}\"",
+                    "    >}}"])
+
+
+def _caption(text: str) -> str:
+    # istio.io's build prints "MARKDOWN ERROR" for a caption ending with a period
+    return re.sub(r"\s+", " ", str(text)).strip().rstrip(". ").strip() or "Figure"
+
+
+def _attr(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def _unique(base: str, taken: dict[str, bytes]) -> str:
+    base = base.removesuffix(".png")
+    name, n = f"{base}.png", 2
+    while name in taken:
+        name, n = f"{base}-{n}.png", n + 1
+    return name
+
+
+_OPAQUE = re.compile(r"^<[^<>]*>$", re.DOTALL)
+
+
+def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str]:
+    """The lines a terminal would have shown: stdout, and results as text (DataFrames as kubectl tables)."""
+    lines: list[str] = []
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream" and out.get("name") == "stdout":
+            lines.extend(_terminal_lines(_text(out.get("text", ""))))
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data") or {}
+            table = _html_table(_text(data.get("text/html", ""))) if "text/html" in data else None
+            if table is not None:
+                lines.extend(_kubectl_table(*table))
+            elif "text/plain" in data and "image/png" not in data:
+                text = _text(data["text/plain"]).strip()
+                if text and not _OPAQUE.match(text) and not re.match(r"^\w+\(\w+=", text):
+                    lines.extend(_terminal_lines(_unquote(text)))
+        elif kind == "error" and show_error:
+            lines.extend(_terminal_lines(str(out.get("evalue", ""))))
+    # a line starting with "$ " would be taken for a command
+    return [("  " + line if line.startswith("$ ") else line) for line in lines]
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            import ast
+
+            value = ast.literal_eval(text)
+            return value if isinstance(value, str) else text
+        except (ValueError, SyntaxError):
+            return text
+    return text
+
+
+def _terminal_lines(text: str) -> list[str]:
+    # progress bars rewrite their line with "\r": a terminal would show the last state only
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return [line.replace("\t", "    ") for line in lines]
+
+
+class _TableReader:
+    """The header and rows of the first pandas ``<table class="dataframe">`` in some HTML."""
+
+    def __init__(self, text: str) -> None:
+        from html.parser import HTMLParser
+
+        reader = self
+        self.header: list[str] = []
+        self.rows: list[list[str]] = []
+        self.found = False
+
+        class Parser(HTMLParser):
+            def __init__(self) -> None:
+                super().__init__(convert_charrefs=True)
+                self.depth = 0
+                self.section = ""
+                self.row: list[str] | None = None
+                self.cell: list[str] | None = None
+                self.header_rows: list[list[str]] = []
+
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                if tag == "table":
+                    self.depth += 1
+                    if self.depth == 1 and not reader.found:
+                        reader.found = "dataframe" in (dict(attrs).get("class") or "")
+                if self.depth != 1 or not reader.found:
+                    return
+                if tag in ("thead", "tbody"):
+                    self.section = tag
+                elif tag == "tr":
+                    self.row = []
+                elif tag in ("td", "th") and self.row is not None:
+                    self.cell = []
+
+            def handle_endtag(self, tag: str) -> None:
+                if tag == "table":
+                    self.depth -= 1
+                if self.depth != 1 or not reader.found:
+                    if tag == "table" and self.depth == 0 and self.header_rows and not reader.header:
+                        reader.header = self.header_rows[0]
+                    return
+                if tag in ("td", "th") and self.cell is not None and self.row is not None:
+                    self.row.append(" ".join("".join(self.cell).split()))
+                    self.cell = None
+                elif tag == "tr" and self.row is not None:
+                    (self.header_rows if self.section == "thead" else reader.rows).append(self.row)
+                    self.row = None
+
+            def handle_data(self, data: str) -> None:
+                if self.cell is not None:
+                    self.cell.append(data)
+
+        parser = Parser()
+        parser.feed(text)
+        parser.close()
+        if parser.header_rows and not self.header:
+            self.header = parser.header_rows[0]
+
+
+def _html_table(text: str) -> tuple[list[str], list[list[str]]] | None:
+    if 'class="dataframe' not in text:
+        return None
+    table = _TableReader(text)
+    if not table.found or not table.header:
+        return None
+    header = table.header
+    rows = table.rows
+    # pandas puts the index first: an empty header cell over row-header cells
+    if header and header[0] == "" and all(len(r) == len(header) for r in rows):
+        header, rows = header[1:], [r[1:] for r in rows]
+    return header, rows
+
+
+def _kubectl_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Rows as kubectl prints them: upper-case headers, left-aligned columns three spaces apart."""
+    cols = [h.upper().replace(" ", "_") for h in header]
+    data = [[("<none>" if v in ("", "<NA>", "NaN", "NaT") else v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in data if i < len(r)]) for i, c in enumerate(cols)]
+    out = []
+    for r in [cols, *data]:
+        cells = [f"{v:<{widths[i]}}" for i, v in enumerate(r[:len(cols)])]
+        out.append("   ".join(cells).rstrip())
+    return out
+
+
+def _png_title(data: bytes) -> str:
+    """The ``Title`` (or ``Description``) text chunk matplotlib writes with ``savefig(metadata=...)``."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ""
+    pos, found = 8, {}
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"tEXt" and b"\x00" in chunk:
+            key, value = chunk.split(b"\x00", 1)
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"iTXt" and b"\x00" in chunk:
+            key, rest = chunk.split(b"\x00", 1)
+            compressed = rest[:1] == b"\x01"
+            text = rest[2:].split(b"\x00", 2)[-1]
+            found[key.decode("latin-1")] = (zlib.decompress(text) if compressed else text).decode("utf-8", "replace")
+        elif kind == b"IDAT":
+            break
+        pos += 12 + length
+    return found.get("Title") or found.get("Description") or ""
+
+
+# ------------------------------------------------------------------------------------------------ the rules
+
+_FRONT_KEYS = ("title", "overview", "weight", "owner", "test")
+_SHORTCODE = re.compile(r"^( *)\{\{<\s*(/?)(\w+)")
+
+
+def hugo_problems(text: str, *, images: set[str] | None = None, page_dir: str | os.PathLike[str] | None = None,
+                  ) -> list[str]:
+    """Every way ``text`` (an index.md) breaks the istio.io page rules; an empty list when it follows them.
+
+    The rules: front matter with title, overview, weight, owner and test; ordered list items written ``1.`` and
+    two spaces; every line inside a ``{{< text >}}`` block indented like its opening line, that indentation a
+    multiple of 4; in bash blocks, a first line starting with ``$ ``; image captions present and not ending
+    with a period; each image's ``link`` file present beside the page (in ``images`` or ``page_dir``).
+    """
+    problems: list[str] = []
+    lines = text.splitlines()
+    if not lines or lines[0] != "---" or "---" not in lines[1:]:
+        return ["the page does not start with front matter between '---' lines"]
+    end = lines.index("---", 1)
+    keys = {}
+    for line in lines[1:end]:
+        if ":" in line and not line.startswith(" "):
+            k, v = line.split(":", 1)
+            keys[k.strip()] = v.strip()
+    problems += [f"front matter has no {k!r}" for k in _FRONT_KEYS if not keys.get(k)]
+    if keys.get("owner") and keys["owner"] != HUGO_OWNER:
+        problems.append(f"owner is {keys['owner']!r}, not {HUGO_OWNER}")
+    if keys.get("test") and keys["test"] not in ("yes", "no", "n/a"):
+        problems.append(f"test is {keys['test']!r}; istio.io accepts yes, no or n/a")
+    if keys.get("weight") and not keys["weight"].isdigit():
+        problems.append(f"weight {keys['weight']!r} is not a number")
+    body = lines[end + 1:]
+    in_text: tuple[int, str, int] | None = None  # (indent, syntax, line number)
+    first_in_block = False
+    image_open: tuple[int, list[str]] | None = None
+    for n, line in enumerate(body, start=end + 2):
+        short = _SHORTCODE.match(line)
+        if in_text is not None:
+            if short and short.group(2) == "/" and short.group(3) == "text":
+                if len(short.group(1)) != in_text[0]:
+                    problems.append(f"line {n}: {{{{< /text >}}}} indented {len(short.group(1))}, its opening "
+                                    f"{in_text[0]}")
+                in_text = None
+                continue
+            if line.strip() and not line.startswith(" " * in_text[0]):
+                problems.append(f"line {n}: a line in the text block is indented less than its shortcode")
+            if first_in_block and in_text[1] == "bash" and not line[in_text[0]:].startswith("$ "):
+                problems.append(f"line {n}: a bash text block must start with a '$ ' command line")
+            first_in_block = False
+            continue
+        if image_open is not None:
+            image_open[1].append(line)
+            if ">}}" in line:
+                problems += _image_problems(image_open[0], " ".join(image_open[1]), images, page_dir)
+                image_open = None
+            continue
+        if short and short.group(3) == "text" and not short.group(2):
+            indent = len(short.group(1))
+            if indent % 4:
+                problems.append(f"line {n}: text shortcode indented {indent} spaces, not a multiple of 4")
+            syntax = re.search(r'\{\{<\s*text\s+(?:syntax=")?(\w+)', line)
+            in_text = (indent, syntax.group(1) if syntax else "", n)
+            first_in_block = True
+            continue
+        if short and short.group(3) == "image":
+            image_open = (n, [line])
+            if ">}}" in line:
+                problems += _image_problems(n, line, images, page_dir)
+                image_open = None
+            continue
+        ordered = re.match(r"^( *)(\d+)([.)])( +)\S", line)
+        if ordered:
+            if ordered.group(2) != "1" or ordered.group(3) != "." or ordered.group(4) != "  ":
+                problems.append(f"line {n}: ordered list items are written '1.' and two spaces: {line.strip()!r}")
+            if len(ordered.group(1)) % 4:
+                problems.append(f"line {n}: a nested list item indented {len(ordered.group(1))} spaces, not a "
+                                "multiple of 4")
+    if in_text is not None:
+        problems.append(f"line {in_text[2]}: a text block is never closed")
+    if image_open is not None:
+        problems.append(f"line {image_open[0]}: an image shortcode is never closed")
+    return problems
+
+
+def _image_problems(n: int, text: str, images: set[str] | None, page_dir: str | os.PathLike[str] | None,
+                    ) -> list[str]:
+    problems = []
+    caption = re.search(r'caption="([^"]*)"', text)
+    link = re.search(r'link="([^"]*)"', text)
+    if not caption or not caption.group(1).strip():
+        problems.append(f"line {n}: an image without a caption")
+    elif caption.group(1).rstrip().endswith("."):
+        problems.append(f"line {n}: the caption {caption.group(1)!r} ends with a period (istio.io's MARKDOWN ERROR)")
+    if not link:
+        problems.append(f"line {n}: an image without link=")
+    elif images is not None or page_dir is not None:
+        name = link.group(1)
+        here = (images is not None and name in images) or (page_dir is not None and (Path(page_dir) / name).is_file())
+        if not here:
+            problems.append(f"line {n}: the image {name!r} is not beside the page")
+    return problems
