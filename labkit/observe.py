@@ -288,7 +288,11 @@ class Recorder:
         return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
 
     def start(self) -> Recorder:
-        """List the pods (their rows are the timeline's first, as ADDED) and start watching. Returns self."""
+        """List the pods and start watching. Returns self.
+
+        The first start records every pod as ADDED. Starting a stopped recorder again lists again and records
+        what changed meanwhile (restarts, new and deleted pods), so nothing is missed, only coarser.
+        """
         if self.running:
             return self
         from kubernetes import client, config
@@ -298,7 +302,7 @@ class Recorder:
                                                          context=self.lab.context or None)
         self._core = client.CoreV1Api(self._api_client)
         try:
-            self._rv = self._relist(initial=True)
+            self._rv = self._relist()
         except BaseException:
             self._close_client()
             raise
@@ -361,7 +365,7 @@ class Recorder:
         doc = json.loads(resp.data)
         return list(doc.get("items") or []), str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _relist(self, *, initial: bool = False) -> str:
+    def _relist(self) -> str:
         """List again and turn the difference with what is known into rows; return the list's resourceVersion."""
         items, rv = self._list_raw()
         when = _now()
@@ -384,12 +388,12 @@ class Recorder:
                 if _changed(known.row, row):
                     known.row = row
                     new_rows.append(row)
-            if not initial:
-                for uid, known in self._pods.items():
-                    if uid not in seen and not known.deleted:
-                        known.deleted = True
-                        known.row = {**known.row, "time": when, "event": "DELETED"}
-                        new_rows.append(known.row)
+            # Gone since we last knew (a restarted recorder, or a watch that expired): DELETED rows.
+            for uid, known in self._pods.items():
+                if uid not in seen and not known.deleted:
+                    known.deleted = True
+                    known.row = {**known.row, "time": when, "event": "DELETED"}
+                    new_rows.append(known.row)
             self._rows.extend(new_rows)
             self._cond.notify_all()
         self._notify(new_rows)

@@ -207,10 +207,13 @@ def test_rate_is_kept_and_stop_is_prompt(lab: labkit.Lab) -> None:
     print(f"\nrate 20/s: achieved {s['achieved_rate']}/s, {s['requests']} requests, stop took {stop_s * 1000:.0f} ms")
 
 
-def test_traffic_from_the_tester_pod(lab: labkit.Lab) -> None:
+def test_traffic_from_the_tester_pod(lab: labkit.Lab, capfd: pytest.CaptureFixture[str]) -> None:
     traffic = Traffic(lab, rate=5, via="tester")
     assert traffic.url == "http://productpage:9080/productpage"
-    traffic.run(2, progress=False)
+    assert traffic.run(2) is traffic
+    # Outside a notebook the progress is one stderr line, rewritten in place.
+    err = capfd.readouterr().err
+    assert "\r" in err and err.rstrip().endswith("answered 200, no section failing")
     s = traffic.summary()
     assert s["ok"] == s["requests"] >= 9
     assert s["achieved_rate"] == pytest.approx(5, rel=0.15)
@@ -282,6 +285,7 @@ def test_productpage_scaled_to_zero_is_a_cascading_failure(lab: labkit.Lab, read
     frame = traffic.frame
     errors = frame[frame["status"] != 200]
     assert len(errors) >= 5 and (errors["error"] != "").all()
+    assert errors["error"].str.len().max() < 120  # the useful words, not urllib3's nesting
     assert not errors["details"].any() and not errors["reviews"].any()  # the reader saw neither
     assert traffic.verdict() == "cascading failure"
     assert traffic.verdict(until=scaled_at - pd.Timedelta("300ms")) == "healthy"

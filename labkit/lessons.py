@@ -1,0 +1,670 @@
+"""The lessons themselves: run them all (``labkit tour``), open them (``labkit lab``), publish one
+(``labkit export``), and the exercise checks the last lesson uses.
+
+``labkit tour --out site`` runs every notebook headless against the sandbox, the way a reader would, and writes
+each executed notebook, its HTML page and an ``index.html``; a cell that fails (other than one tagged
+``raises-exception``, which shows an error on purpose) makes it exit non-zero, naming the notebook and the cell.
+
+Example:
+    >>> from labkit import lessons
+    >>> run = lessons.run_notebook("notebooks/03-chaos-one-pod.ipynb", params={"RATE": 10})
+    >>> run.ok, round(run.seconds)
+    (True, 6)
+    >>> lessons.check_selector(lab, "app=details")          # an exercise check: prints ✓ or ✗ with a hint
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import glob
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nbformat
+
+from . import export
+
+if TYPE_CHECKING:
+    from .lab import ExecResult, Lab
+    from .sandbox import Sandbox
+
+__all__ = [
+    "PROCESSES",
+    "CellFailure",
+    "Check",
+    "LessonRun",
+    "TourResult",
+    "add_commands",
+    "check_process",
+    "check_restarts",
+    "check_selector",
+    "check_verdict",
+    "find_notebooks",
+    "grep",
+    "inject_parameters",
+    "notebooks_dir",
+    "parse_param",
+    "run_notebook",
+    "tour",
+]
+
+NOTEBOOK_PATTERN = "[0-9][0-9]-*.ipynb"
+"""Lesson files: a two-digit number, a dash, a name (``03-chaos-one-pod.ipynb``); run in that order."""
+
+PROCESSES: dict[str, str] = {"details": "ruby", "ratings": "node", "reviews": "java", "productpage": "gunicorn"}
+"""The main process of each Bookinfo service's container: what ``pkill`` must name to crash it."""
+
+Progress = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------------------ finding lessons
+
+
+def notebooks_dir() -> Path:
+    """The lessons' folder: the repository's ``notebooks/`` beside the package, else the copy shipped inside it."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "notebooks", package / "notebooks"):
+        if candidate.is_dir() and any(candidate.glob(NOTEBOOK_PATTERN)):
+            return candidate
+    raise FileNotFoundError(f"no lessons found in {package.parent / 'notebooks'} or {package / 'notebooks'}; "
+                            "pass --notebooks DIR")
+
+
+def find_notebooks(where: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The lessons to run, in order: a folder's ``NN-*.ipynb``, a glob (``notebooks/0[34]-*.ipynb``), or one file.
+
+    Raises:
+        FileNotFoundError: nothing matches (the message says what was looked for).
+    """
+    if where is None:
+        folder = notebooks_dir()
+        return sorted(folder.glob(NOTEBOOK_PATTERN))
+    text = os.fspath(where)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob(NOTEBOOK_PATTERN)) or sorted(path.glob("*.ipynb"))
+    elif path.is_file():
+        found = [path]
+    else:
+        found = sorted(Path(p) for p in glob.glob(str(path)) if p.endswith(".ipynb"))
+        if not found and os.sep not in text:
+            # a bare pattern like "0[34]-*" names lessons of the default folder
+            found = sorted(p for p in notebooks_dir().glob(text) if p.suffix == ".ipynb")
+    if not found:
+        raise FileNotFoundError(f"no notebooks match {text!r}; give a folder, a file or a glob such as "
+                                f"'notebooks/0[34]-*.ipynb'")
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from the command line: VALUE as a Python literal (``5``, ``None``, ``'x'``) or else a string.
+
+    Raises:
+        ValueError: no ``=``, or KEY is not a Python name.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ValueError(f"--param wants KEY=VALUE with KEY a Python name (e.g. RATE=10), not {text!r}")
+    try:
+        return key, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> nbformat.NotebookNode:
+    """Add a cell tagged ``injected-parameters`` right after the cell tagged ``parameters`` (papermill's way).
+
+    The author's defaults stay visible above; the injected values win because they run after them. Without a
+    ``parameters`` cell the new cell goes first.
+    """
+    if not params:
+        return nb
+    source = "# Parameters injected by labkit\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"],
+                                                       "labkit": {"hugo": "skip"}})
+    index = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), -1)
+    nb.cells.insert(index + 1, cell)
+    return nb
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+@dataclass
+class CellFailure:
+    """The cell that stopped a lesson: where it is and what it raised."""
+
+    notebook: str
+    index: int
+    first_line: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.notebook}: cell {self.index} ({self.first_line!r}) failed: {self.error}"
+
+
+@dataclass
+class LessonRun:
+    """One lesson run: the executed notebook, whether every cell passed, and how long it took."""
+
+    path: Path
+    title: str
+    nb: nbformat.NotebookNode
+    ok: bool
+    seconds: float
+    failure: CellFailure | None = None
+    cell_seconds: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def _first_line(cell: Any) -> str:
+    for line in str(cell.get("source", "")).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()[:100]
+    return str(cell.get("source", "")).strip().splitlines()[0][:100] if str(cell.get("source", "")).strip() else ""
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | None = None,
+                 timeout: float = 600, params: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 progress: Progress | None = _stderr, kernel_name: str = "python3") -> LessonRun:
+    """Execute one lesson headless (nbclient) and say whether every cell passed.
+
+    A cell tagged ``raises-exception`` may fail (it shows an error on purpose); any other failure stops the run
+    and is described in :attr:`LessonRun.failure`. The executed notebook is returned either way.
+
+    Args:
+        path: the ``.ipynb`` file.
+        cwd: the kernel's working folder (where the lesson writes files such as a journal); default the
+            notebook's folder.
+        timeout: seconds one cell may run.
+        params: values injected after the ``parameters`` cell.
+        env: the kernel's environment (default: this process's).
+        progress: called with one line per cell; None for silence.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    inject_parameters(nb, params or {})
+    title = export.page_meta(nb, path.stem)["title"]
+    name = path.stem
+    state: dict[str, Any] = {"index": -1, "started": 0.0}
+    timings: list[tuple[int, float]] = []
+    codes = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    say = progress or (lambda _line: None)
+
+    def on_start(cell: Any, cell_index: int) -> None:
+        state["index"], state["started"] = cell_index, time.monotonic()
+
+    def on_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
+        spent = time.monotonic() - state["started"]
+        timings.append((cell_index, spent))
+        status = (execute_reply or {}).get("content", {}).get("status", "ok")
+        mark = "✓" if status == "ok" else ("!" if "raises-exception" in cell.metadata.get("tags", []) else "✗")
+        say(f"  {mark} {name} cell {cell_index} ({codes.index(cell_index) + 1}/{len(codes)}) "
+            f"{spent:5.1f} s  {_first_line(cell)}")
+
+    client = NotebookClient(nb, timeout=int(timeout), kernel_name=kernel_name, allow_errors=False,
+                            record_timing=True, store_widget_state=True,
+                            resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}},
+                            on_cell_start=on_start, on_cell_executed=on_executed)
+    say(f"▶ {name}: {title} ({len(codes)} code cells)")
+    started = time.monotonic()
+    failure: CellFailure | None = None
+    try:
+        client.execute(env=env if env is not None else dict(os.environ))
+    except CellExecutionError as exc:
+        failure = _failure(nb, name, state["index"], f"{exc.ename}: {exc.evalue}")
+    except DeadKernelError as exc:
+        failure = _failure(nb, name, state["index"], f"the kernel died: {exc}")
+    except TimeoutError as exc:
+        failure = _failure(nb, name, state["index"], f"timed out after {timeout:g} s: {exc}")
+    except Exception as exc:  # nbclient's own errors (kernel start-up...) still name the notebook
+        failure = _failure(nb, name, state["index"], f"{type(exc).__name__}: {exc}")
+    seconds = time.monotonic() - started
+    if failure is None:
+        say(f"✓ {name} passed in {seconds:.1f} s")
+    else:
+        say(f"✗ {failure}")
+    return LessonRun(path=path, title=title, nb=nb, ok=failure is None, seconds=seconds, failure=failure,
+                     cell_seconds=timings)
+
+
+def _failure(nb: nbformat.NotebookNode, name: str, index: int, error: str) -> CellFailure:
+    cell = nb.cells[index] if 0 <= index < len(nb.cells) else {}
+    # keep the message to its first lines: the traceback is in the executed notebook
+    short = " ".join(error.strip().splitlines()[:3])
+    return CellFailure(notebook=name, index=index, first_line=_first_line(cell) if cell else "", error=short[:400])
+
+
+# ------------------------------------------------------------------------------------------------ the tour
+
+
+@dataclass
+class TourResult:
+    """Every lesson run by :func:`tour`, the site it wrote, and the wall time."""
+
+    runs: list[LessonRun]
+    out: Path
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    @property
+    def failures(self) -> list[CellFailure]:
+        return [r.failure for r in self.runs if r.failure is not None]
+
+
+@contextlib.contextmanager
+def sandbox_for(dir: str | os.PathLike[str] | None = None, *, time_scale: float = 1.0,
+                progress: Progress | None = _stderr) -> Iterator[tuple[Sandbox, bool]]:
+    """The sandbox running in ``dir`` (``LABKIT_SANDBOX_DIR``, default folder), or a new one stopped on exit.
+
+    Yields ``(sandbox, started_here)``.
+    """
+    from .sandbox import Sandbox
+
+    sb = Sandbox(dir, time_scale=time_scale)
+    if sb.running():
+        sb = Sandbox.attach(sb.dir)
+        if progress:
+            progress(f"using the sandbox running in {sb.dir} (time scale {sb.time_scale:g})")
+        yield sb, False
+        return
+    if progress:
+        progress(f"starting a sandbox in {sb.dir} (time scale {time_scale:g})")
+    sb.start()
+    try:
+        yield sb, True
+    finally:
+        sb.stop()
+        if progress:
+            progress(f"sandbox in {sb.dir} stopped")
+
+
+def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | None = None, time_scale: float = 1.0,
+         timeout: float = 600, params: dict[str, Any] | None = None, sandbox_dir: str | os.PathLike[str] | None = None,
+         progress: Progress | None = _stderr) -> TourResult:
+    """Run every lesson headless against the sandbox and write the site (executed notebooks, HTML, index).
+
+    The sandbox in ``sandbox_dir`` is used if it runs; otherwise one is started at ``time_scale`` and stopped at
+    the end. A lesson that fails does not stop the tour: the site marks it, and :attr:`TourResult.ok` is False.
+    """
+    paths = find_notebooks(notebooks)
+    target = Path(out).expanduser().resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    params = dict(params or {})
+    say = progress or (lambda _line: None)
+    started = time.monotonic()
+    runs: list[LessonRun] = []
+    with sandbox_for(sandbox_dir or os.environ.get("LABKIT_SANDBOX_DIR"), time_scale=time_scale,
+                     progress=progress) as (sb, _):
+        env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
+        env["LABKIT_SANDBOX_DIR"] = str(sb.dir)
+        for path in paths:
+            run = run_notebook(path, cwd=target, timeout=timeout, params=params, env=env, progress=progress)
+            nbformat.write(run.nb, target / path.name)
+            export.write_html(run.nb, target, path.stem)
+            runs.append(run)
+    result = TourResult(runs=runs, out=target, seconds=time.monotonic() - started)
+    _write_index(result)
+    say(f"{'✓' if result.ok else '✗'} {sum(r.ok for r in runs)}/{len(runs)} lessons passed in "
+        f"{result.seconds:.1f} s; site: {target / 'index.html'}")
+    return result
+
+
+def _write_index(result: TourResult) -> Path:
+    rows = []
+    for run in result.runs:
+        mark = "<span class='ok'>✓ passed</span>" if run.ok else "<span class='fail'>✗ failed</span>"
+        detail = "" if run.failure is None else (
+            f"<div class='why'>cell {run.failure.index} <code>{html.escape(run.failure.first_line)}</code>: "
+            f"{html.escape(run.failure.error)}</div>")
+        rows.append(f"<li><a href='{html.escape(run.name)}.html'>{html.escape(run.title)}</a> {mark} "
+                    f"<small>{run.seconds:.1f} s · <a href='{html.escape(run.name)}.ipynb'>notebook</a></small>"
+                    f"{detail}</li>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>labkit: test in production</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.5}}
+.ok{{color:#2e7d32}}.fail{{color:#c62828;font-weight:bold}}.why{{color:#c62828;font-size:90%}}
+li{{margin:.4em 0}}</style></head>
+<body><h1>Test in production</h1>
+<p>The lessons, run end to end against the sandbox ({len(result.runs)} lessons, {result.seconds:.0f} s).</p>
+<ol>
+{chr(10).join(rows)}
+</ol></body></html>
+"""
+    path = result.out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ JupyterLab
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.2)  # the server is still starting: nothing to watch but its port
+    return False
+
+
+def lab(*, port: int | None = None, open_browser: bool = True, notebooks: str | os.PathLike[str] | None = None,
+        token: str | None = None, sandbox_dir: str | os.PathLike[str] | None = None, time_scale: float = 1.0,
+        extra_args: list[str] | None = None) -> int:
+    """Start JupyterLab on the lessons with the sandbox running; stop what was started on Ctrl-C or SIGTERM.
+
+    Returns JupyterLab's exit code (0 after a clean stop).
+    """
+    folder = Path(notebooks).expanduser().resolve() if notebooks else notebooks_dir()
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with sandbox_for(sandbox_dir or os.environ.get("LABKIT_SANDBOX_DIR"), time_scale=time_scale) as (sb, _):
+            if stop["signal"]:
+                return 0
+            port = port or _free_port()
+            env = {**os.environ, "LABKIT_SANDBOX_DIR": str(sb.dir)}
+            cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", f"--ServerApp.port={port}",
+                   "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1"]
+            if not open_browser:
+                cmd.append("--no-browser")
+            if token is not None:
+                cmd.append(f"--IdentityProvider.token={token}")
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                cmd.append("--allow-root")
+            cmd += list(extra_args or [])
+            # its own session: the terminal's Ctrl-C reaches only us, and we stop JupyterLab without its
+            # "Shutdown this Jupyter server (y/[n])?" prompt
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            _stderr(f"JupyterLab on http://127.0.0.1:{port}/lab (pid {proc.pid}), lessons in {folder}, "
+                    f"sandbox in {sb.dir}; Ctrl-C stops both")
+            try:
+                while proc.poll() is None and not stop["signal"]:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.2)
+            finally:
+                code = _stop_process(proc)
+            return 0 if stop["signal"] else code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        # SIGTERM: jupyter_server shuts its kernels down and exits
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return int(proc.returncode or 0)
+
+
+# ------------------------------------------------------------------------------------------------ exercises
+
+
+@dataclass
+class Check:
+    """The answer to an exercise: right or not, why, and a hint when not. Shows as ✓ or ✗ in a notebook."""
+
+    ok: bool
+    message: str
+    hint: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        text = f"{'✓' if self.ok else '✗'} {self.message}"
+        return text + (f"\n  Hint: {self.hint}" if self.hint and not self.ok else "")
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        color = "#2e7d32" if self.ok else "#c62828"
+        hint = (f"<div style='margin-left:1.4em;color:#555'><b>Hint:</b> {html.escape(self.hint)}</div>"
+                if self.hint and not self.ok else "")
+        return (f"<div style='font-family:sans-serif'><b style='color:{color}'>{'✓' if self.ok else '✗'}</b> "
+                f"{html.escape(self.message)}{hint}</div>")
+
+
+def _unanswered(answer: Any) -> bool:
+    return answer is None or answer is Ellipsis or (isinstance(answer, str) and answer.strip() in ("", "...", "?"))
+
+
+def check_selector(lab: Lab, answer: Any, *, app: str = "details") -> Check:
+    """Exercise: the label selector for the ``app`` pods. Checked against the cluster: it must match exactly them.
+
+    Example:
+        >>> lessons.check_selector(lab, "app=details")
+        ✓ 'app=details' matches the 3 details pods and nothing else.
+    """
+    from .errors import LabkitError
+
+    hint = ("pods carry the label app=<service>; look at the app column of lab.pods(). A selector is "
+            "'key=value', e.g. 'app=ratings' for the ratings pods.")
+    if _unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a selector string.", hint)
+    if not isinstance(answer, str | dict):
+        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
+    expected = set(lab.pod_names(f"app={app}"))
+    try:
+        got = set(lab.pod_names(answer))
+    except LabkitError as exc:
+        return Check(False, f"the API server cannot use {answer!r}: {exc}", hint)
+    if got == expected and got:
+        return Check(True, f"{answer!r} matches the {len(got)} {app} pods and nothing else.")
+    if not got:
+        return Check(False, f"{answer!r} matches no pod at all.", hint)
+    extra, missing = sorted(got - expected), sorted(expected - got)
+    if extra:
+        return Check(False, f"{answer!r} matches {len(got)} pods, including ones that are not {app}: "
+                            f"{', '.join(extra[:3])}.", hint)
+    return Check(False, f"{answer!r} misses {len(missing)} of the {app} pods: {', '.join(missing[:3])}.", hint)
+
+
+def check_process(app: str, answer: Any) -> Check:
+    """Exercise: the process ``pkill`` must name to crash the ``app`` container."""
+    expected = PROCESSES.get(app)
+    if expected is None:
+        raise ValueError(f"no exercise for app {app!r}; apps: {', '.join(PROCESSES)}")
+    languages = {"details": "Ruby (WEBrick)", "ratings": "Node.js", "reviews": "Java (Open Liberty)",
+                 "productpage": "Python served by gunicorn"}
+    hint = (f"{app} is written in {languages[app]}; pkill matches the process name, which is the interpreter "
+            "or server that runs the code. details runs as 'ruby'.")
+    if _unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a process name.", hint)
+    if str(answer).strip() == expected:
+        return Check(True, f"`pkill {expected}` stops the main process of the {app} container, so the container "
+                           "exits and the kubelet restarts it.")
+    return Check(False, f"{answer!r} is not the main process of the {app} container.", hint)
+
+
+_VERDICT_QUESTIONS: dict[str, tuple[str, str, str]] = {
+    # question: (expected verdict, why, hint)
+    "ratings-down": ("healthy", "reviews v1 never calls ratings, so the page cannot tell ratings is down",
+                     "which service calls ratings, and does version v1 of it do so?"),
+    "reviews-down": ("gradual degradation", "productpage catches the failed reviews call: the page still answers "
+                     "200 with the book and its details, and only the reviews half shows an error",
+                     "does productpage answer at all when one of its calls fails? Look back at lesson 4."),
+    "details-down": ("gradual degradation", "the page still answers 200 with the reviews; only the details "
+                     "half shows an error", "lesson 4 shows exactly this page."),
+    "productpage-down": ("cascading failure", "productpage is the page: with every productpage pod down no "
+                         "request gets an answer, whatever the other services do",
+                         "who answers the browser's request when every productpage pod is down?"),
+}
+VERDICTS = ("healthy", "gradual degradation", "cascading failure")
+
+
+def check_verdict(question: str, answer: Any) -> Check:
+    """Exercise: predict what traffic would show. ``question``: ratings-down, reviews-down, details-down or
+    productpage-down; ``answer``: "healthy", "gradual degradation" or "cascading failure"."""
+    if question not in _VERDICT_QUESTIONS:
+        raise ValueError(f"no question {question!r}; questions: {', '.join(_VERDICT_QUESTIONS)}")
+    expected, why, hint = _VERDICT_QUESTIONS[question]
+    if _unanswered(answer):
+        return Check(False, f"not answered yet: write one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    given = re.sub(r"[\s_-]+", " ", str(answer)).strip().lower()
+    if given not in VERDICTS:
+        return Check(False, f"{answer!r} is not one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    if given == expected:
+        return Check(True, f"{expected}: {why}.")
+    return Check(False, f"not {given}.", hint)
+
+
+def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", index: int = 0) -> Check:
+    """Exercise: how many times has the ``index``-th pod of ``selector`` (kubectl's order) restarted? Checked live."""
+    pods = lab.pods(selector)
+    if len(pods) <= index:
+        raise lab.no_match(selector)
+    name, restarts = str(pods["name"].iloc[index]), int(pods["restarts"].iloc[index])
+    hint = f"lab.pods({selector!r}) has a restarts column; kubectl's first pod is the first by name."
+    if _unanswered(answer):
+        return Check(False, "not answered yet: write a number.", hint)
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return Check(False, f"{answer!r} is not a number.", hint)
+    if given == restarts:
+        return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
+    return Check(False, f"{name} has not restarted {given} times.", hint)
+
+
+def grep(text: str | ExecResult, pattern: str) -> str:
+    """The parts of ``text`` matching ``pattern``, one per line, like ``grep -o`` (case-insensitive).
+
+    Example:
+        >>> lessons.grep(lab.request("http://productpage:9080/productpage"), "<title>.*</title>")
+        '<title>Simple Bookstore App</title>'
+    """
+    body = text if isinstance(text, str) else str(getattr(text, "stdout", text))
+    return "\n".join(m.group(0) for m in re.finditer(pattern, body, re.IGNORECASE))
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``tour``, ``lab`` and ``export`` to labkit's command line."""
+    default_dir = os.environ.get("LABKIT_SANDBOX_DIR")
+
+    t = subparsers.add_parser("tour", help="run every lesson headless against the sandbox and write an HTML site")
+    t.add_argument("--out", required=True, help="folder for the executed notebooks, their pages and index.html")
+    t.add_argument("--notebooks", default=None,
+                   help="a folder, a notebook or a glob (default: the repository's notebooks/)")
+    t.add_argument("--time-scale", type=float, default=1.0,
+                   help="time scale of the sandbox if the tour starts one (default 1: the lesson's real delays)")
+    t.add_argument("--timeout", type=float, default=600, help="seconds one cell may run (default 600)")
+    t.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a value injected after each lesson's parameters cell (repeatable), e.g. RATE=10")
+    t.add_argument("--dir", default=default_dir, help="sandbox state folder (default: $LABKIT_SANDBOX_DIR)")
+    t.set_defaults(func=cmd_tour)
+
+    lb = subparsers.add_parser("lab", help="open the lessons in JupyterLab with the sandbox running")
+    lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    lb.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    lb.add_argument("--notebooks", default=None, help="the folder JupyterLab opens (default: the lessons)")
+    lb.add_argument("--token", "--IdentityProvider.token", dest="token",
+                    default=os.environ.get("LABKIT_LAB_TOKEN"),
+                    help="JupyterLab's access token (default: $LABKIT_LAB_TOKEN, else JupyterLab makes one)")
+    lb.add_argument("--time-scale", type=float, default=1.0, help="time scale of the sandbox if one is started")
+    lb.add_argument("--dir", default=default_dir, help="sandbox state folder (default: $LABKIT_SANDBOX_DIR)")
+    lb.set_defaults(func=cmd_lab)
+
+    e = subparsers.add_parser("export", help="publish a lesson as one HTML page or an istio.io (Hugo) page")
+    e.add_argument("notebook", help="the notebook (executed, so that outputs appear)")
+    e.add_argument("--to", choices=("html", "hugo"), required=True)
+    e.add_argument("--out", default=".", help="output folder (default: the current one)")
+    e.add_argument("--python", action="store_true",
+                   help="hugo: also show code cells without a shell equivalent, as Python")
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    try:
+        params = dict(parse_param(p) for p in args.param)
+        result = tour(args.out, notebooks=args.notebooks, time_scale=args.time_scale, timeout=args.timeout,
+                      params=params, sandbox_dir=args.dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not result.ok:
+        for failure in result.failures:
+            print(f"FAILED {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    return lab(port=args.port, open_browser=not args.no_browser, notebooks=args.notebooks, token=args.token,
+               sandbox_dir=args.dir, time_scale=args.time_scale)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path = Path(args.notebook)
+    if not path.is_file():
+        print(f"error: no notebook {path}", file=sys.stderr)
+        return 2
+    nb = nbformat.read(path, as_version=4)
+    if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+        print(f"warning: {path} has no outputs; run it first (labkit tour --out DIR writes executed copies)",
+              file=sys.stderr)
+    try:
+        if args.to == "html":
+            written = export.write_html(nb, args.out, path.stem)
+        else:
+            written = export.write_hugo(nb, args.out, name=path.stem, include_python=args.python)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(written)
+    return 0
+
