@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib import resources as _resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import (
     ApiError,
@@ -27,9 +28,25 @@ from .errors import (
     SafetyError,
     WaitTimeout,
 )
-from .lab import POD_COLUMNS, ExecResult, Lab, connect
+
+if TYPE_CHECKING:
+    from .lab import POD_COLUMNS, ExecResult, Lab, connect
 
 __version__ = "0.1.0"
+
+# The library's heavy parts (pandas, the kubernetes client) load on first use: the sandbox's container processes
+# import labkit.sandbox and must stay small and quick to start.
+_LAZY = {"POD_COLUMNS": "lab", "ExecResult": "lab", "Lab": "lab", "connect": "lab"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
 
 
 def manifest_path(name: str) -> Path:

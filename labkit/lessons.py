@@ -33,11 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nbformat
+import pandas as pd
 
 from . import export
 
 if TYPE_CHECKING:
+    from .chaos import ChaosAction
     from .lab import ExecResult, Lab
+    from .observe import Recorder
     from .sandbox import Sandbox
 
 __all__ = [
@@ -58,6 +61,8 @@ __all__ = [
     "parse_param",
     "run_notebook",
     "tour",
+    "wait_recovered",
+    "wait_status",
 ]
 
 NOTEBOOK_PATTERN = "[0-9][0-9]-*.ipynb"
@@ -576,6 +581,58 @@ def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", inde
     if given == restarts:
         return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
     return Check(False, f"{name} has not restarted {given} times.", hint)
+
+
+def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 180.0,
+                   progress: bool = True) -> pd.DataFrame:
+    """Block until every pod ``action`` hit is back: its container restarted and Ready (a kill), or its
+    replacement Ready (a delete). Returns those pods' rows of :meth:`Recorder.recovery`.
+
+    Waiting for "all Ready" right after a kill can return at once, before the kubelet has even noticed the dead
+    process; this waits for the recorder to have seen each pod go down and come back.
+
+    Example:
+        >>> action = lab.kill("app=details", "ruby", mode="all")
+        >>> lessons.wait_recovered(rec, action)[["pod", "recovery_s"]]
+    """
+    from .observe import _Progress
+
+    hit = {r["pod"] for r in action.results if r.get("ok")}
+    started = time.monotonic()
+    bar = _Progress(progress)
+    state: dict[str, pd.DataFrame] = {"rows": pd.DataFrame()}
+
+    def done(_row: dict[str, Any] | None = None) -> bool:
+        frame = recorder.recovery()
+        mine = frame[frame["pod"].isin(hit) & (frame["action_time"] >= action.time)]
+        back = int(mine["recovery_s"].notna().sum())
+        bar.update(f"waiting for the {len(hit)} pod{'s' if len(hit) != 1 else ''} hit at "
+                   f"{action.time:%H:%M:%S} to recover: {back}/{len(hit)} back, "
+                   f"{time.monotonic() - started:.1f} s")
+        state["rows"] = mine.reset_index(drop=True)
+        return back >= len(hit)
+
+    if hit and not done():
+        try:
+            recorder.wait_for(done, timeout, since=action.time,
+                              what=f"the pods hit by {action.summary()} to be Ready again")
+        finally:
+            bar.close()
+    bar.close(f"{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered after {time.monotonic() - started:.1f} s")
+    return state["rows"]
+
+
+def wait_status(recorder: Recorder, status: str, *, since: ChaosAction | None = None,
+                timeout: float = 60.0) -> dict[str, Any]:
+    """Block until the recorder sees a pod with kubectl STATUS ``status`` (after ``since``, a chaos action);
+    return that row.
+
+    Example:
+        >>> lessons.wait_status(rec, "CrashLoopBackOff", since=action)
+    """
+    return recorder.wait_for(lambda row: row["status"] == status, timeout,
+                             since=since.time if since is not None else None,
+                             what=f"a pod in {status}")
 
 
 def grep(text: str | ExecResult, pattern: str) -> str:

@@ -315,8 +315,16 @@ class Recorder:
             _RUNNING.add(self)
         return self
 
-    def stop(self) -> Recorder:
-        """Stop watching (the timeline stays). Returns self."""
+    def stop(self, *, sync: bool = True) -> Recorder:
+        """Stop watching (the timeline stays). Returns self.
+
+        Args:
+            sync: first let the timeline catch up with the cluster (see :meth:`sync`), so a change that the API
+                server already has (the Ready that ended your ``wait_ready``) is not lost in flight.
+        """
+        if sync and self.running:
+            with contextlib.suppress(LabkitError):
+                self.sync(timeout=1.0)
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
         self._stopping.set()
@@ -368,6 +376,10 @@ class Recorder:
     def _relist(self) -> str:
         """List again and turn the difference with what is known into rows; return the list's resourceVersion."""
         items, rv = self._list_raw()
+        self._reconcile(items, rv)
+        return rv
+
+    def _reconcile(self, items: list[dict[str, Any]], rv: str) -> None:
         when = _now()
         new_rows: list[dict[str, Any]] = []
         with self._cond:
@@ -397,7 +409,37 @@ class Recorder:
             self._rows.extend(new_rows)
             self._cond.notify_all()
         self._notify(new_rows)
-        return rv
+
+    def sync(self, timeout: float = 2.0) -> Recorder:
+        """Wait until the timeline has caught up with the cluster as it is now; returns self.
+
+        It lists the pods and waits (on the watch, up to ``timeout``) until every change up to that list has
+        arrived; whatever is still missing then is taken from the list. :meth:`stop` does this first, so a
+        stopped recorder's final state matches the API server (e.g. RESTARTS of ``kubectl get pods``).
+        """
+        if self._api_client is None:
+            return self
+        items, rv = self._list_raw()
+        want = {str(p["metadata"].get("uid") or p["metadata"]["name"]): _rv_int(p["metadata"].get("resourceVersion"))
+                for p in items}
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._caught_up(want):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.running:
+                    break
+                self._cond.wait(remaining)
+            caught_up = self._caught_up(want)
+        if not caught_up:
+            self._reconcile(items, rv)
+        return self
+
+    def _caught_up(self, want: dict[str, int | None]) -> bool:
+        for uid, rv in want.items():
+            known = self._pods.get(uid)
+            if known is None or known.deleted or (rv is not None and (known.rv is None or known.rv < rv)):
+                return False
+        return all(uid in want for uid, p in self._pods.items() if not p.deleted)
 
     def _apply(self, etype: str, pod: dict[str, Any]) -> None:
         """Turn one watch event into a row when it changes something visible."""

@@ -288,7 +288,7 @@ def _fetch_tester(lab: Lab, pod: str, url: str, timeout: float) -> tuple[int, st
 def _short(exc: BaseException) -> str:
     # requests nests urllib3's reason three levels deep; the innermost words are the useful ones.
     text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] [^')\]]+|Connection refused|Read timed out|Name or service not known"
+    match = re.search(r"\[Errno -?\d+\] [^'\")\]]+|Connection refused|Read timed out|Name or service not known"
                       r"|Remote end closed connection without response|Connection reset by peer", text)
     return match.group(0) if match else text[:200]
 

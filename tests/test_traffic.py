@@ -296,3 +296,27 @@ def test_productpage_scaled_to_zero_is_a_cascading_failure(lab: labkit.Lab, read
     print(f"\nscaled to 0: statuses {s['statuses']}; first error: {errors['error'].iloc[0]!r}")
     wait_all_ready(ready_sandbox, timeout=120)
     assert len(lab.pod_names("app=productpage")) == 3
+
+
+def test_run_in_a_notebook_shows_progress_and_a_summary(ready_sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import labkit\n"
+        "from labkit.traffic import Traffic\n"
+        f"lab = labkit.connect(sandbox_dir={str(ready_sandbox.dir)!r}, start=False)\n"
+        "Traffic(lab, rate=5).run(1.5)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    # The progress line is a display updated in place (no stderr noise), then the Traffic's own table.
+    assert not [o for o in outputs if o.get("name") == "stderr"], outputs
+    htmls = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert len(htmls) == 2, outputs
+    assert "answered 200, no section failing" in htmls[0]
+    assert "healthy" in htmls[1] and "<table>" in htmls[1]
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    assert "answered 200, no section failing" in body and "latency p50 / p95" in body

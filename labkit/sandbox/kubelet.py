@@ -382,7 +382,7 @@ class Kubelet:
         try:
             with open(c.log_path(), "ab") as logf:
                 c.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-s", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
+                    sys.executable, "-S", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
                     env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
                     pass_fds=(ready_w,), start_new_session=True, cwd=self.cluster.state_dir)
         except OSError as exc:

@@ -33,8 +33,8 @@ def ruby_integer(text: str) -> int | None:
     """The value Ruby's ``Integer(text)`` gives, or None where it raises.
 
     Example:
-        >>> ruby_integer("7"), ruby_integer(" -7 "), ruby_integer("010"), ruby_integer("0x1A"),
-        ruby_integer("1_000") (7, -7, 8, 26, 1000)
+        >>> [ruby_integer(t) for t in ("7", " -7 ", "010", "0x1A", "1_000")]
+        [7, -7, 8, 26, 1000]
         >>> ruby_integer("abc") is None, ruby_integer("08") is None
         (True, True)
     """

@@ -299,9 +299,13 @@ _results = RequestResults()
 # --- downstream calls -----------------------------------------------------------------------------
 
 
+# Characters the requests library leaves as they are in a URL path; everything else is percent-encoded.
+_PATH_SAFE = "!$&'()*+,:;=@~"
+
+
 def _call(service: Service, product_id: str, headers: Mapping[str, str]) -> tuple[int, object] | None:
     """One GET ``/<endpoint>/<id>``; the status and parsed JSON, or None on a connection error or timeout."""
-    path = f"/{service.endpoint}/{quote(product_id, safe='!$&()*+,:;=@~' + chr(39))}"
+    path = f"/{service.endpoint}/{quote(product_id, safe=_PATH_SAFE)}"
     request_headers = {
         "User-Agent": "python-requests/2.32.3",
         "Accept": "*/*",

@@ -188,14 +188,16 @@ class Ratings:
         return False
 
     def get(self, product_id: float) -> dict[str, object]:
+        """The ratings document for a product: what was POSTed to this process, else the defaults."""
         with self._lock:
-            stored = self._posted.get(js_number(product_id))
-        return {"id": product_id, "ratings": _DEFAULT_RATINGS} if stored is None else {"id": product_id, **stored}
+            ratings = self._posted.get(js_number(product_id), _DEFAULT_RATINGS)
+        return {"id": product_id, "ratings": ratings}
 
     def put(self, product_id: float, ratings: object) -> dict[str, object]:
+        """Keep ``ratings`` (any JSON value, even null) for the product and return the stored document."""
         # Keyed like a JavaScript object property, i.e. by the number's string form: 7 and 07 are one product.
         with self._lock:
-            self._posted[js_number(product_id)] = {"ratings": ratings}
+            self._posted[js_number(product_id)] = ratings
         return self.get(product_id)
 
 

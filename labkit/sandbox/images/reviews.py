@@ -195,12 +195,15 @@ class ReviewsHandler(runtime.Handler):
 
     do_HEAD = do_GET  # JAX-RS answers HEAD from the GET method
 
-    def _not_allowed(self) -> None:
+    def _other_method(self) -> None:
+        # JAX-RS answers OPTIONS itself and refuses the other methods on a path that exists.
         path = urlsplit(self.path).path
-        known = path == "/health" or re.fullmatch(r"/reviews/[^/]+", path)
-        self.reply(405 if known else 404, b"", [("Allow", "HEAD,GET,OPTIONS")] if known else [])
+        if not (path == "/health" or re.fullmatch(r"/reviews/[^/]+", path)):
+            self.reply(404)
+        else:
+            self.reply(200 if self.command == "OPTIONS" else 405, b"", [("Allow", "HEAD,GET,OPTIONS")])
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other_method
 
     def _json(self, status: int, body: str) -> None:
         self.reply(status, body.encode(), [("Content-Type", "application/json")])

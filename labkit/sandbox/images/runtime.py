@@ -296,12 +296,9 @@ class Handler(BaseHTTPRequestHandler):
             length = 0
         return self.rfile.read(min(max(length, 0), limit)) if length > 0 else b""
 
-    def header(self, name: str) -> str | None:
-        """An incoming header, by case-insensitive name."""
-        return self.headers.get(name)
-
     @property
     def client_ip(self) -> str:
+        """The address the request came from (a pod IP, or a Service address when a proxy relayed it)."""
         return str(self.client_address[0])
 
 
