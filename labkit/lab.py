@@ -36,7 +36,11 @@ from .errors import (
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
+    from .chaos import ChaosAction
+    from .observe import Recorder
+    from .page import ProductPage
     from .sandbox import Sandbox
+    from .traffic import Traffic
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 TESTER_SELECTORS = ("app=sleep", "app=curl")
@@ -415,6 +419,53 @@ class Lab:
                  "available": int(d.get("status", {}).get("availableReplicas", 0)),
                  "app": (d["metadata"].get("labels") or {}).get("app", "")} for d in items]
         return pd.DataFrame(rows, columns=["name", "desired", "ready", "available", "app"])
+
+    # -- the rest of the library, as verbs on the Lab (each delegates to its module)
+    def kill(self, selector: str | dict[str, str], process: str = "ruby", **options: Any) -> ChaosAction:
+        """Kill a process in one, all or some pods (the lesson's ``pkill ruby``); see :func:`labkit.chaos.kill`.
+
+        Example:
+            >>> lab.kill("app=details", "ruby", mode="one")
+        """
+        from .chaos import kill
+
+        return kill(self, selector, process, **options)
+
+    def delete_pods(self, selector: str | dict[str, str], **options: Any) -> ChaosAction:
+        """Delete pods (their ReplicaSet makes new ones); see :func:`labkit.chaos.delete_pods`."""
+        from .chaos import delete_pods
+
+        return delete_pods(self, selector, **options)
+
+    def record(self, selector: str | dict[str, str] | None = None, **options: Any) -> Recorder:
+        """A started :class:`labkit.observe.Recorder` of the pods' changes (use it as a context manager)."""
+        from .observe import Recorder
+
+        return Recorder(self, selector, **options).start()
+
+    def wait_ready(self, selector: str | dict[str, str] | None = None, **options: Any) -> pd.DataFrame:
+        """Wait until the matching pods are Ready, watching, with progress; see :func:`labkit.observe.wait_ready`."""
+        from .observe import wait_ready
+
+        return wait_ready(self, selector, **options)
+
+    def live_pods(self, selector: str | dict[str, str] | None = None, **options: Any) -> Any:
+        """A pods table widget that updates live; see :func:`labkit.observe.live_pods`."""
+        from .observe import live_pods
+
+        return live_pods(self, selector, **options)
+
+    def page(self, **options: Any) -> ProductPage:
+        """Fetch the productpage and tell which sections are healthy; see :func:`labkit.page.fetch_page`."""
+        from .page import fetch_page
+
+        return fetch_page(self, **options)
+
+    def traffic(self, rate: float = 5.0, **options: Any) -> Traffic:
+        """A (not yet started) traffic generator against the productpage; see :class:`labkit.traffic.Traffic`."""
+        from .traffic import Traffic
+
+        return Traffic(self, rate=rate, **options)
 
     def close(self) -> None:
         self.api_client.close()
