@@ -279,10 +279,8 @@ def test_the_page_survives_nbconvert_html_export(lab: labkit.Lab, ready_sandbox,
     nb.cells = [
         nbformat.v4.new_code_cell(
             "import labkit\n"
-            "from labkit.page import fetch_page\n"
             f"lab = labkit.connect(sandbox_dir={str(ready_sandbox.dir)!r}, start=False)"),
-        # lab.page() is the Lab wrapper the lead wires; fall back to the module function until then.
-        nbformat.v4.new_code_cell("page = lab.page() if hasattr(lab, 'page') else fetch_page(lab)\npage"),
+        nbformat.v4.new_code_cell("lab.page()"),
     ]
     client = NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})

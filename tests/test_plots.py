@@ -338,7 +338,7 @@ def test_frames_that_are_not_what_a_plot_needs_are_named() -> None:
         plots.restart_counts(pd.DataFrame({"x": [1]}))
     with pytest.raises(ValueError, match="status_timeline needs a timeline with columns"):
         plots.status_timeline(pd.DataFrame({"x": [1]}))
-    with pytest.raises(ValueError, match="availability needs Traffic.frame"):
+    with pytest.raises(ValueError, match=r"availability needs Traffic\.frame"):
         plots.availability(pd.DataFrame({"x": [1]}))
     with pytest.raises(ValueError, match=r"recovery needs Recorder.recovery\(\)"):
         plots.recovery(pd.DataFrame({"x": [1]}))

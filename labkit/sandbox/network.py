@@ -91,6 +91,8 @@ class ServicePort:
     backends: list[tuple[str, int]] = field(default_factory=list)
     server: asyncio.Server | None = None
     connections: int = 0
+    ingress: bool = False
+    """An ingress answers 503 "no healthy upstream" (as Envoy does) where a Service would refuse or reset."""
 
     async def start(self) -> None:
         if self.server is None:
@@ -112,16 +114,27 @@ class ServicePort:
         else:
             await self.stop()
 
+    async def _unavailable(self, writer: asyncio.StreamWriter) -> None:
+        if not self.ingress:
+            _reset(writer)
+            return
+        body = b"no healthy upstream"
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: "
+                     + str(len(body)).encode() + b"\r\nconnection: close\r\nserver: labkit-ingress\r\n\r\n" + body)
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        writer.close()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         if not self.backends:
-            _reset(writer)
+            await self._unavailable(writer)
             return
         ip, port = random.choice(self.backends)
         try:
             up_reader, up_writer = await asyncio.open_connection(ip, port)
         except OSError:
-            _reset(writer)
+            await self._unavailable(writer)
             return
         with contextlib.suppress(Exception):
             sock = up_writer.get_extra_info("socket")
@@ -198,7 +211,7 @@ class Network:
     async def start_ingress(self, namespace: str, service: str, port: int, host_port: int) -> int:
         """Serve ``service:port`` on ``127.0.0.1:host_port`` (0 picks a free port); returns the port."""
         self.ingress_target = (namespace, service, port)
-        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port))
+        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True)
         self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
                                                          reuse_address=True, backlog=256)
         return self.ingress.server.sockets[0].getsockname()[1]

@@ -6,20 +6,24 @@ the way the real image would (``ruby details.rb 9080``, ``sleep infinity``, ...)
 ``main``'s return code.
 """
 
+from __future__ import annotations
+
+import importlib
 import sys
 
-# Thirteen containers run at once and none of them speaks TLS, yet http.client and hmac load OpenSSL, which
-# costs about 4 MB of resident memory per process. Marking the modules absent before anything imports them
-# makes http.client skip HTTPS support and hashlib/hmac fall back to their built-in implementations. This is
-# done here, in the container entry point only, never in a module a notebook or test could import.
-sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
+IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
 
-import importlib  # noqa: E402 - must follow the OpenSSL opt-out above
 
-from labkit.sandbox.images import runtime  # noqa: E402
+def _skip_openssl() -> None:
+    """Keep OpenSSL out of this process.
 
-_IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
+    Thirteen containers run at once and none of them speaks TLS, yet http.client and hmac load OpenSSL, about
+    4 MB of resident memory per process. With the modules marked absent, http.client leaves out HTTPS support
+    and hashlib/hmac use their built-in implementations. Only the container entry point does this: importing
+    this module elsewhere (a notebook, pytest, a doc tool) changes nothing.
+    """
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
 
 
 def main(args: list[str]) -> int:
@@ -31,13 +35,16 @@ def main(args: list[str]) -> int:
     Returns:
         The program's exit code.
     """
+    from labkit.sandbox.images import runtime
+
     runtime.setup()
-    if not args or args[0] not in _IMAGES:
-        runtime.log_error(f"usage: python -m labkit.sandbox.images.run {{{','.join(_IMAGES)}}} [argv...]")
+    if not args or args[0] not in IMAGES:
+        runtime.log_error(f"usage: python -m labkit.sandbox.images.run {{{','.join(IMAGES)}}} [argv...]")
         return 2
     program = importlib.import_module(f"labkit.sandbox.images.{args[0]}")
     return int(program.main(args[1:]))
 
 
 if __name__ == "__main__":
+    _skip_openssl()
     sys.exit(main(sys.argv[1:]))
