@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import random
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from . import kubestatus
 from .errors import ApiError, ExecError, SafetyError, translate
 from .lab import selector_text
 
@@ -224,8 +226,6 @@ def _hits_all(mode: str, percent: float | None) -> bool:
 # -- choosing the pods
 
 def _list_pods(lab: Lab, ns: str, selector: str) -> list[dict[str, Any]]:
-    import json
-
     try:
         resp = lab.core.list_namespaced_pod(ns, label_selector=selector or None, _preload_content=False)
     except Exception as exc:
@@ -238,8 +238,8 @@ def _own_pod_names() -> set[str]:
 
 
 def _select(lab: Lab, ns: str, selector: str, verb: str, *, mode: str, count: int, percent: float | None,
-            order: str, confirm: bool, dry_run: bool) -> tuple[list[str], list[str]]:
-    """The pods to hit and the pods skipped (with why), after every guard rail."""
+            order: str, confirm: bool, dry_run: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The pods to hit (API JSON, in order) and the pods skipped (with why), after every guard rail."""
     items = _list_pods(lab, ns, selector)
     if not items:
         raise lab.no_match(selector, ns)
@@ -289,7 +289,7 @@ def _select(lab: Lab, ns: str, selector: str, verb: str, *, mode: str, count: in
         chosen = candidates[:n]
     if n >= total and not lab.is_sandbox and not confirm and not dry_run:
         _guard_all(lab, verb, selector, n, total)
-    return [p["metadata"]["name"] for p in chosen], skipped
+    return chosen, skipped
 
 
 def _mark(lab: Lab, action: ChaosAction) -> None:
@@ -309,7 +309,7 @@ def _now() -> pd.Timestamp:
 def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mode: Mode = "one", count: int = 1,
          percent: float | None = None, signal: str | int = "TERM", order: Order = "first",
          container: str | None = None, dry_run: bool = False, confirm: bool = False,
-         namespace: str | None = None) -> ChaosAction:
+         namespace: str | None = None, verify: bool = True) -> ChaosAction:
     """Kill a process in one, some or all pods matching ``selector`` (``kubectl exec POD -- pkill -SIG PROCESS``).
 
     The container's main process dies, so the kubelet restarts the container in the same pod: RESTARTS goes up,
@@ -331,6 +331,9 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
         dry_run: only list the pods that would be hit.
         confirm: required to hit every matching pod of a real (non-sandbox) cluster.
         namespace: must be the lab's namespace if given (chaos never leaves it).
+        verify: after the kills, wait (up to 10 s) until the API server shows each hit container down or
+            restarted, and say so in each result (``observed``, ``observed_at``). This proves the chaos happened,
+            and a ``wait_ready()`` right after cannot return before the kill even shows.
 
     Returns:
         A :class:`ChaosAction`.
@@ -354,8 +357,9 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
     ns = _check_namespace(lab, namespace)
     if _hits_all(mode, percent) and not lab.is_sandbox and not confirm and not dry_run:
         _guard_all(lab, "kill", sel, 0, None)
-    pods, skipped = _select(lab, ns, sel, "kill", mode=mode, count=count, percent=percent, order=order,
-                            confirm=confirm, dry_run=dry_run)
+    chosen, skipped = _select(lab, ns, sel, "kill", mode=mode, count=count, percent=percent, order=order,
+                              confirm=confirm, dry_run=dry_run)
+    pods = [p["metadata"]["name"] for p in chosen]
     action = ChaosAction(time=_now(), action="kill", selector=sel, namespace=ns, mode=mode, pods=pods,
                          process=process, signal=sig, dry_run=dry_run, skipped=skipped)
     if dry_run:
@@ -380,6 +384,9 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
             note = f"pkill failed (exit {r.returncode})"
         action.results.append({"pod": pod, "returncode": r.returncode, "stderr": r.stderr.strip(),
                                "ok": r.returncode == 0, "time": hit_at.isoformat(), "note": note})
+    if verify:
+        _verify_kills(lab, ns, sel, {p["metadata"]["name"]: p for p in chosen}, action.results, VERIFY_TIMEOUT,
+                      repr(process))
     _mark(lab, action)
     return action
 
@@ -414,8 +421,9 @@ def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one",
     ns = _check_namespace(lab, namespace)
     if _hits_all(mode, percent) and not lab.is_sandbox and not confirm and not dry_run:
         _guard_all(lab, "delete_pods", sel, 0, None)
-    pods, skipped = _select(lab, ns, sel, "delete_pods", mode=mode, count=count, percent=percent, order=order,
-                            confirm=confirm, dry_run=dry_run)
+    chosen, skipped = _select(lab, ns, sel, "delete_pods", mode=mode, count=count, percent=percent,
+                              order=order, confirm=confirm, dry_run=dry_run)
+    pods = [p["metadata"]["name"] for p in chosen]
     action = ChaosAction(time=_now(), action="delete", selector=sel, namespace=ns, mode=mode, pods=pods,
                          grace_period=grace_period, dry_run=dry_run, skipped=skipped)
     if dry_run:
@@ -436,6 +444,66 @@ def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one",
                                "note": "deleted"})
     _mark(lab, action)
     return action
+
+
+VERIFY_TIMEOUT = 10.0
+"""Seconds :func:`kill` waits to see each hit container down or restarted (a real kubelet notices within ~1 s)."""
+
+
+def _went_down(now: dict[str, Any] | None, before: dict[str, Any]) -> bool:
+    """Whether a pod shows the kill: gone or replaced, more restarts, or a container not running."""
+    if now is None or now["metadata"].get("uid") != before["metadata"].get("uid"):
+        return True
+    if kubestatus.summarize_pod(now).restarts > kubestatus.summarize_pod(before).restarts:
+        return True
+    return any("running" not in (cs.get("state") or {})
+               for cs in (now.get("status") or {}).get("containerStatuses") or [])
+
+
+def _verify_kills(lab: Lab, ns: str, selector: str, before: dict[str, dict[str, Any]],
+                  results: list[dict[str, Any]], timeout: float, process_hint: str) -> None:
+    """Mark each landed kill ``observed`` once the API server shows it (list, then watch; no polling)."""
+    from kubernetes import watch
+
+    pending = {r["pod"]: r for r in results if r.get("ok")}
+    if not pending:
+        return
+    deadline = time.monotonic() + timeout
+
+    def check(name: str, pod: dict[str, Any] | None) -> None:
+        if name in pending and _went_down(pod, before[name]):
+            result = pending.pop(name)
+            result["observed"], result["observed_at"] = True, _now().isoformat()
+
+    try:
+        resp = lab.core.list_namespaced_pod(ns, label_selector=selector or None, _preload_content=False)
+        doc = json.loads(resp.data)
+        listed = {p["metadata"]["name"]: p for p in doc["items"]}
+        for name in list(pending):
+            check(name, listed.get(name))
+        rv = doc["metadata"].get("resourceVersion")
+        while pending and (remaining := deadline - time.monotonic()) > 0:
+            w = watch.Watch()
+            for ev in w.stream(lab.core.list_namespaced_pod, ns, label_selector=selector or None,
+                               resource_version=rv, timeout_seconds=max(1, math.ceil(remaining)),
+                               _request_timeout=(10, max(remaining, 0.05))):
+                obj = ev.get("raw_object") or {}
+                rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                name = (obj.get("metadata") or {}).get("name", "")
+                check(name, None if ev["type"] == "DELETED" else obj)
+                if not pending or time.monotonic() >= deadline:
+                    w.stop()
+                    break
+    except Exception as exc:
+        # The kills did happen: a watch that fails (410, the read timeout at the deadline, a dropped connection)
+        # leaves them unconfirmed, which the results say, instead of losing the action's record.
+        problem = "" if "timed out" in str(exc).lower() else f"; the check failed: {exc}"
+    else:
+        problem = ""
+    for result in pending.values():
+        result["observed"] = False
+        result["note"] += (f" (not seen down or restarted within {timeout:g} s{problem}: is {process_hint}"
+                           f" the main process of {result['pod']}?)")
 
 
 # -- repetition

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .page import ProductPage
 
 __all__ = [
+    "DuringCheck",
     "Experiment",
     "Hypothesis",
     "Journal",
@@ -340,6 +341,19 @@ class SteadyState:
     def failing(self) -> list[ProbeResult]:
         return [r for r in self.results if not r.ok]
 
+    def __str__(self) -> str:
+        head = f"steady state {'met' if self.met else 'NOT met'} ({self.phase})"
+        return "\n".join([head, *(f"  {r}" for r in self.results)])
+
+    def _repr_html_(self) -> str:
+        color = _OK if self.met else _BAD
+        rows = "".join(f"<tr><td style='color:{_OK if r.ok else _BAD}'>{'✓' if r.ok else '✗'}</td>"
+                       f"<td>{html.escape(r.name)}</td><td>{html.escape(str(r.value))}</td>"
+                       f"<td style='color:#777'>expected {html.escape(str(r.expected))}"
+                       f"{(' · ' + html.escape(r.error)) if r.error else ''}</td></tr>" for r in self.results)
+        return (f"<div><b style='color:{color}'>Steady state {'met' if self.met else 'NOT met'}</b> "
+                f"<small>({self.phase}, {self.time:%H:%M:%S} UTC)</small><table>{rows}</table></div>")
+
     def to_dict(self) -> dict[str, Any]:
         """Chaos Toolkit's shape: ``steady_state_met`` and one entry per probe with ``tolerance_met``."""
         return {
@@ -448,6 +462,13 @@ class Hypothesis:
 
     def __repr__(self) -> str:
         return f"<Hypothesis {self.title!r}: {', '.join(p.name for p in self.probes)}>"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<li><b>{html.escape(p.name)}</b>: expects {html.escape(str(p.expected))}; "
+            + (f"during the method in at least {self.required(p):.0%} of samples" if p.during
+               else "before and after only") + "</li>" for p in self.probes)
+        return f"<div><b>Hypothesis:</b> {html.escape(self.title)}<ul>{rows}</ul></div>"
 
 
 class _Sampler:

@@ -8,6 +8,11 @@ from their saved state (no JavaScript, no CDN). The Hugo page follows the conven
 ``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output; and the figures as PNG files
 beside ``index.md`` with ``{{< image >}}`` shortcodes.
 
+Code cell metadata the Hugo export reads (all under ``"labkit"``): ``shell`` (a command or a list of them),
+``output`` ("auto", "none", or "error" to show an error's message), ``grep`` (a regular expression: show what
+``grep -oE`` prints over the cell's page or text, for a command ending in ``| grep -oE ...``), ``caption`` /
+``captions`` and ``figure`` / ``figures`` (the figures' captions and file names), ``hugo: "skip"``.
+
 Example:
     >>> from labkit import export
     >>> export.write_html("out/03-chaos-one-pod.ipynb", "site")           # site/03-chaos-one-pod.html
@@ -16,10 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import base64
 import copy
 import html
 import json
+import logging
 import os
 import re
 import struct
@@ -201,7 +208,7 @@ def _output_html(out: dict[str, Any]) -> str:
     if "text/html" in data:
         return _text(data["text/html"])
     if "image/png" in data:
-        return f"<img src='data:image/png;base64,{_text(data['image/png']).strip()}'>"
+        return f"<img alt='figure' src='data:image/png;base64,{_text(data['image/png']).strip()}'>"
     if "text/plain" in data:
         return f"<pre>{html.escape(_text(data['text/plain']))}</pre>"
     if out.get("output_type") == "error":
@@ -237,7 +244,13 @@ def to_html(notebook: NotebookLike, *, title: str | None = None) -> str:
     if title:
         nb.metadata["title"] = title
     exporter = HTMLExporter(template_name="lab", embed_images=True)
+    # nbconvert gives each figure the alt text "No description has been provided for this image" and warns;
+    # the captions the Hugo page uses describe them better, in the same order
+    exporter.log.setLevel(logging.ERROR)
     body, _ = exporter.from_notebook_node(nb)
+    captions = iter(_captions_in_order(nb))
+    body = re.sub(r'alt="No description has been provided for this image"',
+                  lambda _m: f'alt="{html.escape(next(captions, "Figure"), quote=True)}"', body)
     return _CDN_SCRIPT.sub("", body)
 
 
@@ -443,7 +456,9 @@ def _code_cell(cell: Any, body: _Body, images: dict[str, bytes], step_title: str
             cmd_lines = str(command).strip().splitlines()
             block.append(f"$ {cmd_lines[0]}")
             block.extend(cmd_lines[1:])
-        if meta.get("output", "auto") != "none":
+        if meta.get("grep"):
+            block.extend(_grep_output(outputs, str(meta["grep"])))
+        elif meta.get("output", "auto") != "none":
             block.extend(_text_output(outputs, show_error=meta.get("output") == "error"))
         block.append("{{< /text >}}")
         body.block(block)
@@ -451,16 +466,45 @@ def _code_cell(cell: Any, body: _Body, images: dict[str, bytes], step_title: str
         body.block(["{{< text python >}}", *_source(cell).strip().splitlines(), "{{< /text >}}"])
     figures = [o for o in outputs if "image/png" in (o.get("data") or {})]
     names = meta.get("figures") or ([meta["figure"]] if meta.get("figure") else [])
-    captions = meta.get("captions") or ([meta["caption"]] if meta.get("caption") else [])
-    for i, out in enumerate(figures):
+    for i, (out, caption) in enumerate(zip(figures, _cell_captions(cell, step_title), strict=True)):
         data = base64.b64decode(_text(out["data"]["image/png"]))
-        caption = str(captions[i]) if i < len(captions) else (_png_title(data) or step_title)
-        caption = _caption(caption)
         base = str(names[i]) if i < len(names) else _slug(caption)
         file_name = _unique(f"{slug}-{base}" if not base.startswith(slug) and i >= len(names) else base, images)
         images[file_name] = data
         body.block(["{{< image width=\"80%\"", f"    link=\"{file_name}\"", f"    caption=\"{_attr(caption)}\"",
                     "    >}}"])
+
+
+def _cell_captions(cell: Any, step_title: str) -> list[str]:
+    """The caption of each PNG the cell shows: from its metadata, else the PNG's title, else the step's title."""
+    meta = _labkit_meta(cell)
+    given = meta.get("captions") or ([meta["caption"]] if meta.get("caption") else [])
+    out = []
+    pngs = [o for o in cell.get("outputs", []) or [] if "image/png" in (o.get("data") or {})]
+    for i, output in enumerate(pngs):
+        if i < len(given):
+            text = str(given[i])
+        else:
+            text = _png_title(base64.b64decode(_text(output["data"]["image/png"]))) or step_title
+        out.append(_caption(text))
+    return out
+
+
+def _captions_in_order(nb: nbformat.NotebookNode) -> list[str]:
+    """Every figure's caption, in the order the figures appear in the notebook."""
+    step_title, captions = page_meta(nb)["title"], []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            first = _source(cell).strip().splitlines()[:1]
+            step = _STEP.match(first[0]) if first else None
+            heading = _HEADING.match(first[0]) if first else None
+            if step and step.group(2):
+                step_title = step.group(2)
+            elif heading and heading.group(1) != "#":
+                step_title = heading.group(2)
+        elif cell.cell_type == "code":
+            captions.extend(_cell_captions(cell, step_title))
+    return captions
 
 
 def _caption(text: str) -> str:
@@ -497,7 +541,10 @@ def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str
                 lines.extend(_kubectl_table(*table))
             elif "text/plain" in data and "image/png" not in data:
                 text = _text(data["text/plain"]).strip()
-                if text and not _OPAQUE.match(text) and not re.match(r"^\w+\(\w+=", text):
+                exec_lines = _exec_result_lines(text)
+                if exec_lines is not None:
+                    lines.extend(exec_lines)
+                elif text and not _OPAQUE.match(text) and not re.match(r"^\w+\(\w+=", text):
                     lines.extend(_terminal_lines(_unquote(text)))
         elif kind == "error" and show_error:
             lines.extend(_terminal_lines(str(out.get("evalue", ""))))
@@ -505,11 +552,59 @@ def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str
     return [("  " + line if line.startswith("$ ") else line) for line in lines]
 
 
+_SRCDOC = re.compile(r'<iframe[^>]*\ssrcdoc="([^"]*)"', re.IGNORECASE | re.DOTALL)
+
+
+def _grep_output(outputs: list[dict[str, Any]], pattern: str) -> list[str]:
+    """What ``grep -oE PATTERN`` prints over the cell's page (the HTML inside its iframe) or its text output.
+
+    The product page cannot be screenshotted without a browser; the lines this real page makes ``grep`` print
+    (headings, error notices) show what the reader sees instead.
+    """
+    sources: list[str] = []
+    for out in outputs:
+        data = out.get("data") or {}
+        html_text = _text(data.get("text/html", ""))
+        pages = [html.unescape(m) for m in _SRCDOC.findall(html_text)]
+        if pages:
+            sources.extend(pages)
+        elif out.get("output_type") == "stream":
+            sources.append(_text(out.get("text", "")))
+        elif "text/plain" in data:
+            sources.append(_text(data["text/plain"]))
+    regex = re.compile(pattern)
+    lines: list[str] = []
+    for source in sources:
+        for line in source.splitlines():
+            lines.extend(m.group(0) for m in regex.finditer(line) if m.group(0))
+    return lines
+
+
+def _exec_result_lines(text: str) -> list[str] | None:
+    """What ``kubectl exec`` prints for a command result shown as ``ExecResult(args=..., stdout=..., ...)``:
+    its stdout, its stderr, and kubectl's "command terminated with exit code N" when it failed."""
+    if not re.match(r"^\w+\(", text) or "stdout=" not in text:
+        return None
+    try:
+        node = ast.parse(text, mode="eval").body
+        if not isinstance(node, ast.Call):
+            return None
+        fields = {k.arg: ast.literal_eval(k.value) for k in node.keywords
+                  if k.arg in ("stdout", "stderr", "returncode")}
+    except (SyntaxError, ValueError):
+        return None
+    if "stdout" not in fields:
+        return None
+    lines = _terminal_lines(str(fields.get("stdout") or "")) + _terminal_lines(str(fields.get("stderr") or ""))
+    code = fields.get("returncode")
+    if isinstance(code, int) and code != 0:
+        lines.append(f"command terminated with exit code {code}")
+    return lines
+
+
 def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         try:
-            import ast
-
             value = ast.literal_eval(text)
             return value if isinstance(value, str) else text
         except (ValueError, SyntaxError):

@@ -334,14 +334,14 @@ class Lab:
         from kubernetes.client.exceptions import ApiException
 
         if isinstance(exc, ApiException):
-            message = ""
-            try:
-                message = json.loads(exc.body).get("message", "")
-            except (ValueError, TypeError, AttributeError):
-                message = str(exc.body or exc.reason)
+            message = _status_text(exc)
             if "container not found" in message:
                 raise ExecError(f"cannot exec in pod {pod}: container {container} is not running right now "
                                 f"({message}); it may be restarting. Wait with lab.wait_ready() and retry.") from exc
+            if exc.status == 0 or str(exc.reason).startswith("Handshake status"):
+                # The websocket client puts the whole handshake dump in the exception; keep the Status message.
+                exc = ApiException(status=exc.status or _handshake_code(str(exc.reason)), reason=message)
+                exc.body = json.dumps({"message": message})
         translate(exc, f'exec `{shlex.join(args)}` in pod "{pod}" (namespace {ns})')
 
     # -- the tester pod
@@ -476,6 +476,32 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _status_text(exc: Any) -> str:
+    """The API server's Status message from a client exception, even inside a websocket handshake dump."""
+    import re
+
+    for text in (exc.body, exc.reason, str(exc)):
+        if not text:
+            continue
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        try:
+            return str(json.loads(text).get("message", ""))
+        except (ValueError, AttributeError):
+            pass
+        m = re.search(r'"message":\s*"((?:[^"\\]|\\.)*)"', str(text))
+        if m:
+            return str(json.loads(f'"{m.group(1)}"'))
+    return str(exc.reason or "")
+
+
+def _handshake_code(reason: str) -> int:
+    import re
+
+    m = re.match(r"Handshake status (\d+)", reason)
+    return int(m.group(1)) if m else 0
 
 
 def _resolve(doc: dict[str, Any], context: str | None = None) -> tuple[str, dict[str, Any], str]:

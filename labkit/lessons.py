@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROCESSES",
+    "RECOVERED_COLUMNS",
     "CellFailure",
     "Check",
     "LessonRun",
@@ -59,6 +61,7 @@ __all__ = [
     "inject_parameters",
     "notebooks_dir",
     "parse_param",
+    "pause",
     "run_notebook",
     "tour",
     "wait_recovered",
@@ -237,6 +240,12 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | 
                             record_timing=True, store_widget_state=True,
                             resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}},
                             on_cell_start=on_start, on_cell_executed=on_executed)
+    # Local sockets instead of TCP on loopback: nothing else on the machine can connect to the kernel (and the
+    # kernel does not warn about unencrypted TCP on every start).
+    sockets = tempfile.TemporaryDirectory(prefix="labkit-kernel-")
+    client.km = client.create_kernel_manager()
+    client.km.transport = "ipc"
+    client.km.ip = os.path.join(sockets.name, "kernel")
     say(f"▶ {name}: {title} ({len(codes)} code cells)")
     started = time.monotonic()
     failure: CellFailure | None = None
@@ -250,6 +259,8 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | 
         failure = _failure(nb, name, state["index"], f"timed out after {timeout:g} s: {exc}")
     except Exception as exc:  # nbclient's own errors (kernel start-up...) still name the notebook
         failure = _failure(nb, name, state["index"], f"{type(exc).__name__}: {exc}")
+    finally:
+        sockets.cleanup()
     seconds = time.monotonic() - started
     if failure is None:
         say(f"✓ {name} passed in {seconds:.1f} s")
@@ -583,43 +594,106 @@ def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", inde
     return Check(False, f"{name} has not restarted {given} times.", hint)
 
 
+RECOVERED_COLUMNS: dict[str, str] = {
+    "pod": "string",
+    "replaced_by": "string",
+    "down_s": "float64",
+    "recovery_s": "float64",
+    "restarts": "Int64",
+}
+"""The columns of :func:`wait_recovered`: each pod hit, its replacement (after a delete), the seconds from the
+action until it was seen down and until it (or its replacement) was Ready again, and its RESTARTS then."""
+
+
 def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 180.0,
                    progress: bool = True) -> pd.DataFrame:
-    """Block until every pod ``action`` hit is back: its container restarted and Ready (a kill), or its
-    replacement Ready (a delete). Returns those pods' rows of :meth:`Recorder.recovery`.
+    """Block until every pod ``action`` hit is back: its container restarted and Ready (a kill), or a new pod
+    of the same app Ready in its place (a delete). Returns one row per pod (:data:`RECOVERED_COLUMNS`).
 
     Waiting for "all Ready" right after a kill can return at once, before the kubelet has even noticed the dead
-    process; this waits for the recorder to have seen each pod go down and come back.
+    process; this waits until the recorder has seen each pod go down and come back.
 
     Example:
         >>> action = lab.kill("app=details", "ruby", mode="all")
-        >>> lessons.wait_recovered(rec, action)[["pod", "recovery_s"]]
+        >>> lessons.wait_recovered(rec, action)
     """
     from .observe import _Progress
 
-    hit = {r["pod"] for r in action.results if r.get("ok")}
+    hit = [r["pod"] for r in action.results if r.get("ok")]
+    t0 = action.time
+    history = recorder.timeline
+    earlier = history[history["time"] < t0]
+    last = {str(r.pod): r for r in earlier.itertuples(index=False)}
+    known_before = {p for p, r in last.items() if r.event != "DELETED"}
+    apps = {p: str(last[p].app) if p in last else "" for p in hit}
+    before = {p: int(last[p].restarts) if p in last else 0 for p in hit}
+    rows: dict[str, dict[str, Any]] = {p: {"pod": p, "replaced_by": "", "down_at": pd.NaT, "ready_at": pd.NaT,
+                                           "recovery_s": float("nan"), "restarts": pd.NA} for p in hit}
     started = time.monotonic()
     bar = _Progress(progress)
-    state: dict[str, pd.DataFrame] = {"rows": pd.DataFrame()}
 
-    def done(_row: dict[str, Any] | None = None) -> bool:
-        frame = recorder.recovery()
-        mine = frame[frame["pod"].isin(hit) & (frame["action_time"] >= action.time)]
-        back = int(mine["recovery_s"].notna().sum())
-        bar.update(f"waiting for the {len(hit)} pod{'s' if len(hit) != 1 else ''} hit at "
-                   f"{action.time:%H:%M:%S} to recover: {back}/{len(hit)} back, "
-                   f"{time.monotonic() - started:.1f} s")
-        state["rows"] = mine.reset_index(drop=True)
-        return back >= len(hit)
+    def back() -> int:
+        return sum(1 for r in rows.values() if not pd.isna(r["ready_at"]))
 
-    if hit and not done():
-        try:
-            recorder.wait_for(done, timeout, since=action.time,
-                              what=f"the pods hit by {action.summary()} to be Ready again")
-        finally:
-            bar.close()
-    bar.close(f"{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered after {time.monotonic() - started:.1f} s")
-    return state["rows"]
+    def see(row: dict[str, Any]) -> bool:
+        pod, when = str(row["pod"]), row["time"]
+        if action.action == "kill" and pod in rows:
+            state = rows[pod]
+            if pd.isna(state["down_at"]) and (not row["ready"] or row["status"] != "Running"
+                                              or int(row["restarts"]) > before[pod]):
+                state["down_at"] = when
+            if not pd.isna(state["down_at"]) and pd.isna(state["ready_at"]) and row["ready"] \
+                    and row["event"] != "DELETED":
+                state["ready_at"], state["restarts"] = when, int(row["restarts"])
+        elif action.action == "delete":
+            if pod in rows and pd.isna(rows[pod]["down_at"]) and (row["event"] == "DELETED" or not row["ready"]
+                                                                  or row["status"] != "Running"):
+                rows[pod]["down_at"] = when
+            taken = {r["replaced_by"] for r in rows.values()}
+            if pod not in known_before and pod not in taken and row["ready"] and row["event"] != "DELETED":
+                waiting = [r for p, r in rows.items() if apps[p] == str(row["app"]) and not r["replaced_by"]]
+                if waiting:
+                    waiting[0].update(replaced_by=pod, ready_at=when, restarts=int(row["restarts"]))
+        done = back()
+        bar.update(f"waiting for the {len(hit)} pod{'s' if len(hit) != 1 else ''} hit at {t0:%H:%M:%S} to "
+                   f"recover: {done}/{len(hit)} back, {time.monotonic() - started:.1f} s")
+        return done >= len(hit)
+
+    try:
+        if hit:
+            recorder.wait_for(see, timeout, since=t0, what=f"the pods hit by {action.summary()} to be Ready again")
+    finally:
+        bar.close(f"{back()}/{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered after "
+                  f"{time.monotonic() - started:.1f} s")
+    out = [{"pod": r["pod"], "replaced_by": r["replaced_by"],
+            "down_s": _seconds_since(t0, r["down_at"]), "recovery_s": _seconds_since(t0, r["ready_at"]),
+            "restarts": r["restarts"]} for r in rows.values()]
+    return pd.DataFrame(out, columns=list(RECOVERED_COLUMNS)).astype(RECOVERED_COLUMNS)
+
+
+def _seconds_since(start: pd.Timestamp, when: Any) -> float:
+    return float("nan") if pd.isna(when) else round((when - start).total_seconds(), 2)
+
+
+def pause(seconds: float, why: str = "") -> float:
+    """Wait ``seconds`` with a progress line (e.g. to let traffic record the steady state); returns the seconds.
+
+    Example:
+        >>> lessons.pause(2, "steady state before the kill")
+    """
+    from .observe import _Progress
+
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError(f"seconds must be 0 or more, not {seconds!r}")
+    bar = _Progress(True)
+    started = time.monotonic()
+    deadline = started + seconds
+    label = f"pausing {seconds:g} s" + (f": {why}" if why else "")
+    while (left := deadline - time.monotonic()) > 0:
+        bar.update(f"{label} ({seconds - left:.1f} s)")
+        time.sleep(min(left, 0.25))
+    bar.close(f"{label}: done")
+    return float(seconds)
 
 
 def wait_status(recorder: Recorder, status: str, *, since: ChaosAction | None = None,

@@ -616,8 +616,10 @@ class Recorder:
             >>> rec.wait_for(lambda r: r["app"] == "details" and r["status"] == "CrashLoopBackOff", 20)
         """
         deadline = time.monotonic() + timeout
-        cutoff = pd.Timestamp(since).tz_convert("UTC") if isinstance(since, pd.Timestamp) and since.tzinfo \
-            else (pd.Timestamp(since, tz="UTC") if since is not None else None)
+        cutoff = None
+        if since is not None:
+            cutoff = pd.Timestamp(since)
+            cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
         with self._cond:
             if cutoff is None:
                 for p in list(self._pods.values()):
@@ -859,7 +861,7 @@ def _pods_table_html(frame: pd.DataFrame) -> str:
     now = datetime.now(UTC)
     for r in frame.itertuples(index=False):
         colour = colours.get(str(r.status), "#ef6c00" if not r.ready else "#333")
-        body.append(f"<tr><td><code>{html.escape(str(r.pod))}</code></td><td>{'1/1' if r.ready else '0/1'}</td>"
+        body.append(f"<tr><td><code>{html.escape(str(r.pod))}</code></td><td>{'yes' if r.ready else 'no'}</td>"
                     f"<td style='color:{colour}'><b>{html.escape(str(r.status))}</b></td>"
                     f"<td style='text-align:right'>{int(r.restarts)}</td>"
                     f"<td style='color:#777'>{kubestatus.human_duration((now - r.time).total_seconds())}</td></tr>")

@@ -356,6 +356,7 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
     restart_x: list[float] = []
     restart_y: list[int] = []
     final_restarts: dict[str, int] = {}
+    deleted: set[str] = set()
     for pod, rows in tl.groupby("pod", sort=False):
         rows = rows.reset_index(drop=True)
         xs = _seconds(rows["time"], t0)
@@ -369,6 +370,7 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
             previous_restarts = restarts
             final_restarts[pod] = restarts
             if r["event"] == "DELETED":
+                deleted.add(pod)
                 continue  # the pod is gone: nothing to draw after this point
             start = float(xs[j])
             stop = float(xs[j + 1]) if j + 1 < len(rows) else t_end
@@ -386,7 +388,8 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                    linewidths=0.8)
     for i, pod in enumerate(pods):
         count = final_restarts.get(pod, 0)
-        ax.annotate(f"{count} restart{'s' if count != 1 else ''}", xy=(1.005, i),
+        note = f"{count} restart{'s' if count != 1 else ''}" + (" · deleted" if pod in deleted else "")
+        ax.annotate(note, xy=(1.005, i),
                     xycoords=("axes fraction", "data"), va="center", fontsize=8.5,
                     color="#c62828" if count else "#666666")
 
@@ -589,7 +592,8 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
         times = _utc_series(frame["action_time"])
         t0 = times.min()
         offsets = (times - t0).dt.total_seconds()
-        many = times.nunique() > 1
+        # one kill of several pods hits them milliseconds apart: offsets only help when actions are apart
+        many = (times.max() - times.min()).total_seconds() >= 0.5
         labels = [f"{p}  (action at +{o:.1f} s)" if many else p for p, o in zip(pods, offsets, strict=True)]
     else:
         labels = pods

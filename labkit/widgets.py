@@ -94,7 +94,8 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
         table: HTML, ``kubectl get pods`` of the namespace, updated as pods change.
         plot: Output holding the restart counts figure.
         actions: list of the :class:`~labkit.chaos.ChaosAction` records the buttons produced.
-        recorder: the :class:`~labkit.observe.Recorder` watching the namespace (its timeline has every kill).
+        recorder: the :class:`~labkit.observe.Recorder` watching the namespace (its timeline has every kill:
+            ``plots.status_timeline(panel.recorder)``); None with ``live=False``.
         frame: the last pods DataFrame shown in the table.
     """
 
@@ -260,10 +261,7 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
                 action = chaos.kill(self.lab, selector, self.process.value.strip(),
                                     mode="all" if which == "kill_all" else "one", dry_run=dry,
                                     confirm=which == "kill_all")
-        except LabkitError as exc:
-            self.status.value = _message(f"Not done: {exc}", _BAD)
-            return
-        except ValueError as exc:
+        except (LabkitError, ValueError) as exc:  # a guard rail or a bad process name: the panel says so
             self.status.value = _message(f"Not done: {exc}", _BAD)
             return
         except Exception as exc:

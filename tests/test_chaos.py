@@ -72,6 +72,7 @@ def test_kill_one_pod_restarts_only_that_pod(lab: Lab) -> None:
         action = chaos.kill(lab, "app=details")
         assert action.pods == [names[0]]  # kubectl's .items[0]
         assert action.ok and action.results[0]["returncode"] == 0
+        assert action.results[0]["observed"] is True  # the API server showed it before kill() returned
         assert (action.action, action.process, action.signal, action.mode) == ("kill", "ruby", "SIGTERM", "one")
         rec.wait_restarts(names[0], 1, timeout=10)
         observe.wait_ready(lab, "app=details", timeout=20, progress=False)

@@ -1,7 +1,7 @@
 """The sandbox's container images, run as the real processes the kubelet starts.
 
 Every service here is a child process started exactly as the kubelet starts it
-(``python -s -m labkit.sandbox.images.run <image> <argv...>`` with the LABKIT_* environment), on its own
+(``python -S -m labkit.sandbox.images.run <image> <argv...>`` with the LABKIT_* environment), on its own
 loopback address, found through a hosts file written with :func:`labkit.sandbox.dns.write_hosts`. Readiness is
 the byte the process writes on LABKIT_READY_FD. Every process is killed by pid at teardown.
 """
@@ -38,7 +38,7 @@ from labkit.sandbox.images import ratings as ratings_image
 from labkit.sandbox.images import reviews as reviews_image
 
 REPO = Path(labkit.__file__).resolve().parent.parent
-RUN = [sys.executable, "-s", "-m", "labkit.sandbox.images.run"]
+RUN = [sys.executable, "-S", "-m", "labkit.sandbox.images.run"]  # as the kubelet starts them
 READY_TIMEOUT = 10.0
 
 DETAILS_0 = (
@@ -91,11 +91,6 @@ def port_is_free(ip: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def spec_name(image: str) -> str:
-    spec = match_image(image)
-    return spec.name if spec else "unknown"
 
 
 @dataclass
@@ -156,11 +151,11 @@ class Cluster:
         parent_pid: int | None = None,
         process_name: str | None = None,
     ) -> Container:
-        ip = ip or next(_ADDRESSES)
-        log = self.root / f"{spec_name(image)}-{ip}-{len(self.containers)}.log"
-        ready_r, ready_w = os.pipe()
         spec = match_image(image)
         assert spec is not None, image
+        ip = ip or next(_ADDRESSES)
+        log = self.root / f"{spec.name}-{ip}-{len(self.containers)}.log"
+        ready_r, ready_w = os.pipe()
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(REPO),
@@ -1068,10 +1063,10 @@ def test_startup_is_fast_and_processes_are_lean(cluster: Cluster) -> None:
         "import sys, labkit.sandbox.images; print(*[m for m in ('pandas', 'kubernetes', 'numpy') if m in sys.modules])"
     )
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
-    heavy = subprocess.run([sys.executable, "-s", "-c", probe], capture_output=True, text=True, env=env).stdout
+    heavy = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, env=env).stdout
     assert not heavy.strip(), f"importing labkit.sandbox.images loads {heavy.strip()}: keep labkit's __init__ lazy"
     d = start_details(cluster)
     r = start_ratings(cluster)
     assert d.startup < 0.5 and r.startup < 0.5, (d.startup, r.startup)
-    # Budget ~15 MB each; this interpreter alone takes about 13 MB here (site-packages hooks), so allow 25.
+    # Budget ~15 MB each; allow some slack for the labkit package __init__ files every container imports first.
     assert d.rss_kb() < 25_000 and r.rss_kb() < 25_000, (d.rss_kb(), r.rss_kb())

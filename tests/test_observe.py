@@ -5,8 +5,10 @@ Like test_chaos, this module runs its own sandbox so its kills' back-off does no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -119,24 +121,29 @@ def test_recorder_latency_against_a_bare_watch(lab: Lab, ready_sandbox: Sandbox)
 
     def read() -> None:
         buffer = b""
-        for chunk in resp.stream(amt=None, decode_content=False):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    bare.append((time.time(), json.loads(line)["object"]))
+        with contextlib.suppress(Exception):  # the socket shut down at the end
+            for chunk in resp.stream(amt=None, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        bare.append((time.time(), json.loads(line)["object"]))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         with Recorder(lab, "app=ratings") as rec:
-            action = chaos.kill(lab, "app=ratings", "node", mode="fixed", count=2)
+            action = chaos.kill(lab, "app=ratings", "node", mode="fixed", count=2, verify=False)
             exec_done = time.time()
             assert action.pods[1] == pod
             rec.wait_restarts(pod, 1, timeout=10)
             observe.wait_ready(lab, "app=ratings", timeout=20, progress=False)
     finally:
-        resp.close()
+        # Shut the socket down so the reader ends now, not at the server's timeout.
+        with contextlib.suppress(OSError, AttributeError):
+            resp.connection.sock.shutdown(socket.SHUT_RDWR)
+        reader.join(5)
+        resp.release_conn()
         api.close()
 
     tl = rec.timeline
@@ -203,6 +210,23 @@ def test_watch_resumes_and_relists_after_410(lab: Lab) -> None:
     assert (tl["time"].diff().dropna() >= pd.Timedelta(0)).all()
 
 
+def test_watch_resumes_when_the_server_ends_it(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Servers end watches (timeoutSeconds, restarts, load balancers): the recorder resumes from its version.
+    monkeypatch.setattr(observe, "WATCH_SECONDS", 1)
+    monkeypatch.setattr(observe, "_READ_TIMEOUT", 5)
+    with Recorder(lab, "app=details") as rec:
+        time.sleep(2.5)
+        assert rec.reconnects >= 2 and rec.error is None and rec.relists == 0
+        lab.scale("details-v1", 4)
+        added = rec.wait_for(lambda r: r["event"] == "ADDED", timeout=10, what="a fourth details pod")
+        rec.wait_for(lambda r: r["pod"] == added["pod"] and r["ready"], timeout=10, since=added["time"])
+        lab.scale("details-v1", 3)
+        gone = rec.wait_for(lambda r: r["event"] == "DELETED", timeout=10, what="a details pod scaled away")
+        observe.wait_ready(lab, "app=details", timeout=20, progress=False)
+    assert gone["app"] == "details"
+    assert sorted(rec.restart_counts()["pod"]) == lab.pod_names("app=details")
+
+
 def test_relist_catches_what_happened_while_stopped(lab: Lab) -> None:
     rec = Recorder(lab, "app in (details,reviews)").start()
     rec.stop()
@@ -225,12 +249,14 @@ def test_relist_catches_what_happened_while_stopped(lab: Lab) -> None:
 # -- waits
 
 def test_wait_ready_times_out_naming_the_pods_then_returns(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    # kill() returns once the API server shows the container down, so the wait below cannot see it Ready yet.
     action = chaos.kill(lab, "app=productpage", "gunicorn", order="oldest")
+    assert action.results[0]["observed"] is True
     victim = action.pods[0]
     started = time.monotonic()
-    with pytest.raises(WaitTimeout, match=rf"Timed out after 0.2 s waiting for pods matching 'app=productpage' in "
+    with pytest.raises(WaitTimeout, match=rf"Timed out after 0.1 s waiting for pods matching 'app=productpage' in "
                                           rf"namespace default to be Ready\. Not Ready: {victim} \("):
-        observe.wait_ready(lab, "app=productpage", timeout=0.2, progress=False)
+        observe.wait_ready(lab, "app=productpage", timeout=0.1, progress=False)
     assert time.monotonic() - started < 1.5
     frame = observe.wait_ready(lab, "app=productpage", timeout=20)
     assert list(frame.columns) == list(POD_COLUMNS) and len(frame) == 3

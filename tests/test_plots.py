@@ -234,6 +234,7 @@ def test_status_timeline_draws_a_deleted_pod_only_until_it_is_gone() -> None:
     row = [c.get_paths()[0].get_extents() for c in fig.axes[0].collections
            if isinstance(c, PolyCollection) and ratings - 0.5 < c.get_paths()[0].get_extents().y0 < ratings]
     assert row and max(box.x1 for box in row) == pytest.approx(3.0)
+    assert "0 restarts · deleted" in texts(fig)
 
 
 # ------------------------------------------------------------------------------------------------- availability

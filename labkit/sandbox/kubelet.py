@@ -136,6 +136,7 @@ class PodRuntime:
         self.containers = [Container(self, c, i) for i, c in enumerate(pod["spec"].get("containers") or [])]
         self.grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
         self.terminating = False
+        self.ever_started = False  # phase stays Running once a container ran, even while the pod is deleted
         self.conditions: dict[str, tuple[str, str]] = {}
         self._status_dirty = False
 
@@ -150,8 +151,7 @@ class PodRuntime:
 
     def status(self) -> Obj:
         all_ready = bool(self.containers) and all(c.ready for c in self.containers)
-        ever_started = any(c.started or c.restart_count or c.last_state for c in self.containers)
-        phase = "Running" if ever_started else "Pending"
+        phase = "Running" if self.ever_started else "Pending"
         conditions = [
             self._condition("PodReadyToStartContainers", True),
             self._condition("Initialized", True),
@@ -399,6 +399,7 @@ class Kubelet:
         started = now_rfc3339()
         c.state = {"running": {"startedAt": started}}
         c.started, c.ready = True, False
+        c.pod.ever_started = True
         c.ready_event.clear()
         self._record(c, "Normal", "Started", f"Started container {c.name}")
         c.pod.publish()

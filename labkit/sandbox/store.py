@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ from .resources import Resource
 
 Obj = dict[str, Any]
 HISTORY = 20000
+COMPACT_AFTER = 300.0
+"""Seconds of watch history kept, like etcd's default 5-minute compaction: older versions get 410 Gone."""
 
 
 def now_rfc3339() -> str:
@@ -209,6 +212,7 @@ class WatchEvent:
     object: Obj
     old: Obj | None
     rv: int
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -279,6 +283,8 @@ class Store:
     def _emit(self, etype: str, res: Resource, obj: Obj, old: Obj | None) -> None:
         ev = WatchEvent(etype, res, obj, old, self.rv)
         self._history.append(ev)
+        while self._history and ev.at - self._history[0].at > COMPACT_AFTER:
+            self._history.popleft()
         for w in list(self._watchers):
             if w.resource is res:
                 seen = w.translate(ev)
