@@ -663,8 +663,9 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
         if hit:
             recorder.wait_for(see, timeout, since=t0, what=f"the pods hit by {action.summary()} to be Ready again")
     finally:
-        bar.close(f"{back()}/{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered after "
-                  f"{time.monotonic() - started:.1f} s")
+        ready = [r["ready_at"] for r in rows.values() if not pd.isna(r["ready_at"])]
+        last = f", the last {(max(ready) - t0).total_seconds():.1f} s after the {action.action}" if ready else ""
+        bar.close(f"{back()}/{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered{last}")
     out = [{"pod": r["pod"], "replaced_by": r["replaced_by"],
             "down_s": _seconds_since(t0, r["down_at"]), "recovery_s": _seconds_since(t0, r["ready_at"]),
             "restarts": r["restarts"]} for r in rows.values()]

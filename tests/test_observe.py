@@ -220,8 +220,10 @@ def test_watch_resumes_when_the_server_ends_it(lab: Lab, monkeypatch: pytest.Mon
         lab.scale("details-v1", 4)
         added = rec.wait_for(lambda r: r["event"] == "ADDED", timeout=10, what="a fourth details pod")
         rec.wait_for(lambda r: r["pod"] == added["pod"] and r["ready"], timeout=10, since=added["time"])
+        before = pd.Timestamp.now(tz="UTC")  # the deletion may be recorded before wait_for starts
         lab.scale("details-v1", 3)
-        gone = rec.wait_for(lambda r: r["event"] == "DELETED", timeout=10, what="a details pod scaled away")
+        gone = rec.wait_for(lambda r: r["event"] == "DELETED", timeout=10, since=before,
+                            what="a details pod scaled away")
         observe.wait_ready(lab, "app=details", timeout=20, progress=False)
     assert gone["app"] == "details"
     assert sorted(rec.restart_counts()["pod"]) == lab.pod_names("app=details")

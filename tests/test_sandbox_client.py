@@ -16,7 +16,8 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from labkit.sandbox import Sandbox, _read_kubeconfig
+from labkit.sandbox import Sandbox
+from labkit.sandbox.control import _read_kubeconfig
 
 
 def raw(sb: Sandbox, method: str, path: str, body: Any = None, token: str | None = "kubeconfig",

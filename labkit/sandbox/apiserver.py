@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -257,7 +256,9 @@ class ApiServer:
         except StoreError as exc:
             await resp.write(line("ERROR", status_body(exc.code, exc.reason, exc.message)))
             return resp
-        deadline = time.monotonic() + timeout if timeout else None
+        # The deadline arrives as a sentinel in the queue: wait_for(queue.get()) can drop an event that is taken
+        # just as the timeout fires (a known asyncio race), and a watch must never lose one.
+        timer = asyncio.get_running_loop().call_later(timeout, watcher.queue.put_nowait, None) if timeout else None
         try:
             await resp.write(b"".join(line(ev.type, ev.object) for ev in replay))
             if initial:
@@ -266,13 +267,7 @@ class ApiServer:
                     "metadata": {"resourceVersion": str(self.store.rv),
                                  "annotations": {"k8s.io/initial-events-end": "true"}}}))
             while True:
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    break
-                try:
-                    ev = await asyncio.wait_for(watcher.queue.get(), wait)
-                except TimeoutError:
-                    break
+                ev = await watcher.queue.get()
                 if ev is None:
                     break
                 chunk = [line(ev.type, ev.object)]
@@ -286,6 +281,8 @@ class ApiServer:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            if timer is not None:
+                timer.cancel()
             self.store.unwatch(watcher)
         with contextlib.suppress(Exception):
             await resp.write_eof()
