@@ -407,6 +407,50 @@ class Lab:
                       hint="List them with `kubectl get deploy`.")
         return {"deployment": deployment, "namespace": ns, "before": before, "after": replicas}
 
+    def rollout_restart(self, deployment: str, *, namespace: str | None = None, wait: bool = True,
+                        timeout: float = 120.0) -> dict[str, Any]:
+        """``kubectl rollout restart deploy/NAME`` then ``rollout status``: new pods, one batch at a time.
+
+        New pods start with no restart history, so the kubelet's back-off (CrashLoopBackOff delays) starts over.
+
+        Example:
+            >>> lab.rollout_restart("details-v1")
+        """
+        from kubernetes import watch
+
+        ns = namespace or self.namespace
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": stamp}}}}}
+        started = time.monotonic()
+        try:
+            dep = self.apps.patch_namespaced_deployment(deployment, ns, patch)
+        except Exception as exc:
+            translate(exc, f'deployment "{deployment}" in namespace {ns}', hint="List them with lab.deployments().")
+        generation = dep.metadata.generation
+        if wait:
+            w = watch.Watch()
+            done = False
+            try:
+                for ev in w.stream(self.apps.list_namespaced_deployment, ns,
+                                   field_selector=f"metadata.name={deployment}",
+                                   timeout_seconds=max(1, int(timeout))):
+                    d = ev["object"]
+                    st, want = d.status, d.spec.replicas or 0
+                    if ((st.observed_generation or 0) >= generation and (st.updated_replicas or 0) == want
+                            and (st.replicas or 0) == want and (st.available_replicas or 0) == want):
+                        done = True
+                        w.stop()
+            except Exception as exc:
+                translate(exc, f'watching the rollout of deployment "{deployment}"')
+            if not done:
+                from .errors import WaitTimeout
+
+                raise WaitTimeout(f'deployment "{deployment}" did not finish rolling out within {timeout:g} s; '
+                                  "see lab.pods() and `kubectl rollout status`")
+        return {"deployment": deployment, "namespace": ns, "restartedAt": stamp,
+                "seconds": round(time.monotonic() - started, 2)}
+
     def deployments(self, *, namespace: str | None = None) -> pd.DataFrame:
         """Deployments with desired, ready and available replicas."""
         ns = namespace or self.namespace

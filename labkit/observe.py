@@ -154,7 +154,12 @@ def pod_row(pod: dict[str, Any], event: str, when: pd.Timestamp | None = None) -
 
 
 def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for name, dtype in columns.items():
+        if dtype.startswith("datetime64") and frame[name].dtype == object:
+            # A column of only None/NaT (a pod not back yet) has no time zone to convert from: build it in UTC.
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+    return frame.astype(columns)
 
 
 # -- progress: one updating line on stderr, or an HTML widget in a notebook

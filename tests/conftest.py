@@ -65,9 +65,13 @@ def wait_all_ready(sb: Sandbox, timeout: float = 60) -> None:
     raise AssertionError(f"pods not Ready after {timeout} s: {pods}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """One sandbox for the session, at the fast time scale."""
+    """A fresh sandbox for each test module, at the fast time scale (it boots in about half a second).
+
+    Restart counts and the kubelet's back-off are per pod, so modules that break things never see each
+    other's history.
+    """
     sb = start_sandbox(tmp_path_factory.mktemp("sandbox"), FAST)
     try:
         yield sb
@@ -81,12 +85,12 @@ def ready_sandbox(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kubectl(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     return Kubectl(sandbox.kubeconfig, tmp_path_factory.mktemp("kubecache"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def core(sandbox: Sandbox):  # type: ignore[no-untyped-def]
     """The official client's CoreV1Api on the session sandbox (its own ApiClient, no global config)."""
     from kubernetes import client, config

@@ -143,7 +143,6 @@ class Controllers:
                  if (controller_of(rs) or {}).get("uid") == dep["metadata"]["uid"]]
         current = next((rs for rs in owned
                         if rs["metadata"].get("labels", {}).get("pod-template-hash") == phash), None)
-        events = self.cluster.events
         if current is None:
             labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": phash}
             template.setdefault("metadata", {})["labels"] = labels
@@ -160,34 +159,66 @@ class Controllers:
                                     "deployment.kubernetes.io/max-replicas": str(desired + 1),
                                     "deployment.kubernetes.io/revision": str(revision)},
                 },
-                "spec": {"replicas": desired, "selector": selector, "template": template},
+                "spec": {"replicas": 0, "selector": selector, "template": template},
                 "status": {"replicas": 0},
             })
-            if desired:
-                events.record(dep, "Normal", "ScalingReplicaSet",
-                              f"Scaled up replica set {rs_name} from 0 to {desired}",
-                              component="deployment-controller")
-        elif int(current["spec"].get("replicas", 0)) != desired:
-            before = int(current["spec"].get("replicas", 0))
-
-            def set_replicas(rs: Obj, n: int = desired) -> None:
-                rs["spec"]["replicas"] = n
-                rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/desired-replicas"] = str(n)
-
-            self.store.mutate(REPLICASETS, ns, current["metadata"]["name"], set_replicas, bump_generation=True)
-            verb = "up" if desired > before else "down"
-            events.record(dep, "Normal", "ScalingReplicaSet",
-                          f"Scaled {verb} replica set {current['metadata']['name']} from {before} to {desired}",
-                          component="deployment-controller")
-        for rs in owned:
-            if rs["metadata"]["name"] != current["metadata"]["name"] and int(rs["spec"].get("replicas", 0)):
-                before = int(rs["spec"]["replicas"])
-                self.store.mutate(REPLICASETS, ns, rs["metadata"]["name"],
-                                  lambda r: r["spec"].__setitem__("replicas", 0), bump_generation=True)
-                events.record(dep, "Normal", "ScalingReplicaSet",
-                              f"Scaled down replica set {rs['metadata']['name']} from {before} to 0",
-                              component="deployment-controller")
+        self._roll(dep, current, [rs for rs in owned if rs["metadata"]["name"] != current["metadata"]["name"]],
+                   desired)
         self._deployment_status(dep, current["metadata"]["name"])
+
+    def _scale_rs(self, dep: Obj, rs: Obj, n: int) -> None:
+        before = int(rs["spec"].get("replicas", 0))
+        if n == before:
+            return
+
+        def apply(r: Obj) -> None:
+            r["spec"]["replicas"] = n
+            r["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/desired-replicas"] = str(
+                dep["spec"].get("replicas", 1))
+
+        self.store.mutate(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"], apply,
+                          bump_generation=True)
+        verb = "up" if n > before else "down"
+        self.cluster.events.record(dep, "Normal", "ScalingReplicaSet",
+                                   f"Scaled {verb} replica set {rs['metadata']['name']} from {before} to {n}",
+                                   component="deployment-controller")
+
+    def _roll(self, dep: Obj, new: Obj, old: list[Obj], desired: int) -> None:
+        """One step of a RollingUpdate (25 % surge, 25 % unavailable, as the defaults), or a plain scale."""
+        old = [rs for rs in old if int(rs["spec"].get("replicas", 0)) > 0]
+        if not old:
+            self._scale_rs(dep, new, desired)
+            return
+        strategy = (dep["spec"].get("strategy") or {})
+        if strategy.get("type") == "Recreate":
+            for rs in old:
+                self._scale_rs(dep, rs, 0)
+            if not any(self._rs_pods(rs) for rs in old):
+                self._scale_rs(dep, new, desired)
+            return
+        rolling = strategy.get("rollingUpdate") or {}
+        surge = _percent_of(rolling.get("maxSurge", "25%"), desired, up=True)
+        unavailable = _percent_of(rolling.get("maxUnavailable", "25%"), desired, up=False)
+        if surge == 0 and unavailable == 0:
+            surge = 1
+        old_total = sum(int(rs["spec"].get("replicas", 0)) for rs in old)
+        new_replicas = int(new["spec"].get("replicas", 0))
+        grow_to = min(desired, max(new_replicas, desired + surge - old_total))
+        self._scale_rs(dep, new, grow_to)
+        ready = sum(1 for rs in [new, *old] for p in self._rs_pods(rs) if is_pod_ready(p))
+        can_remove = ready - (desired - unavailable)
+        for rs in sorted(old, key=lambda r: r["metadata"]["creationTimestamp"]):
+            if can_remove <= 0:
+                break
+            n = int(rs["spec"].get("replicas", 0))
+            cut = min(n, can_remove)
+            self._scale_rs(dep, rs, n - cut)
+            can_remove -= cut
+
+    def _rs_pods(self, rs: Obj) -> list[Obj]:
+        uid = rs["metadata"]["uid"]
+        return [p for p in self.store.list(PODS, rs["metadata"]["namespace"])
+                if (controller_of(p) or {}).get("uid") == uid and not p["metadata"].get("deletionTimestamp")]
 
     def _deployment_status(self, dep: Obj, current_rs: str) -> None:
         ns, uid = dep["metadata"]["namespace"], dep["metadata"]["uid"]
@@ -362,6 +393,15 @@ class Controllers:
                 if not subsets:
                     ep.pop("subsets")
             self.store.mutate(ENDPOINTS, ns, name, apply)
+
+
+def _percent_of(value: Any, total: int, *, up: bool) -> int:
+    """A rollingUpdate bound (an int or "25%") as a pod count; surge rounds up, unavailability down."""
+    text = str(value)
+    if text.endswith("%"):
+        exact = total * float(text[:-1]) / 100
+        return int(-(-exact // 1)) if up else int(exact // 1)
+    return int(text)
 
 
 def _ts(p: Obj) -> float:
