@@ -608,7 +608,14 @@ def connect(*, kubeconfig: str | os.PathLike[str] | None = None, context: str | 
                                  "kubeconfig, or leave kubeconfig unset to use the embedded sandbox")
     import yaml
 
-    ctx_name, ctx, server = _resolve(yaml.safe_load(Path(kubeconfig).read_text()) or {}, context)
+    try:
+        doc = yaml.safe_load(Path(kubeconfig).read_text())
+    except yaml.YAMLError as exc:
+        raise LabkitError(f"{kubeconfig} is not a kubeconfig (it does not parse as one YAML document: "
+                          f"{str(exc).splitlines()[0]})") from exc
+    if not isinstance(doc, dict) or doc.get("kind", "Config") != "Config" or "clusters" not in doc:
+        raise LabkitError(f"{kubeconfig} is not a kubeconfig (no clusters and contexts in it)")
+    ctx_name, ctx, server = _resolve(doc, context)
     ns = namespace or ctx.get("namespace") or "default"
     api_client = config.new_client_from_config(config_file=kubeconfig, context=ctx_name)
     exec_client = config.new_client_from_config(config_file=kubeconfig, context=ctx_name)
