@@ -6,15 +6,17 @@ STAMP := .venv-stamp
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# pyenv installs need a rehash before new console scripts (labkit, kubectl) are on PATH
+	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 tour: $(STAMP)
-	labkit tour --out site
+	$(PY) -m labkit.cli tour --out site
 
 lab: $(STAMP)
-	labkit lab
+	$(PY) -m labkit.cli lab
 
 test: $(STAMP)
 	$(PY) -m ruff check labkit tests benchmarks

