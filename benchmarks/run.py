@@ -25,43 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from labkit.sandbox.state import descendants, memory_kib
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
-
-
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-            except (OSError, IndexError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {c for c, p in parents.items() if p in frontier}
-        found |= frontier
-    return found
-
-
-def memory_kib(pids: set[int]) -> dict[str, int]:
-    """Sum of Pss and Rss (KiB) over processes, from /proc/PID/smaps_rollup."""
-    pss = rss = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-                elif line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-        except OSError:
-            continue
-    return {"pss_kib": pss, "rss_kib": rss}
 
 
 def bench_up(runs: int = 5) -> dict[str, Any]:

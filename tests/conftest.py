@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import labkit
 from labkit.sandbox import Sandbox
 
 # Tests run the kubelet's delays at a quarter of real time unless they need the lesson at real speed.
@@ -86,6 +87,20 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 def ready_sandbox(sandbox: Sandbox) -> Sandbox:
     wait_all_ready(sandbox)
     return sandbox
+
+
+@pytest.fixture()
+def lab(ready_sandbox: Sandbox) -> Iterator[labkit.Lab]:
+    """A Lab on the module's sandbox; afterwards every pod is Ready again, for the next test.
+
+    (Repeated kills grow the kubelet's back-off, hence the long deadline.)
+    """
+    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        wait_all_ready(ready_sandbox, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Each test that breaks something waits for all pods to be Ready again before it e
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,27 +20,6 @@ from labkit.chaos import ChaosAction
 from labkit.errors import NoPodsMatch, SafetyError
 from labkit.lab import Lab
 from labkit.sandbox import Sandbox
-
-FAST = float(os.environ.get("LABKIT_TEST_TIME_SCALE", "0.25"))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """This module's own sandbox at the fast time scale (overrides the session one for isolation)."""
-    sb = Sandbox(tmp_path_factory.mktemp("chaos-sandbox"), replicas=3, time_scale=FAST).start()
-    try:
-        yield sb
-    finally:
-        sb.stop()
-
-
-@pytest.fixture()
-def lab(ready_sandbox: Sandbox) -> Iterator[Lab]:
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture()

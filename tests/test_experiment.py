@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_all_ready
 
 import labkit
 from labkit import chaos
 from labkit import experiment as ex
-from labkit.sandbox import Sandbox
-
-
-@pytest.fixture()
-def lab(ready_sandbox: Sandbox) -> Iterator[labkit.Lab]:
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    try:
-        yield lab
-    finally:
-        lab.close()
-        # leave the sandbox healthy (repeated kills grow the kubelet's back-off, hence the long deadline)
-        wait_all_ready(ready_sandbox, timeout=120)
 
 
 def kill_details_everywhere(lab: labkit.Lab) -> ex.Step:

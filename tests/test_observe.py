@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -24,27 +22,6 @@ from labkit.errors import LabkitError, NoPodsMatch, WaitTimeout
 from labkit.lab import POD_COLUMNS, Lab
 from labkit.observe import RECOVERY_COLUMNS, TIMELINE_COLUMNS, Recorder
 from labkit.sandbox import Sandbox
-
-FAST = float(os.environ.get("LABKIT_TEST_TIME_SCALE", "0.25"))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """This module's own sandbox at the fast time scale (overrides the session one for isolation)."""
-    sb = Sandbox(tmp_path_factory.mktemp("observe-sandbox"), replicas=3, time_scale=FAST).start()
-    try:
-        yield sb
-    finally:
-        sb.stop()
-
-
-@pytest.fixture()
-def lab(ready_sandbox: Sandbox) -> Iterator[Lab]:
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def api_restarts(lab: Lab, selector: str | None = None) -> dict[str, int]:

@@ -232,13 +232,6 @@ def test_bad_arguments_are_refused_before_any_request() -> None:
 # -- against the sandbox ----------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def lab(ready_sandbox):  # type: ignore[no-untyped-def]
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    yield lab
-    lab.close()
-
-
 @pytest.mark.parametrize("via", ["host", "tester"])
 def test_fetch_the_healthy_page_from_the_sandbox(lab: labkit.Lab, via: str) -> None:
     page = fetch_page(lab, via=via)  # type: ignore[arg-type]

@@ -16,24 +16,7 @@ import pytest
 from conftest import FAST, Kubectl
 
 from labkit.sandbox import Sandbox, SandboxError
-
-
-def children(pid: int) -> set[int]:
-    """Every descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-            except (OSError, IndexError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        nxt = {c for c, p in parents.items() if p in frontier}
-        found |= nxt
-        frontier = nxt
-    return found
+from labkit.sandbox.state import descendants
 
 
 def alive(pid: int) -> bool:
@@ -87,7 +70,7 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert len(info["pods"]) == 13 and all(p["status"] == "Running" for p in info["pods"])
         assert stat.S_IMODE(os.stat(info["kubeconfig"]).st_mode) == 0o600
         pid = info["pid"]
-        procs = children(pid)
+        procs = descendants(pid)
         assert len(procs) >= 13
         addrs = listening_addresses(procs | {pid})
         assert addrs and all(ipaddress.ip_address(a).is_loopback for a in addrs), addrs
@@ -108,7 +91,7 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
 def test_sigkill_leaves_no_orphans_and_the_next_up_recovers(tmp_path: Path) -> None:
     sb = Sandbox(tmp_path / "sb", time_scale=FAST).start()
     pid = sb.pid
-    procs = children(pid)
+    procs = descendants(pid)
     assert len(procs) >= 13
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
@@ -146,13 +146,6 @@ def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
 
 
 # -- against the sandbox ------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def lab(ready_sandbox) -> Iterator[labkit.Lab]:  # type: ignore[no-untyped-def]
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    yield lab
-    lab.close()
 
 
 def traffic_threads() -> list[threading.Thread]:

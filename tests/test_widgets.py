@@ -9,11 +9,9 @@ from typing import Any
 
 import ipywidgets
 import pytest
-from conftest import wait_all_ready
 
 import labkit
 from labkit import observe, widgets
-from labkit.sandbox import Sandbox
 
 
 def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
@@ -31,17 +29,6 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") 
 def table_restarts(panel: widgets.ChaosPanel, pod: str) -> int | None:
     match = re.search(rf'data-pod="{re.escape(pod)}" data-restarts="(\d+)"', panel.table.value)
     return int(match.group(1)) if match else None
-
-
-@pytest.fixture()
-def lab(ready_sandbox: Sandbox) -> Iterator[labkit.Lab]:
-    lab = labkit.connect(sandbox_dir=ready_sandbox.dir)
-    try:
-        yield lab
-    finally:
-        lab.close()
-        # leave the sandbox healthy for the next test: every pod Ready again
-        wait_all_ready(ready_sandbox, timeout=90)
 
 
 @pytest.fixture()

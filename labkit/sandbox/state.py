@@ -167,3 +167,36 @@ def write_state(paths: StatePaths, state: dict[str, Any]) -> None:
     tmp = paths.state.with_name("state.json.tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, paths.state)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (read from /proc): the processes a sandbox started."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError):
+                continue
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier}
+        found |= frontier
+    return found
+
+
+def memory_kib(pids: set[int]) -> dict[str, int]:
+    """Summed proportional (PSS) and resident (RSS) memory of processes, in KiB, from smaps_rollup."""
+    pss = rss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            continue
+    return {"pss_kib": pss, "rss_kib": rss}

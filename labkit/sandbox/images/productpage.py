@@ -56,15 +56,7 @@ RATINGS_ERROR = "Sorry, product ratings are currently unavailable for this book.
 # Copied verbatim from the incoming request to every downstream call, when present. B3 headers are handled
 # apart (they pass through a tracing propagator), and end-user comes from the session only.
 FORWARDED_HEADERS = (
-    "x-request-id",
-    "x-ot-span-context",
-    "x-datadog-trace-id",
-    "x-datadog-parent-id",
-    "x-datadog-sampling-priority",
-    "traceparent",
-    "tracestate",
-    "x-cloud-trace-context",
-    "grpc-trace-bin",
+    *runtime.TRACE_HEADERS,
     "sw8",
     "user-agent",
     "cookie",

@@ -25,15 +25,7 @@ HTTP_PORT = 9080  # fixed in the image's server.xml, not taken from the command 
 
 # Headers reviews copies from its request onto its call to ratings, when present (tracing, identity, session).
 FORWARDED_HEADERS = (
-    "x-request-id",
-    "x-ot-span-context",
-    "x-datadog-trace-id",
-    "x-datadog-parent-id",
-    "x-datadog-sampling-priority",
-    "traceparent",
-    "tracestate",
-    "x-cloud-trace-context",
-    "grpc-trace-bin",
+    *runtime.TRACE_HEADERS,
     "x-b3-traceid",
     "x-b3-spanid",
     "x-b3-parentspanid",

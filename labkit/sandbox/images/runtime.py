@@ -41,6 +41,20 @@ DEFAULT_POD_IP = "127.0.0.1"
 # --- start-up -------------------------------------------------------------------------------------
 
 
+# Tracing headers every Bookinfo service copies from its request onto its own calls, when present.
+TRACE_HEADERS = (
+    "x-request-id",
+    "x-ot-span-context",
+    "x-datadog-trace-id",
+    "x-datadog-parent-id",
+    "x-datadog-sampling-priority",
+    "traceparent",
+    "tracestate",
+    "x-cloud-trace-context",
+    "grpc-trace-bin",
+)
+
+
 def _prctl(option: int, arg: int | bytes) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
