@@ -157,12 +157,12 @@ def test_errors_are_kubectl_errors(ready_sandbox: Sandbox, kubectl: Kubectl, arg
     assert message in out.stderr
 
 
-def tester(kubectl: Kubectl) -> str:
+def sleep_pod(kubectl: Kubectl) -> str:
     return kubectl("get", "pod", "-l", "app=sleep", "-o", "jsonpath={.items[0].metadata.name}").stdout
 
 
 def test_services_by_name_env_and_balancing(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
-    t = tester(kubectl)
+    t = sleep_pod(kubectl)
     for host in ("ratings", "ratings.default", "ratings.default.svc.cluster.local"):
         out = kubectl("exec", t, "--", "curl", "-sS", f"http://{host}:9080/ratings/1").stdout
         assert out == '{"id":1,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
@@ -187,7 +187,7 @@ def test_a_down_container_leaves_the_endpoints(ready_sandbox: Sandbox, kubectl: 
 
 
 def test_tty_and_follow_logs(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
-    t = tester(kubectl)
+    t = sleep_pod(kubectl)
     if shutil.which("script"):  # a real terminal for kubectl -t
         out = kubectl.shell(f"script -qec 'kubectl exec -it {t} -- echo hi' /dev/null")
         # (script feeds its own EOF to kubectl's stdin, which kubectl may log after the close; as on real clusters)
