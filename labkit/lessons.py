@@ -33,12 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nbformat
-import pandas as pd
-
-from . import export
-
 if TYPE_CHECKING:
+    import nbformat
+    import pandas as pd
+
     from .chaos import ChaosAction
     from .lab import ExecResult, Lab
     from .observe import Recorder
@@ -141,6 +139,8 @@ def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> nbfo
     The author's defaults stay visible above; the injected values win because they run after them. Without a
     ``parameters`` cell the new cell goes first.
     """
+    import nbformat
+
     if not params:
         return nb
     source = "# Parameters injected by labkit\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
@@ -212,8 +212,11 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | 
         env: the kernel's environment (default: this process's).
         progress: called with one line per cell; None for silence.
     """
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    from . import export
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
@@ -332,6 +335,10 @@ def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | Non
     The sandbox in ``sandbox_dir`` is used if it runs; otherwise one is started at ``time_scale`` and stopped at
     the end. A lesson that fails does not stop the tour: the site marks it, and :attr:`TourResult.ok` is False.
     """
+    import nbformat
+
+    from . import export
+
     paths = find_notebooks(notebooks)
     target = Path(out).expanduser().resolve()
     target.mkdir(parents=True, exist_ok=True)
@@ -617,6 +624,8 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
         >>> action = lab.kill("app=details", "ruby", mode="all")
         >>> lessons.wait_recovered(rec, action)
     """
+    import pandas as pd
+
     from .observe import _Progress
 
     hit = [r["pod"] for r in action.results if r.get("ok")]
@@ -673,6 +682,8 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
 
 
 def _seconds_since(start: pd.Timestamp, when: Any) -> float:
+    import pandas as pd
+
     return float("nan") if pd.isna(when) else round((when - start).total_seconds(), 2)
 
 
@@ -781,6 +792,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import nbformat
+
+    from . import export
+
     path = Path(args.notebook)
     if not path.is_file():
         print(f"error: no notebook {path}", file=sys.stderr)

@@ -494,7 +494,7 @@ class ApiServer:
 
         ctx = toolbox.ExecContext(
             pod=name, namespace=ns, container=cname, pod_ip=runtime.ip if runtime else "",
-            hostname=name, env=dict(container.process_env) if hasattr(container, "process_env") else {},
+            hostname=name, env=dict(container.process_env),
             files=container.files, resolver=self.cluster.resolver_for(ns), tty=tty,
             stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b), stderr_writer=lambda b: send(2, b),
             process_lister=lambda: self.cluster.pod_processes(ns, name),

@@ -13,14 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import labkit
+from labkit.kubestatus import is_pod_ready
 
 from . import dns, toolbox
-from .controllers import Controllers, controller_of
+from .controllers import Controllers, controller_of, safe_suffix
 from .events import EventRecorder
-from .kubelet import Container, Kubelet
+from .kubelet import Kubelet
 from .network import Network
 from .resources import BY_PLURAL, Resource
-from .store import Obj, Store, StoreError, match_labels_selector
+from .store import Obj, Store, StoreError, labels_match, match_labels_selector
 
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
@@ -69,9 +70,6 @@ class Cluster:
         self.store.close_all_watches()
         await self.network.close()
 
-    def on_container_ready(self, container: Container) -> None:
-        """Hook for the kubelet; readiness already reaches everyone through the pod's status."""
-
     # -- create
     def prepare(self, res: Resource, obj: Obj, namespace: str | None) -> Obj:
         """Validate and default a new object the way the API server's admission and validation do."""
@@ -86,8 +84,6 @@ class Cluster:
                                  {"name": meta["namespace"], "kind": "namespaces"})
         if not meta.get("name"):
             if meta.get("generateName"):
-                from .controllers import safe_suffix
-
                 meta["name"] = meta["generateName"] + safe_suffix()
             else:
                 raise invalid(res.kind, "", [("metadata.name", "Required value: name or generateName is required")])
@@ -115,8 +111,6 @@ class Cluster:
             tlabels = (template.get("metadata") or {}).get("labels") or {}
             if not selector:
                 raise invalid(res.kind, name, [("spec.selector", "Required value")])
-            from .store import labels_match
-
             if not labels_match(match_labels_selector(selector), tlabels):
                 raise invalid(res.kind, name, [("spec.template.metadata.labels",
                                                 f"Invalid value: {tlabels!r}: `selector` does not match "
@@ -253,8 +247,6 @@ class Cluster:
         raise ProcessLookupError(proc.pid)
 
     def pods_ready(self) -> tuple[int, int]:
-        from labkit.kubestatus import is_pod_ready
-
         pods = self.store.list(PODS)
         return sum(1 for p in pods if is_pod_ready(p)), len(pods)
 

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import dns
 from .images import ImageSpec, match_image, process_name_for
@@ -92,7 +92,6 @@ class Container:
     task: asyncio.Task[None] | None = None
     backoff_level: int = 0
     stopping: bool = False
-    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
     process_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -400,7 +399,6 @@ class Kubelet:
         c.state = {"running": {"startedAt": started}}
         c.started, c.ready = True, False
         c.pod.ever_started = True
-        c.ready_event.clear()
         self._record(c, "Normal", "Started", f"Started container {c.name}")
         c.pod.publish()
         loop = asyncio.get_running_loop()
@@ -420,9 +418,7 @@ class Kubelet:
             close_pipe()
             if data and c.process is not None and c.process.returncode is None:
                 c.ready = True
-                c.ready_event.set()
                 c.pod.publish()
-                self.cluster.on_container_ready(c)
 
         loop.add_reader(ready_r, on_ready)
         proc = c.process
@@ -508,6 +504,3 @@ class Kubelet:
             return None
         return self.pods.get(pod["metadata"]["uid"])
 
-
-def pod_summary(runtime: PodRuntime) -> dict[str, Any]:
-    return {"name": runtime.name, "ip": runtime.ip, "containers": [c.name for c in runtime.containers]}
