@@ -188,3 +188,12 @@ def test_public_surface_is_pinned() -> None:
     ]
     for name in labkit.__all__:
         assert getattr(labkit, name) is not None
+
+
+def test_a_cluster_that_refuses_says_so(sandbox: Sandbox, tmp_path: Path) -> None:
+    bad = tmp_path / "kubeconfig"
+    text = sandbox.kubeconfig.read_text()
+    token = text.split("token: ", 1)[1].strip()
+    bad.write_text(text.replace(token, "not-the-token"))
+    with pytest.raises(labkit.Forbidden, match=r"the cluster refused the request \(401.*Check the kubeconfig"):
+        labkit.connect(kubeconfig=str(bad))

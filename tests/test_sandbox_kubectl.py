@@ -40,7 +40,7 @@ def test_get_pods_table_has_the_lesson_columns(ready_sandbox: Sandbox, kubectl: 
         assert sum(n.startswith(app) for n in names) == 3
     assert sum(n.startswith("sleep-") for n in names) == 1
     # Pod names look like a Deployment's: <deployment>-<template hash>-<5 chars>.
-    assert all(re.fullmatch(r"[a-z0-9-]+-[a-z0-9]{6,10}-[a-z0-9]{5}", n) for n in names)
+    assert all(re.fullmatch(r"[a-z0-9-]+-[4-9bcdf]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}", n) for n in names)
     assert all(r[1] == "1/1" and r[2] == "Running" and r[3] == "0" for r in rows(out))
     wide = kubectl("get", "pods", "-o", "wide").stdout.splitlines()[0].split()
     assert wide[:8] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED"]

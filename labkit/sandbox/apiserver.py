@@ -119,9 +119,13 @@ class ApiServer:
             return web.Response(text="ok")
         if path == "/version":
             return json_response(discovery.version_info())
-        if path == "/api":
-            return json_response(discovery.api_versions(self.server_address))
-        if path == "/apis":
+        if path in ("/api", "/apis"):
+            if discovery.wants_aggregated(request.headers.get("Accept")):
+                # Aggregated discovery: one answer per request instead of one per group-version.
+                return web.Response(text=dumps(discovery.aggregated_discovery(core=path == "/api")),
+                                    headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+            if path == "/api":
+                return json_response(discovery.api_versions(self.server_address))
             return json_response(discovery.api_group_list())
         if seg[:1] == ["openapi"]:
             return self._openapi(request, seg)
@@ -136,8 +140,7 @@ class ApiServer:
         else:
             return error(404, "NotFound", "the server could not find the requested resource")
         if not rest:
-            doc = discovery.resource_list("v1" if not group else "apps/v1")
-            return json_response(doc)
+            return json_response(discovery.resource_list("v1" if not group else "apps/v1"))
         ns: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import logging
 import secrets
@@ -39,8 +38,15 @@ def safe_suffix(n: int = 5) -> str:
 
 
 def template_hash(template: Obj) -> str:
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
-    return "".join(SAFE[b % len(SAFE)] for b in digest[:10])
+    """The pod-template-hash, made the way the deployment controller makes it.
+
+    A 32-bit FNV-1a hash of the template, written in decimal and each digit mapped through the safe alphabet
+    (``rand.SafeEncodeString``), which is why real hashes look like ``6d86fd9949``.
+    """
+    h = 0x811C9DC5
+    for byte in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "".join(SAFE[ord(ch) % len(SAFE)] for ch in str(h))
 
 
 def owner_ref(obj: Obj) -> Obj:
