@@ -536,10 +536,10 @@ def repeat(fn: Callable[[], ChaosAction], *, every: float, duration: float,
     Example:
         >>> chaos.repeat(lambda: chaos.kill(lab, "app=details", mode="all"), every=2, duration=20)
     """
-    from .observe import _Progress
+    from .progress import Progress
 
     _check_timing(every, duration)
-    bar = _Progress(progress)
+    bar = Progress(progress)
     actions: list[ChaosAction] = []
     start = time.monotonic()
     k = 0

@@ -886,9 +886,9 @@ class Experiment:
             The journal; nothing raises for a probe that fails.
         """
         from . import observe
-        from .observe import _Progress  # the one progress line labkit uses (widget in Jupyter, stderr elsewhere)
+        from .progress import Progress
 
-        bar = _Progress(self.progress)
+        bar = Progress(self.progress)
         start = _now()
         notes: list[str] = []
         recorder: Any = None

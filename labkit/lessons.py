@@ -626,7 +626,7 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
     """
     import pandas as pd
 
-    from .observe import _Progress
+    from .progress import Progress
 
     hit = [r["pod"] for r in action.results if r.get("ok")]
     t0 = action.time
@@ -639,7 +639,7 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
     rows: dict[str, dict[str, Any]] = {p: {"pod": p, "replaced_by": "", "down_at": pd.NaT, "ready_at": pd.NaT,
                                            "recovery_s": float("nan"), "restarts": pd.NA} for p in hit}
     started = time.monotonic()
-    bar = _Progress(progress)
+    bar = Progress(progress)
 
     def back() -> int:
         return sum(1 for r in rows.values() if not pd.isna(r["ready_at"]))
@@ -693,11 +693,11 @@ def pause(seconds: float, why: str = "") -> float:
     Example:
         >>> lessons.pause(2, "steady state before the kill")
     """
-    from .observe import _Progress
+    from .progress import Progress
 
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ValueError(f"seconds must be 0 or more, not {seconds!r}")
-    bar = _Progress(True)
+    bar = Progress(True)
     started = time.monotonic()
     deadline = started + seconds
     label = f"pausing {seconds:g} s" + (f": {why}" if why else "")

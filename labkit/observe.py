@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import sys
 import threading
 import time
 import weakref
@@ -35,6 +34,7 @@ import pandas as pd
 from . import kubestatus
 from .errors import LabkitError, WaitTimeout, translate
 from .lab import pods_frame, selector_text
+from .progress import Progress
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -163,56 +163,6 @@ def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
 
 
 # -- progress: one updating line on stderr, or an HTML widget in a notebook
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-class _Progress:
-    """A single progress line that rewrites itself (stderr in a terminal or test, a widget in Jupyter)."""
-
-    def __init__(self, enabled: bool, *, min_interval: float = 0.1) -> None:
-        self.enabled = enabled
-        self.min_interval = min_interval
-        self._last = 0.0
-        self._width = 0
-        self._widget: Any = None
-        if enabled and _in_notebook():
-            import ipywidgets
-            from IPython.display import display
-
-            self._widget = ipywidgets.HTML()
-            display(self._widget)
-
-    def update(self, text: str, *, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        if self._widget is not None:
-            self._widget.value = f"<code>{html.escape(text)}</code>"
-            return
-        self._width = max(self._width, len(text))
-        sys.stderr.write("\r" + text.ljust(self._width))
-        sys.stderr.flush()
-
-    def close(self, text: str | None = None) -> None:
-        if not self.enabled:
-            return
-        if text is not None:
-            self.update(text, force=True)
-        if self._widget is None and self._width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        self.enabled = False
-
 
 # -- the registry that chaos actions use to mark running recorders
 
@@ -787,7 +737,7 @@ def wait_ready(lab: Lab, selector: str | dict[str, str] | None = None, *, timeou
     ns = namespace or lab.namespace
     started = time.monotonic()
     deadline = started + timeout
-    bar = _Progress(progress)
+    bar = Progress(progress)
     what = f"pods{f' matching {sel!r}' if sel else ''} in namespace {ns}"
 
     def listing() -> tuple[dict[str, dict[str, Any]], str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import math
 import queue
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ import pandas as pd
 
 from . import page as _page
 from .errors import LabkitError
+from .progress import Progress
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -80,46 +80,6 @@ _SECTIONS = _page.SECTIONS
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
-
-
-class _Progress:
-    """One line that updates: an IPython display in a notebook, a carriage-returned stderr line elsewhere."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.handle: Any = None
-        self.enabled = enabled
-        self.last = 0.0
-        if not enabled:
-            return
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-            if shell is not None and getattr(shell, "kernel", None) is not None:
-                from IPython.display import HTML, display
-
-                self.handle = display(HTML(""), display_id=True)
-        except ImportError:
-            pass
-
-    def update(self, text: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.5):
-            return
-        self.last = now
-        if self.handle is not None:
-            from IPython.display import HTML
-
-            self.handle.update(HTML(f"<code>{html.escape(text)}</code>"))
-        else:
-            sys.stderr.write("\r" + text[:150].ljust(80))
-            sys.stderr.flush()
-
-    def close(self, text: str) -> None:
-        self.update(text, force=True)
-        if self.enabled and self.handle is None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 class Traffic:
@@ -231,7 +191,7 @@ class Traffic:
         Example:
             >>> Traffic(lab, rate=10).run(5).summary()
         """
-        bar = _Progress(progress)
+        bar = Progress(progress, min_interval=0.5)
         self.start()
         deadline = time.monotonic() + seconds
         try:
