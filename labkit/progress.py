@@ -1,4 +1,4 @@
-"""One progress line that rewrites itself: an HTML widget in Jupyter, a carriage-returned stderr line elsewhere.
+"""One progress line that rewrites itself: a display updated in place in Jupyter, a stderr line elsewhere.
 
 Every long wait in labkit (waiting for pods, chaos repeated over time, traffic runs, experiments, the tour's
 cells) reports through :class:`Progress`, so they all look and behave the same.
@@ -29,13 +29,13 @@ class Progress:
         self.min_interval = min_interval
         self._last = 0.0
         self._width = 0
-        self._widget: Any = None
+        self._handle: Any = None
         if enabled and _in_notebook():
-            import ipywidgets
-            from IPython.display import display
+            # A display updated in place (not a widget): its last state stays in the saved notebook and in
+            # pages exported from it, with no JavaScript needed.
+            from IPython.display import HTML, display
 
-            self._widget = ipywidgets.HTML()
-            display(self._widget)
+            self._handle = display(HTML(""), display_id=True)
 
     def update(self, text: str, *, force: bool = False) -> None:
         if not self.enabled:
@@ -44,8 +44,10 @@ class Progress:
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
-        if self._widget is not None:
-            self._widget.value = f"<code>{html.escape(text)}</code>"
+        if self._handle is not None:
+            from IPython.display import HTML
+
+            self._handle.update(HTML(f"<code>{html.escape(text)}</code>"))
             return
         self._width = max(self._width, len(text))
         sys.stderr.write("\r" + text.ljust(self._width))
@@ -56,7 +58,7 @@ class Progress:
             return
         if text is not None:
             self.update(text, force=True)
-        if self._widget is None and self._width:
+        if self._handle is None and self._width:
             sys.stderr.write("\n")
             sys.stderr.flush()
         self.enabled = False
