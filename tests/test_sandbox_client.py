@@ -156,3 +156,21 @@ def test_client_errors_are_api_exceptions(sandbox: Sandbox, core: client.CoreV1A
     with pytest.raises(ApiException) as info:
         core.read_namespaced_pod("nope", "default")
     assert info.value.status == 404 and json.loads(info.value.body)["reason"] == "NotFound"
+
+
+def test_port_forward_with_the_python_client(ready_sandbox: Sandbox, core: client.CoreV1Api) -> None:
+    from kubernetes.stream import portforward
+
+    pod = core.list_namespaced_pod("default", label_selector="app=ratings").items[0].metadata.name
+    api = client.CoreV1Api(client.ApiClient(core.api_client.configuration))  # stream() swaps its client's request
+    pf = portforward(api.connect_get_namespaced_pod_portforward, pod, "default", ports="9080")
+    try:
+        sock = pf.socket(9080)
+        sock.setblocking(True)
+        sock.sendall(b"GET /ratings/7 HTTP/1.1\r\nHost: ratings\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b'{"id":7,"ratings":{"Reviewer1":5,"Reviewer2":4}}' in data
+    finally:
+        pf.close()

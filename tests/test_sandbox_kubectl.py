@@ -208,3 +208,23 @@ def test_tty_and_follow_logs(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
     finally:
         follow.kill()
         follow.wait()
+
+
+def test_port_forward_to_a_service(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pf = subprocess.Popen([kubectl.binary, "port-forward", "svc/productpage", f"{port}:9080"], env=kubectl.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert pf.stdout is not None
+        assert f"Forwarding from 127.0.0.1:{port} -> 9080" in pf.stdout.readline()
+        for _ in range(3):  # several connections through one port-forward session
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/productpage", timeout=10).read().decode()
+            assert "<title>Simple Bookstore App</title>" in page
+    finally:
+        pf.kill()
+        pf.wait()

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
-from . import discovery, printers, toolbox
+from . import discovery, portforward, printers, toolbox
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
@@ -178,8 +178,7 @@ class ApiServer:
         if res is PODS and sub == "log":
             return await self._log(request, ns, name)
         if res is PODS and sub == "portforward":
-            return error(400, "BadRequest", "port-forward is not available in the labkit sandbox; use the service "
-                         "proxy or the host URL from `labkit sandbox status`")
+            return await self._portforward(request, ns, name)
         if res is SERVICES and sub == "proxy":
             return await self._service_proxy(request, ns, name, "/".join(rest[3:]))
         if res in (DEPLOYMENTS, REPLICASETS) and sub == "scale":
@@ -626,6 +625,17 @@ class ApiServer:
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+    async def _portforward(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        pod = self.store.get(PODS, ns, name)
+        if pod is None:
+            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip or (pod.get("status") or {}).get("phase") != "Running":
+            raise StoreError(400, "BadRequest", f"pod {name} is not running, cannot forward ports")
+        # Like a kubelet, any port the pod listens on can be forwarded, declared or not.
+        request["streaming"] = True
+        return await portforward.handle(request, ip, None)
 
     # -- service proxy
     async def _service_proxy(self, request: web.Request, ns: str, name_port: str, path: str) -> web.StreamResponse:

@@ -46,6 +46,7 @@ RESOURCES: tuple[Resource, ...] = (
         subresources={
             "exec": ("PodExecOptions", ("create", "get")),
             "log": ("Pod", ("get",)),
+            "portforward": ("PodPortForwardOptions", ("create", "get")),
             "status": ("Pod", ("get", "patch", "update")),
         },
     ),
