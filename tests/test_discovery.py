@@ -137,7 +137,7 @@ def test_aggregated_core() -> None:
         ["po"],
         ["all"],
     )
-    assert {s["subresource"] for s in pods["subresources"]} == {"exec", "log", "status"}
+    assert {s["subresource"] for s in pods["subresources"]} == {"exec", "log", "portforward", "status"}
     assert found["namespaces"]["scope"] == "Cluster"
     assert "subresources" not in found["configmaps"]
     for plural in ("configmaps", "endpoints", "events", "namespaces", "pods", "serviceaccounts", "services"):

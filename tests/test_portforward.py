@@ -153,7 +153,8 @@ class Forwarding:
             [kubectl_binary(), "port-forward", target, f"{self.local}:{remote}"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(cache), **(env or {})},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -174,6 +175,9 @@ class Forwarding:
             self.output.append(line)
 
     def text(self) -> str:
+        """Everything printed so far (all of it once kubectl has exited)."""
+        if self.proc.poll() is not None:
+            self.reader.join(10)
         with contextlib.suppress(queue.Empty):
             while True:
                 self.output.append(self.lines.get_nowait())
