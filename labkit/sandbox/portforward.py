@@ -444,7 +444,7 @@ class SpdySession:
         except ForwardError as exc:
             await self._send_data(pair, pair.error_id, str(exc).encode(), fin=True)
             await self._send_data(pair, pair.data_id, b"", fin=True)
-            self._pairs.pop(key, None)
+            self._forget(key, pair)
             return
         upstream = asyncio.create_task(_pump_to_backend(pair.inbox, writer))
         try:
@@ -458,7 +458,13 @@ class SpdySession:
         finally:
             upstream.cancel()
             _close_writer(writer)
-            self._pairs.pop(key, None)
+            self._forget(key, pair)
+
+    def _forget(self, key: str, pair: _Pair) -> None:
+        """The connection is over: later frames on its streams (a late RST, say) are ignored."""
+        self._pairs.pop(key, None)
+        for sid in (pair.error_id, pair.data_id):
+            self._by_stream.pop(sid, None)
 
     async def close(self) -> None:
         """End every forwarded connection (the transport is gone)."""
