@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
+from aiohttp import ClientSession, ClientTimeout, web
 
 from . import discovery, portforward, printers, toolbox
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
 from .store import Obj, SelectorError, StoreError, parse_field_selector, parse_label_selector, selector_string
+from .wsframes import incoming_bytes
 
 log = logging.getLogger("labkit.sandbox.apiserver")
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
@@ -505,13 +506,7 @@ class ApiServer:
         task = asyncio.get_running_loop().create_task(toolbox.run(command, ctx))
 
         async def reader() -> None:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    data = msg.data
-                elif msg.type == WSMsgType.TEXT:
-                    data = msg.data.encode("utf-8", "surrogateescape")
-                else:
-                    continue
+            async for data in incoming_bytes(ws):
                 if not data:
                     continue
                 channel, payload = data[0], data[1:]

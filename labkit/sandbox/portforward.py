@@ -34,7 +34,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+
+from .wsframes import incoming_bytes
 
 __all__ = ["SPDY_DICTIONARY", "SPDY_WEBSOCKET_PROTOCOL", "V4_PROTOCOL", "SpdySession", "handle"]
 
@@ -230,13 +232,7 @@ async def _channel_websocket(request: web.Request, target: Target) -> web.Stream
             _close_writer(writer)
 
     async def read_client() -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                data = msg.data
-            elif msg.type == WSMsgType.TEXT:
-                data = msg.data.encode("utf-8", "surrogateescape")
-            else:
-                continue
+        async for data in incoming_bytes(ws):
             channel = data[0] if data else 1
             if channel % 2 == 0 and channel // 2 < len(inboxes) and len(data) > 1:
                 inboxes[channel // 2].put_nowait(bytes(data[1:]))
@@ -482,13 +478,7 @@ async def _spdy_over_websocket(request: web.Request, target: Target) -> web.Stre
     await ws.prepare(request)
     session = SpdySession(target, ws.send_bytes)
     try:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                data = msg.data
-            elif msg.type == WSMsgType.TEXT:
-                data = msg.data.encode("utf-8", "surrogateescape")
-            else:
-                continue
+        async for data in incoming_bytes(ws):
             if not await session.feed(data):
                 break
     finally:
