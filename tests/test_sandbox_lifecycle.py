@@ -160,3 +160,25 @@ spec:
         assert "Failed" in events and "registry.example.com/team/nothing:1.0" in events
     finally:
         kubectl("delete", "-f", str(manifest), "--wait=true", "--timeout=30s")
+
+
+def test_ctrl_c_stops_the_sandbox_and_its_processes(tmp_path: Path) -> None:
+    sb = Sandbox(tmp_path / "sb", time_scale=FAST).start()
+    pid = sb.pid
+    procs = descendants(pid)
+    assert len(procs) >= 13
+    os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C delivers
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (alive(pid) or any(alive(p) for p in procs)):
+        time.sleep(0.05)
+    assert not alive(pid) and not [p for p in procs if alive(p)]
+    assert not sb.running() and not (tmp_path / "sb" / "state.json").exists()
+    sb.stop()  # nothing left to stop: says so without error
+
+
+def test_the_context_manager_stops_on_an_exception(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), Sandbox(tmp_path / "sb", time_scale=FAST) as sb:
+        pid = sb.pid
+        procs = descendants(pid)
+        raise KeyboardInterrupt
+    assert not alive(pid) and not [p for p in procs if alive(p)]
