@@ -27,6 +27,7 @@ from . import discovery, portforward, printers, toolbox
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
+from .status import error, status_body
 from .store import Obj, SelectorError, StoreError, parse_field_selector, parse_label_selector, selector_string
 from .wsframes import incoming_bytes
 
@@ -42,19 +43,6 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> Obj:
-    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                 "reason": reason, "code": code}
-    if details:
-        body["details"] = details
-    return body
-
-
-def error(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return web.Response(status=code, text=dumps(status_body(code, reason, message, details)),
-                        content_type="application/json")
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -384,7 +372,7 @@ class ApiServer:
                                  {"name": name, "kind": res.plural})
             return json_response(obj)
         obj = self.cluster.delete(res, ns, name, None if grace is None else int(grace), propagation)
-        if res is PODS or obj.get("kind") in ("Deployment", "ReplicaSet", "Service", "Pod"):
+        if obj.get("kind") in ("Pod", "Deployment", "ReplicaSet", "Service"):
             return json_response(obj)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                               "details": {"name": name, "kind": res.plural, "uid": obj["metadata"]["uid"]}})
@@ -581,8 +569,7 @@ class ApiServer:
                 data = fh.read()
         except FileNotFoundError:
             data = b""
-        if q.get("sinceSeconds") or q.get("sinceTime"):
-            pass  # lines carry no timestamps here; the whole current log is within any window of interest
+        # sinceSeconds/sinceTime are accepted and ignored: log lines carry no write time to filter on.
         if q.get("tailLines"):
             n = int(q["tailLines"])
             lines = data.splitlines(keepends=True)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import labkit
 from labkit.kubestatus import is_pod_ready
@@ -249,7 +248,3 @@ class Cluster:
     def pods_ready(self) -> tuple[int, int]:
         pods = self.store.list(PODS)
         return sum(1 for p in pods if is_pod_ready(p)), len(pods)
-
-    def summary(self) -> dict[str, Any]:
-        ready, total = self.pods_ready()
-        return {"pods_ready": ready, "pods_total": total, "subnet": "127.{}.{}.0/23".format(*self.network.subnet)}

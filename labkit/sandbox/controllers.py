@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from labkit.kubestatus import is_pod_ready
@@ -295,9 +296,7 @@ class Controllers:
                           component="replicaset-controller")
         if len(active) > desired:
             # Remove pods that are not ready first, then the newest, as the real controller ranks them.
-            victims = sorted(active, key=lambda p: (is_pod_ready(p), p["metadata"]["creationTimestamp"]),
-                             reverse=False)
-            victims = sorted(victims, key=lambda p: (is_pod_ready(p), -_ts(p)))[: len(active) - desired]
+            victims = sorted(active, key=lambda p: (is_pod_ready(p), -_ts(p)))[: len(active) - desired]
             for p in victims:
                 self.cluster.delete_pod(ns, p["metadata"]["name"], None)
                 events.record(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
@@ -411,8 +410,6 @@ def _percent_of(value: Any, total: int, *, up: bool) -> int:
 
 
 def _ts(p: Obj) -> float:
-    from datetime import datetime
-
     return datetime.strptime(p["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").timestamp()
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import struct
 import zlib
@@ -36,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .status import error
 from .wsframes import incoming_bytes
 
 __all__ = ["SPDY_DICTIONARY", "SPDY_WEBSOCKET_PROTOCOL", "V4_PROTOCOL", "SpdySession", "handle"]
@@ -153,10 +153,10 @@ async def handle(request: web.Request, pod_ip: str, allowed_ports: set[int] | No
     if upgrade.startswith("spdy/3.1"):
         versions = [v.strip() for v in request.headers.get("X-Stream-Protocol-Version", "").split(",")]
         if STREAM_PROTOCOL not in versions:
-            return _status(403, "Forbidden", "unable to upgrade: unable to negotiate protocol: client supports "
+            return error(403, "Forbidden", "unable to upgrade: unable to negotiate protocol: client supports "
                            f"{versions}, server supports [{STREAM_PROTOCOL}]")
         return await _raw_spdy(request, target)
-    return _status(400, "BadRequest", "Upgrade request required")
+    return error(400, "BadRequest", "Upgrade request required")
 
 
 def _pod_name(path: str) -> str:
@@ -165,12 +165,6 @@ def _pod_name(path: str) -> str:
         if seg[i] == "pods" and seg[i + 2] == "portforward":
             return seg[i + 1]
     return "unknown"
-
-
-def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-    return web.Response(status=code, text=json.dumps(body), content_type="application/json")
 
 
 # --- the Python client: channel WebSocket (v4) --------------------------------------------------------------------
@@ -197,7 +191,7 @@ async def _channel_websocket(request: web.Request, target: Target) -> web.Stream
     try:
         ports = _query_ports(request)
     except ValueError as exc:
-        return _status(400, "BadRequest", str(exc))
+        return error(400, "BadRequest", str(exc))
     ws = web.WebSocketResponse(protocols=(V4_PROTOCOL,), autoping=True, heartbeat=None, max_msg_size=0)
     await ws.prepare(request)
     lock = asyncio.Lock()
