@@ -1,29 +1,38 @@
 # The two commands of the README: `make tour` (the lessons on the embedded sandbox) and `make test`.
+# Everything runs in the project's own virtual environment (.venv), so a system Python that refuses
+# `pip install` (PEP 668: Debian 12, Ubuntu 24.04), pyenv and conda all work the same way.
 PY ?= python3
-STAMP := .venv-stamp
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp
 
-.PHONY: install tour test lint bench lab clean
+.PHONY: install tour test lint typecheck bench lab clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m pip install --quiet -e ".[dev]"
-	@# pyenv installs need a rehash before new console scripts (labkit, kubectl) are on PATH
-	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+$(VPY):
+	@$(PY) -m venv $(VENV) || { echo "error: '$(PY) -m venv' failed; on Debian/Ubuntu run: apt-get install python3-venv" >&2; exit 1; }
+
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 tour: $(STAMP)
-	$(PY) -m labkit.cli tour --out site
+	$(VPY) -m labkit.cli tour --out site
 
 lab: $(STAMP)
-	$(PY) -m labkit.cli lab
+	$(VPY) -m labkit.cli lab
+
+lint: $(STAMP)
+	$(VPY) -m ruff check labkit tests benchmarks
 
 test: $(STAMP)
-	$(PY) -m ruff check labkit tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(VPY) -m ruff check labkit tests benchmarks
+	$(VPY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(VPY) benchmarks/run.py
 
 clean:
-	rm -rf site $(STAMP) build *.egg-info
+	rm -rf site $(VENV) build *.egg-info

@@ -2,7 +2,7 @@
 
 A pod here is a set of processes listening on the pod's own loopback address, so forwarding a port is opening
 ``pod_ip:port`` and copying bytes both ways. What is hard is speaking each client's framing, which
-``/work/shared/reference/kubernetes-api.md`` section 7 records as observed from the real clients:
+the Kubernetes wire reference records as observed from the real clients:
 
 * **Python client** (``kubernetes.stream.portforward``): a WebSocket with the channel protocol
   ``v4.channel.k8s.io`` (never v5: its close channel 255 breaks that client). ``?ports=9080,9081`` gives one
