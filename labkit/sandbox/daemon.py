@@ -96,7 +96,7 @@ async def serve(args: argparse.Namespace) -> int:
     ca_pem = st.make_certificate(paths.cert, paths.key)
     cluster = Cluster(str(paths.root), time_scale=args.time_scale)
     cluster.start()
-    server = ApiServer(cluster, token)
+    server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.api_port, ssl_context=make_ssl_context(

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
+from .registry import Registry
 from .resources import BY_PLURAL
-from .store import Obj, Store, now_rfc3339
+from .store import Obj, StoreError, now_rfc3339
+
+log = logging.getLogger("labkit.sandbox.events")
 
 EVENTS = BY_PLURAL[("", "events")]
 
 
 class EventRecorder:
-    """Writes ``v1`` Events into the store; an identical repeat bumps ``count`` and ``lastTimestamp``."""
+    """Writes ``v1`` Events through the registry; an identical repeat bumps ``count`` and ``lastTimestamp``.
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    Best effort, as the real event recorders are: an event that cannot be written (its namespace is being
+    deleted) is logged and dropped, never raised into the controller or kubelet that reported it.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
         self._seen: dict[tuple[str, str, str, str, str], str] = {}
 
     def record(self, obj: Obj, etype: str, reason: str, message: str, *, component: str,
@@ -25,12 +33,12 @@ class EventRecorder:
         key = (meta.get("uid", ""), etype, reason, message, field_path)
         stamp = now_rfc3339()
         name = self._seen.get(key)
-        if name and self.store.get(EVENTS, ns, name) is not None:
+        if name:
             def bump(ev: dict[str, Any]) -> None:
                 ev["count"] = int(ev.get("count", 1)) + 1
                 ev["lastTimestamp"] = stamp
-            self.store.mutate(EVENTS, ns, name, bump)
-            return
+            if self.registry.mutate(EVENTS, ns, name, bump) is not None:
+                return
         name = f"{meta['name']}.{secrets.token_hex(8)}"
         self._seen[key] = name
         involved: dict[str, Any] = {
@@ -39,7 +47,7 @@ class EventRecorder:
         }
         if field_path:
             involved["fieldPath"] = field_path
-        self.store.create(EVENTS, {
+        event: Obj = {
             "metadata": {"name": name, "namespace": ns},
             "involvedObject": involved,
             "reason": reason,
@@ -52,4 +60,8 @@ class EventRecorder:
             "type": etype,
             "reportingComponent": component,
             "reportingInstance": "sandbox" if component == "kubelet" else "",
-        })
+        }
+        try:
+            self.registry.create(EVENTS, event, ns)
+        except StoreError as exc:
+            log.debug("event %s on %s/%s dropped: %s", reason, ns, meta["name"], exc.message)
