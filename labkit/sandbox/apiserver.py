@@ -407,13 +407,8 @@ class ApiServer:
         opts = await self._body(request)
         grace = request.query.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         propagation = request.query.get("propagationPolicy", opts.get("propagationPolicy") or "Background")
-        if request.query.get("dryRun") == "All" or opts.get("dryRun"):
-            obj = self.store.get(res, ns, name)
-            if obj is None:
-                raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found',
-                                 {"name": name, "kind": res.plural})
-            return json_response(obj)
-        obj = self.registry.delete(res, ns, name, None if grace is None else int(grace), propagation)
+        dry = request.query.get("dryRun") == "All" or bool(opts.get("dryRun"))
+        obj = self.registry.delete(res, ns, name, None if grace is None else int(grace), propagation, dry_run=dry)
         if obj.get("kind") in ("Pod", "Deployment", "ReplicaSet", "Service"):
             return json_response(obj)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

@@ -12,9 +12,9 @@ import asyncio
 import copy
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from labkit.kubestatus import is_pod_ready
 
@@ -62,7 +62,7 @@ def _owned_by(obj: Obj, uid: str) -> bool:
 class WorkQueue:
     """A set-backed queue of keys with one worker coroutine."""
 
-    def __init__(self, handler: Callable[[str, str], Coroutine[Any, Any, None]], name: str) -> None:
+    def __init__(self, handler: Callable[[str, str], Awaitable[None]], name: str) -> None:
         self._handler, self._name = handler, name
         self._pending: set[tuple[str, str]] = set()
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 
 from .registry import Registry
 from .resources import BY_PLURAL
@@ -34,14 +33,14 @@ class EventRecorder:
         stamp = now_rfc3339()
         name = self._seen.get(key)
         if name:
-            def bump(ev: dict[str, Any]) -> None:
+            def bump(ev: Obj) -> None:
                 ev["count"] = int(ev.get("count", 1)) + 1
                 ev["lastTimestamp"] = stamp
             if self.registry.mutate(EVENTS, ns, name, bump) is not None:
                 return
         name = f"{meta['name']}.{secrets.token_hex(8)}"
         self._seen[key] = name
-        involved: dict[str, Any] = {
+        involved: Obj = {
             "kind": obj.get("kind", ""), "namespace": ns, "name": meta["name"], "uid": meta.get("uid", ""),
             "apiVersion": obj.get("apiVersion", "v1"), "resourceVersion": meta.get("resourceVersion", ""),
         }

@@ -220,10 +220,16 @@ class Registry:
 
     # -- delete
     def delete(self, res: Resource, namespace: str, name: str, grace: int | None = None,
-               propagation: str = "Background") -> Obj:
-        """Delete like the API server: graceful for pods, garbage-collecting owned objects for the rest."""
-        if self.store.get(res, namespace, name) is None:
+               propagation: str = "Background", *, dry_run: bool = False) -> Obj:
+        """Delete like the API server: graceful for pods, garbage-collecting owned objects for the rest.
+
+        ``propagation="Orphan"`` leaves owned objects alone; ``dry_run`` returns the object and changes nothing.
+        """
+        obj = self.store.get(res, namespace, name)
+        if obj is None:
             raise not_found(res, name)
+        if dry_run:
+            return obj
         if res is PODS:
             return self.delete_pod(namespace, name, grace)
         if res is NAMESPACES:
