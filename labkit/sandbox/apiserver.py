@@ -58,6 +58,12 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
 NOT_FOUND = "the server could not find the requested resource"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CollectionHandler = Callable[[web.Request, Resource, str | None], Awaitable[web.StreamResponse]]
+"""A handler of ``.../<plural>``: the request, the kind and the namespace (None: every namespace)."""
+ObjectHandler = Callable[[web.Request, Resource, str, str], Awaitable[web.StreamResponse]]
+"""A handler of ``.../<plural>/<name>[/status|/scale]``: the request, the kind, the namespace and the name."""
+SubresourceHandler = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
+"""A handler of one kind's own subresource (``pods/exec``, ``services/proxy``): the namespace and the name."""
 
 
 def dumps(obj: Any) -> str:
@@ -122,65 +128,67 @@ class ApiServer:
         base = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
         item = f"{base}/{{name}}"
 
-        def on(handler: Callable[..., Awaitable[web.StreamResponse]]) -> Handler:
-            return functools.partial(self._dispatch, handler, res)
+        def collection(handler: CollectionHandler) -> Handler:
+            return functools.partial(self._dispatch_collection, handler, res)
 
-        def in_pod(handler: Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]) -> Handler:
-            return functools.partial(self._dispatch_object, handler)
+        def one(handler: ObjectHandler) -> Handler:
+            return functools.partial(self._dispatch_object, handler, res)
+
+        def in_object(handler: SubresourceHandler) -> Handler:
+            return functools.partial(self._dispatch_subresource, handler)
 
         not_allowed = functools.partial(self._method_not_allowed, res)
         table: list[web.RouteDef] = []
         if res.namespaced:
-            table.append(web.get(f"{prefix}/{res.plural}", on(self._list)))  # across all namespaces
+            table.append(web.get(f"{prefix}/{res.plural}", collection(self._list)))  # across all namespaces
         table += [
-            web.get(base, on(self._list)),
-            web.post(base, on(self._create)),
-            web.delete(base, on(self._delete_collection)),
+            web.get(base, collection(self._list)),
+            web.post(base, collection(self._create)),
+            web.delete(base, collection(self._delete_collection)),
             web.route("*", base, not_allowed),
-            web.get(item, on(self._get)),
-            web.put(item, on(self._replace)),
-            web.patch(item, on(self._patch)),
-            web.delete(item, on(self._delete)),
+            web.get(item, one(self._get)),
+            web.put(item, one(self._replace)),
+            web.patch(item, one(self._patch)),
+            web.delete(item, one(self._delete)),
             web.route("*", item, not_allowed),
         ]
         if "status" in res.subresources:
             table += [
-                web.get(f"{item}/status", on(self._get)),
-                web.patch(f"{item}/status", on(self._patch_status)),
-                web.put(f"{item}/status", on(self._replace)),
+                web.get(f"{item}/status", one(self._get)),
+                web.patch(f"{item}/status", one(self._patch_status)),
+                web.put(f"{item}/status", one(self._replace)),
                 web.route("*", f"{item}/status", not_allowed),
             ]
         if "scale" in res.subresources:
             table += [
-                web.get(f"{item}/scale", on(self._scale)),
-                web.patch(f"{item}/scale", on(self._scale)),
-                web.put(f"{item}/scale", on(self._scale)),
+                web.get(f"{item}/scale", one(self._scale)),
+                web.patch(f"{item}/scale", one(self._scale)),
+                web.put(f"{item}/scale", one(self._scale)),
                 web.route("*", f"{item}/scale", not_allowed),
             ]
         if res is PODS:
             table += [
-                web.route("*", f"{item}/exec", in_pod(self._exec)),  # GET or POST, upgraded to a WebSocket
-                web.get(f"{item}/log", in_pod(self._log)),
-                web.route("*", f"{item}/portforward", in_pod(self._portforward)),
+                web.route("*", f"{item}/exec", in_object(self._exec)),  # GET or POST, upgraded to a WebSocket
+                web.get(f"{item}/log", in_object(self._log)),
+                web.route("*", f"{item}/portforward", in_object(self._portforward)),
             ]
         if res is SERVICES:
             table += [
-                web.route("*", f"{item}/proxy", in_pod(self._proxy)),
-                web.route("*", f"{item}/proxy/{{path:.*}}", in_pod(self._proxy)),
+                web.route("*", f"{item}/proxy", in_object(self._proxy)),
+                web.route("*", f"{item}/proxy/{{path:.*}}", in_object(self._proxy)),
             ]
         return table
 
-    async def _dispatch(self, handler: Callable[..., Awaitable[web.StreamResponse]], res: Resource,
-                        request: web.Request) -> web.StreamResponse:
-        """Call a handler with the kind, namespace (None: all, for a collection) and name of its path."""
-        info = request.match_info
-        ns = info.get("namespace") if res.namespaced else None
-        if "name" not in info:
-            return await handler(request, res, ns)
-        return await handler(request, res, ns or "", info["name"])
+    async def _dispatch_collection(self, handler: CollectionHandler, res: Resource,
+                                   request: web.Request) -> web.StreamResponse:
+        return await handler(request, res, request.match_info.get("namespace") if res.namespaced else None)
 
-    async def _dispatch_object(self, handler: Callable[[web.Request, str, str], Awaitable[web.StreamResponse]],
+    async def _dispatch_object(self, handler: ObjectHandler, res: Resource,
                                request: web.Request) -> web.StreamResponse:
+        ns = request.match_info["namespace"] if res.namespaced else ""
+        return await handler(request, res, ns, request.match_info["name"])
+
+    async def _dispatch_subresource(self, handler: SubresourceHandler, request: web.Request) -> web.StreamResponse:
         return await handler(request, request.match_info["namespace"], request.match_info["name"])
 
     async def _method_not_allowed(self, res: Resource, request: web.Request) -> web.Response:
@@ -442,8 +450,6 @@ class ApiServer:
                                  f"value: {replicas!r}: must be greater than or equal to 0")
             obj = self.registry.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
                                        bump_generation=True) or obj
-        elif request.method != "GET":
-            return self._not_allowed(request.method, res)
         return json_response(self._scale_obj(obj))
 
     @staticmethod
