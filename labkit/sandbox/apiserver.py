@@ -40,6 +40,7 @@ from .store import (
     SelectorError,
     Store,
     StoreError,
+    not_found,
     parse_field_selector,
     parse_label_selector,
     selector_string,
@@ -286,11 +287,7 @@ class ApiServer:
                               "metadata": {"resourceVersion": rv}, "items": items})
 
     async def _get(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        obj = self.store.get(res, ns, name)
-        if obj is None:
-            group = f".{res.group}" if res.group else ""
-            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                             {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
+        obj = self.store.require(res, ns, name)
         if wants_table(request):
             return json_response(self._table(res, [obj], obj["metadata"]["resourceVersion"]))
         return json_response(obj)
@@ -377,9 +374,7 @@ class ApiServer:
 
     async def _replace(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         body = await self._body(request)
-        old = self.store.get(res, ns, name)
-        if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found', {"name": name, "kind": res.plural})
+        old = self.store.require(res, ns, name)
         given_rv = body.get("metadata", {}).get("resourceVersion")
         if given_rv and given_rv != old["metadata"]["resourceVersion"]:
             raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
@@ -396,9 +391,7 @@ class ApiServer:
             if ctype == "application/apply-patch+yaml":
                 body = yaml.safe_load(raw) or {}
                 return json_response(self.registry.create(res, body, ns if res.namespaced else None), 201)
-            group = f".{res.group}" if res.group else ""
-            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                             {"name": name, "kind": res.plural})
+            raise not_found(res, name)
         try:
             new = apply_patch(old, raw, ctype)
         except ValueError as exc:
@@ -435,10 +428,7 @@ class ApiServer:
                               "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
 
     async def _scale(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        obj = self.store.get(res, ns, name)
-        if obj is None:
-            raise StoreError(404, "NotFound", f'{res.plural}.apps "{name}" not found',
-                             {"name": name, "group": "apps", "kind": res.plural})
+        obj = self.store.require(res, ns, name)
         if request.method in ("PATCH", "PUT"):
             raw = await request.read()
             current = self._scale_obj(obj)
@@ -475,9 +465,7 @@ class ApiServer:
         return str(default) if default in names else str(names[0])
 
     async def _exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         q = request.query
         command = q.getall("command", [])
         if not command:
@@ -577,9 +565,7 @@ class ApiServer:
         return ws
 
     async def _log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         q = request.query
         names = [c["name"] for c in pod["spec"]["containers"]]
         cname = q.get("container")
@@ -652,9 +638,7 @@ class ApiServer:
         return resp
 
     async def _portforward(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":
             raise StoreError(400, "BadRequest", f"pod {name} is not running, cannot forward ports")
@@ -671,9 +655,7 @@ class ApiServer:
         if len(parts) == 3:
             parts = parts[1:]
         name, port_ref = parts[0], (parts[1] if len(parts) > 1 else "")
-        svc = self.store.get(SERVICES, ns, name)
-        if svc is None:
-            raise StoreError(404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"})
+        svc = self.store.require(SERVICES, ns, name)
         ports = svc["spec"].get("ports") or []
         chosen = next((p for p in ports if not port_ref or str(p["port"]) == port_ref or p.get("name") == port_ref),
                       None)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from .resources import BY_PLURAL, Resource
-from .store import Obj, Store, StoreError, labels_match, match_labels_selector
+from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found
 
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
@@ -47,12 +47,6 @@ def controller_of(obj: Obj) -> Obj | None:
         if ref.get("controller"):
             return dict(ref)
     return None
-
-
-def not_found(res: Resource, name: str) -> StoreError:
-    group = f".{res.group}" if res.group else ""
-    return StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                      {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
 
 
 def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
@@ -93,8 +87,7 @@ class Registry:
                                  "namespace sent on the request")
             meta["namespace"] = namespace or meta.get("namespace") or "default"
             if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
-                raise StoreError(404, "NotFound", f'namespaces "{meta["namespace"]}" not found',
-                                 {"name": meta["namespace"], "kind": "namespaces"})
+                raise not_found(NAMESPACES, meta["namespace"])
         if not meta.get("name"):
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + safe_suffix()
@@ -225,9 +218,7 @@ class Registry:
 
         ``propagation="Orphan"`` leaves owned objects alone; ``dry_run`` returns the object and changes nothing.
         """
-        obj = self.store.get(res, namespace, name)
-        if obj is None:
-            raise not_found(res, name)
+        obj = self.store.require(res, namespace, name)
         if dry_run:
             return obj
         if res is PODS:
@@ -260,9 +251,7 @@ class Registry:
 
         A pod no node has taken yet (no ``spec.nodeName``) has nothing to stop and goes at once.
         """
-        pod = self.store.get(PODS, namespace, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, namespace, name)
         if grace is None:
             grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
         if pod["metadata"].get("deletionTimestamp"):

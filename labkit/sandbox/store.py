@@ -45,6 +45,13 @@ class StoreError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details or {}
 
 
+def not_found(res: Resource, name: str) -> StoreError:
+    """The 404 the API server answers for a missing object (``deployments.apps "x" not found``)."""
+    group = f".{res.group}" if res.group else ""
+    return StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
+                      {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
+
+
 class SelectorError(ValueError):
     """A label or field selector that does not parse."""
 
@@ -368,8 +375,12 @@ class Store:
             items.append(obj)
         return items
 
-    def count(self, res: Resource) -> int:
-        return len(self._table(res).objects)
+    def require(self, res: Resource, namespace: str, name: str) -> Obj:
+        """The object, or the API server's 404 naming it."""
+        obj = self.get(res, namespace, name)
+        if obj is None:
+            raise not_found(res, name)
+        return obj
 
     # -- writes (the registry's)
     def _key(self, res: Resource, obj: Obj) -> Key:
@@ -420,8 +431,7 @@ class Store:
         table = self._table(res)
         old = table.objects.get(key)
         if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural} "{key[1]}" not found',
-                             {"name": key[1], "kind": res.plural})
+            raise not_found(res, key[1])
         meta = obj["metadata"]
         meta["uid"], meta["creationTimestamp"] = old["metadata"]["uid"], old["metadata"]["creationTimestamp"]
         if bump_generation:
@@ -436,8 +446,7 @@ class Store:
         key = (namespace if res.namespaced else "", name)
         old = self._table(res).pop(key)
         if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural}{"." + res.group if res.group else ""} "{name}" '
-                             "not found", {"name": name, "kind": res.plural})
+            raise not_found(res, name)
         final = copy.deepcopy(old)
         final["metadata"]["resourceVersion"] = self._bump()
         self._emit("DELETED", res, final, old)
