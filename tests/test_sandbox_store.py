@@ -172,9 +172,16 @@ def test_watchers_get_only_their_namespace_and_listeners_only_their_resources() 
     seen: list[WatchEvent] = []
     reg.store.subscribe((SERVICES,), seen.append)
     w, _ = reg.store.watch(PODS, "other", [], [], None)
+    everywhere, _ = reg.store.watch(PODS, None, [], [], None)
+    namespaces, _ = reg.store.watch(NAMESPACES, "ignored-for-a-cluster-scoped-kind", [], [], None)
     reg.create(PODS, pod("here"), "default")
     reg.create(PODS, pod("there", "other"), "other")
+    reg.create(NAMESPACES, {"metadata": {"name": "third"}}, None)
     assert w.queue.qsize() == 1 and w.queue.get_nowait() is not None
+    assert everywhere.queue.qsize() == 2 and namespaces.queue.qsize() == 1
+    reg.store.unwatch(w)
+    reg.create(PODS, pod("again", "other"), "other")
+    assert w.queue.get_nowait() is None and w.queue.empty()  # the end-of-watch mark, nothing after it
     assert seen == []
     reg.create(SERVICES, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}, "default")
     assert [e.type for e in seen] == ["ADDED"]

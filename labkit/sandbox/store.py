@@ -347,7 +347,8 @@ class Store:
         self.rv = 1
         self._tables: dict[Resource, _Table] = {}
         self._history: dict[Resource, _History] = {}
-        self._watchers: dict[Resource, set[Watcher]] = {}
+        # Watchers by resource, then by the namespace they watch (None: every namespace, or a cluster-scoped kind).
+        self._watchers: dict[Resource, dict[str | None, set[Watcher]]] = {}
         self._listeners: dict[Resource, list[Listener]] = {}
 
     def _table(self, res: Resource) -> _Table:
@@ -393,10 +394,13 @@ class Store:
         if history is None:
             history = self._history[res] = _History()
         history.append(ev)
-        for w in list(self._watchers.get(res, ())):
-            seen = w.translate(ev)
-            if seen is not None:
-                w.queue.put_nowait(seen)
+        by_ns = self._watchers.get(res)
+        if by_ns:
+            ns = obj["metadata"].get("namespace") if res.namespaced else None
+            for w in [*by_ns.get(None, ()), *(by_ns.get(ns, ()) if ns is not None else ())]:
+                seen = w.translate(ev)
+                if seen is not None:
+                    w.queue.put_nowait(seen)
         for listener in list(self._listeners.get(res, ())):
             listener(ev)
 
@@ -480,14 +484,23 @@ class Store:
                 seen = w.translate(ev)
                 if seen is not None:
                     replay.append(seen)
-        self._watchers.setdefault(res, set()).add(w)
+        self._watchers.setdefault(res, {}).setdefault(self._watch_key(w), set()).add(w)
         return w, replay
 
+    @staticmethod
+    def _watch_key(w: Watcher) -> str | None:
+        return w.namespace if w.resource.namespaced else None
+
     def unwatch(self, w: Watcher) -> None:
-        self._watchers.get(w.resource, set()).discard(w)
+        watchers = self._watchers.get(w.resource, {}).get(self._watch_key(w))
+        if watchers is not None:
+            watchers.discard(w)
+            if not watchers:
+                del self._watchers[w.resource][self._watch_key(w)]
         w.queue.put_nowait(None)
 
     def close_all_watches(self) -> None:
-        for watchers in list(self._watchers.values()):
-            for w in list(watchers):
-                self.unwatch(w)
+        for by_ns in list(self._watchers.values()):
+            for watchers in list(by_ns.values()):
+                for w in list(watchers):
+                    self.unwatch(w)
