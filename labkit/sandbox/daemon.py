@@ -94,7 +94,7 @@ async def serve(args: argparse.Namespace) -> int:
             stale.unlink()
     token = st.new_token()
     ca_pem = st.make_certificate(paths.cert, paths.key)
-    cluster = Cluster(str(paths.root), time_scale=args.time_scale)
+    cluster = Cluster(str(paths.root), time_scale=args.time_scale, ca_pem=ca_pem.decode())
     cluster.start()
     server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -105,6 +105,7 @@ async def serve(args: argparse.Namespace) -> int:
     port = runner.addresses[0][1]
     api = f"https://127.0.0.1:{port}"
     server.server_address = f"127.0.0.1:{port}"
+    cluster.api_server_listening("127.0.0.1", port)
     st.write_private(paths.kubeconfig, st.kubeconfig_text(api, ca_pem, token).encode())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
