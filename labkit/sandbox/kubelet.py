@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import dns, toolbox
+from . import dns, envfrom, toolbox
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
 from .registry import Registry
@@ -34,6 +34,7 @@ from .store import Obj, Store, WatchEvent, now_rfc3339
 log = logging.getLogger("labkit.sandbox.kubelet")
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
+CONFIG_SOURCES = {"ConfigMap": BY_PLURAL[("", "configmaps")], "Secret": BY_PLURAL[("", "secrets")]}
 
 FIRST_RESTART_DELAY = 1.0
 BACKOFF_INITIAL = 10.0
@@ -311,10 +312,10 @@ class Kubelet:
     def _container_env(self, c: Container, base: dict[str, str], pod: Obj) -> dict[str, str]:
         env = dict(c.image.env) if c.image else {}
         env.update(base)
+        env.update(envfrom.resolve(c.spec, c.pod.namespace,
+                                   lambda kind, name: self.store.get(CONFIG_SOURCES[kind], c.pod.namespace, name)))
         for item in c.spec.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            elif (item.get("valueFrom") or {}).get("fieldRef"):
+            if (item.get("valueFrom") or {}).get("fieldRef"):
                 path = item["valueFrom"]["fieldRef"].get("fieldPath", "")
                 value = {"metadata.name": c.pod.name, "metadata.namespace": c.pod.namespace,
                          "status.podIP": c.pod.ip, "spec.nodeName": "sandbox",
@@ -355,7 +356,17 @@ class Kubelet:
         if c.stopping:
             return
         self._record(c, "Normal", "Pulled", f'Container image "{image}" already present on machine')
-        env = self._container_env(c, base_env, pod)
+        while True:
+            try:
+                env = self._container_env(c, base_env, pod)
+                break
+            except envfrom.ConfigError as exc:  # retried on the kubelet's next sync, as a real one does
+                c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+                self._record(c, "Warning", "Failed", f"Error: {exc}")
+                c.pod.publish()
+                await asyncio.sleep(self._delay(2.0))
+                if c.stopping:
+                    return
         c.process_env = env
         while not c.stopping:
             run_started = time.monotonic()

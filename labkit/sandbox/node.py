@@ -139,3 +139,9 @@ def api_server_slice(ip: str, port: int) -> Obj:
             "addressType": "IPv4",
             "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
             "ports": [{"name": API_SERVER_PORT_NAME, "port": port, "protocol": "TCP"}]}
+
+
+def node_lease(now_micro: str) -> Obj:
+    """The node's heartbeat Lease in ``kube-node-lease`` (``describe node`` shows its holder and renew time)."""
+    return {"metadata": {"name": NODE_NAME, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": NODE_NAME, "leaseDurationSeconds": 40, "renewTime": now_micro}}

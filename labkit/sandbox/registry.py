@@ -27,6 +27,7 @@ REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SECRETS = BY_PLURAL[("", "secrets")]
 NODES = BY_PLURAL[("", "nodes")]
 ENDPOINTS = BY_PLURAL[("", "endpoints")]
+LEASES = BY_PLURAL[("coordination.k8s.io", "leases")]
 ENDPOINT_SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
 NAMESPACE_CONTENTS = tuple(r for r in BY_PLURAL.values() if r.namespaced and r.kind not in ("Pod", "Event"))
 """What a namespace's deletion removes (pods go gracefully, events stay until they expire)."""
@@ -90,7 +91,11 @@ class Registry:
 
     def create_furniture(self, facts: node.NodeFacts, pod_cidr: str) -> None:
         """The Node and the ``kubernetes`` Service, as a fresh cluster has them (after the namespaces)."""
-        self.store.create(NODES, node.node_object(facts, pod_cidr, now_rfc3339()))
+        node_obj = self.store.create(NODES, node.node_object(facts, pod_cidr, now_rfc3339()))
+        lease = node.node_lease(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node.NODE_NAME,
+                                                 "uid": node_obj["metadata"]["uid"]}]
+        self.store.create(LEASES, lease)
         self.create(SERVICES, node.kubernetes_service(), "default")
 
     def publish_api_server(self, ip: str, port: int) -> None:

@@ -82,6 +82,7 @@ RESOURCES: tuple[Resource, ...] = (
     ),
 
     Resource("endpointslices", "EndpointSlice", group="discovery.k8s.io", singular="endpointslice"),
+    Resource("leases", "Lease", group="coordination.k8s.io", singular="lease"),
     Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", group="authorization.k8s.io",
              namespaced=False, singular="selfsubjectaccessreview", verbs=("create",)),
     Resource("selfsubjectrulesreviews", "SelfSubjectRulesReview", group="authorization.k8s.io",
@@ -96,7 +97,8 @@ REVIEW_KINDS = frozenset({"SelfSubjectAccessReview", "SelfSubjectRulesReview", "
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOURCES}
 
-GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "authorization.k8s.io/v1",
+GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "coordination.k8s.io/v1",
+                                   "authorization.k8s.io/v1",
                                    "authentication.k8s.io/v1")
 
 
