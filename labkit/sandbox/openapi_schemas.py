@@ -602,9 +602,12 @@ object.
 a valid JSON/Go field access statement, such as desiredState.manifest.containers[2].
 """
 
-_SCALARS: dict[str, Schema] = {"string": {"type": "string", "default": ""}, "integer": {"type": "integer", "format": "int32",
-                                                                       "default": 0},
-            "boolean": {"type": "boolean", "default": False}, "number": {"type": "number"}}
+_SCALARS: dict[str, Schema] = {
+    "string": {"type": "string", "default": ""},
+    "integer": {"type": "integer", "format": "int32", "default": 0},
+    "boolean": {"type": "boolean", "default": False},
+    "number": {"type": "number"},
+}
 
 
 def _blocks() -> dict[str, tuple[str, list[tuple[str, str, bool, str]]]]:

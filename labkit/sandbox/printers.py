@@ -592,6 +592,10 @@ _PRINTERS.update({
     ),
     ("", "Node"): (_NODE_COLUMNS, _node_cells),
     ("discovery.k8s.io", "EndpointSlice"): (_ENDPOINTSLICE_COLUMNS, _endpointslice_cells),
+    ("coordination.k8s.io", "Lease"): (
+        [_NAME, ("Holder", "string", "", 0, "The holder of the lease."), _AGE],
+        lambda lease, now: [_name(lease), str(_get(lease, "spec", "holderIdentity") or ""), _age(lease, now)],
+    ),
 })
 _DEFAULT: tuple[list[Column], RowPrinter] = ([_NAME, _AGE], _default_cells)
 
