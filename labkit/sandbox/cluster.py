@@ -50,7 +50,8 @@ class Cluster:
     def start(self) -> None:
         self.registry.create_initial_namespaces()
         a, b = self.network.subnet
-        self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23")
+        self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23",
+                                       f"127.{a}.{b + 2}.1")
         self.controllers.start()
         self.kubelet.start()
 

@@ -25,7 +25,7 @@ PACKAGES = {
     "discovery": "io.k8s.api.discovery.v1",
     "meta": "io.k8s.apimachinery.pkg.apis.meta.v1",
 }
-SPECIAL = {
+SPECIAL: dict[str, tuple[str, Schema]] = {
     "Time": ("io.k8s.apimachinery.pkg.apis.meta.v1.Time", {
         "description": "Time is a wrapper around time.Time which supports correct marshaling to YAML and JSON, "
                        "written in RFC 3339 form.", "type": "string", "format": "date-time"}),
@@ -34,10 +34,11 @@ SPECIAL = {
         "format": "date-time"}),
     "Quantity": ("io.k8s.apimachinery.pkg.api.resource.Quantity", {
         "description": "Quantity is a fixed-point representation of a number, written with an optional SI "
-                       "suffix: 100m (0.1 CPU), 128Mi (128 mebibytes), 1Gi, 2.", "type": "string"}),
+                       "suffix: 100m (0.1 CPU), 128Mi (128 mebibytes), 1Gi, 2.",
+        "oneOf": [{"type": "string"}, {"type": "number"}]}),
     "IntOrString": ("io.k8s.apimachinery.pkg.util.intstr.IntOrString", {
-        "description": "IntOrString is a type that can hold an int32 or a string.", "type": "string",
-        "format": "int-or-string"}),
+        "description": "IntOrString is a type that can hold an int32 or a string.",
+        "oneOf": [{"type": "integer"}, {"type": "string"}]}),
 }
 KINDS = {
     "core.Pod": ("", "v1"), "core.Service": ("", "v1"), "core.ConfigMap": ("", "v1"),
@@ -646,7 +647,7 @@ def _field(type_: str, blocks: dict[str, tuple[str, list[tuple[str, str, bool, s
     if type_.startswith("map["):
         return {"type": "object", "additionalProperties": _field(type_[4:-1], blocks)}
     if type_ in SPECIAL:
-        return _ref(type_, blocks)
+        return {"allOf": [_ref(type_, blocks)]}
     return {"allOf": [_ref(type_, blocks)], "default": {}}
 
 

@@ -89,14 +89,21 @@ class Registry:
                 "kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"}})
 
-    def create_furniture(self, facts: node.NodeFacts, pod_cidr: str) -> None:
-        """The Node and the ``kubernetes`` Service, as a fresh cluster has them (after the namespaces)."""
+    def create_furniture(self, facts: node.NodeFacts, pod_cidr: str, api_service_ip: str) -> None:
+        """The Node, its Lease and the ``kubernetes`` Service, as a fresh cluster has them (after the namespaces).
+
+        The Service gets ``api_service_ip``, the first address of the service range as on a real cluster
+        (``10.96.0.1``), outside the pool the other Services draw from.
+        """
         node_obj = self.store.create(NODES, node.node_object(facts, pod_cidr, now_rfc3339()))
         lease = node.node_lease(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node.NODE_NAME,
                                                  "uid": node_obj["metadata"]["uid"]}]
         self.store.create(LEASES, lease)
-        self.create(SERVICES, node.kubernetes_service(), "default")
+        service = self.prepare(SERVICES, node.kubernetes_service(), "default")
+        service["spec"]["clusterIP"] = api_service_ip
+        service["spec"]["clusterIPs"] = [api_service_ip]
+        self.store.create(SERVICES, service)
 
     def publish_api_server(self, ip: str, port: int) -> None:
         """Point the ``kubernetes`` Service's Endpoints and EndpointSlice at the API server."""
