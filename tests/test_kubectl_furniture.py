@@ -313,6 +313,9 @@ def test_rollout_undo_returns_to_the_old_replicaset(ready_sandbox: Sandbox, kube
                          "jsonpath={.items[*].metadata.labels.pod-template-hash}").stdout.split())
     assert hashes == {original.rsplit("-", 1)[1]}
     assert [r[0] for r in rows(kubectl("rollout", "history", "deploy/reviews-v1").stdout)][-2:] == ["2", "3"]
+    revision = kubectl("rollout", "history", "deploy/reviews-v1", "--revision=3").stdout
+    assert "pod-template-hash=" + original.rsplit("-", 1)[1] in revision
+    assert re.search(r"^    Image:\s+docker\.io/istio/examples-bookinfo-reviews-v1:", revision, re.M), revision
     assert kubectl("get", "deploy", "reviews-v1", "-o",
                    "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}").stdout == "3"
     # Undo twice goes forward again to the second ReplicaSet, still without a third.
@@ -362,6 +365,16 @@ def test_the_python_client_reads_the_furniture(ready_sandbox: Sandbox) -> None:
         assert core.read_namespaced_config_map("kube-root-ca.crt", "default").data["ca.crt"] == \
             kubeconfig_ca(ready_sandbox)
         core.delete_namespaced_secret("py-secret", "default")
+        # ConfigMaps are watched like any kind: list, then watch from the list's version.
+        from kubernetes import watch
+
+        rv = core.list_namespaced_config_map("default").metadata.resource_version
+        core.create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="py-watched"), data={"a": "1"}))
+        core.delete_namespaced_config_map("py-watched", "default")
+        seen = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=2)]
+        assert seen[:2] == [("ADDED", "py-watched"), ("DELETED", "py-watched")]
         slices = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice(
             "default", label_selector="kubernetes.io/service-name=ratings").items
         assert len(slices) == 1 and len(slices[0].endpoints) == 3
