@@ -172,6 +172,12 @@ def test_secret_data_is_base64_as_the_real_api(ready_sandbox: Sandbox, kubectl: 
     bad = kubectl("apply", "-f", "-", check=False,
                   input="apiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\ndata:\n  token: not base64!\n")
     assert bad.returncode == 1 and "illegal base64 data" in bad.stderr
+    # An immutable Secret keeps its data, as the API server's validation says.
+    kubectl("patch", "secret", "plain", "--type=merge", "-p", '{"immutable":true}')
+    frozen = kubectl("patch", "secret", "plain", "--type=merge", "-p", '{"stringData":{"token":"xyz"}}', check=False)
+    assert frozen.returncode == 1
+    assert 'The Secret "plain" is invalid: data: Forbidden: field is immutable when `immutable` is set' \
+        in frozen.stderr
     kubectl("delete", "secret", "creds", "plain")
 
 

@@ -25,6 +25,7 @@ NAMESPACES = BY_PLURAL[("", "namespaces")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SECRETS = BY_PLURAL[("", "secrets")]
+CONFIGMAPS = BY_PLURAL[("", "configmaps")]
 NODES = BY_PLURAL[("", "nodes")]
 ENDPOINTS = BY_PLURAL[("", "endpoints")]
 LEASES = BY_PLURAL[("coordination.k8s.io", "leases")]
@@ -66,7 +67,8 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
     text = "; ".join(f"{f}: {m}" for f, m in causes)
     return StoreError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', {
         "name": name, "kind": kind,
-        "causes": [{"reason": "FieldValueRequired" if "Required" in m else "FieldValueInvalid",
+        "causes": [{"reason": "FieldValueRequired" if "Required" in m else
+                    "FieldValueForbidden" if m.startswith("Forbidden") else "FieldValueInvalid",
                     "message": m, "field": f} for f, m in causes]})
 
 
@@ -253,6 +255,11 @@ class Registry:
             problem = defaults.secret(new)
             if problem:
                 raise StoreError(400, "BadRequest", problem)
+        if res in (SECRETS, CONFIGMAPS) and old.get("immutable"):
+            changed = [f for f in ("data", "binaryData", "immutable") if new.get(f) != old.get(f)]
+            if changed:
+                raise invalid(res.kind, meta["name"], [(f, "Forbidden: field is immutable when `immutable` is set")
+                                                       for f in changed])
         bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
         if new == old:
             return old
