@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -53,7 +54,7 @@ def test_env_resolution_order_and_errors() -> None:
     objects = {("ConfigMap", "cfg"): {"data": {"A": "1", "B": "2", "bad key": "x"}},
                ("Secret", "sec"): {"data": {"P": base64.b64encode(b"pw").decode()}}}
 
-    def lookup(kind: str, name: str) -> dict[str, object] | None:
+    def lookup(kind: str, name: str) -> dict[str, Any] | None:
         return objects.get((kind, name))
 
     container = {"envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "X_"}, {"secretRef": {"name": "sec"}}],
@@ -84,7 +85,6 @@ def test_openapi_schemas_resolve_every_reference() -> None:
 def test_the_node_reads_in_the_strict_client_model() -> None:
     facts = node.NodeFacts(cpus=2, memory_kib=4 * 1024 * 1024, storage_kib=10 * 1024 * 1024, kernel="6.1", arch="amd64")
     obj = {"apiVersion": "v1", "kind": "Node", **node.node_object(facts, "127.1.0.0/23", "2026-01-01T00:00:00Z")}
-    api = client.ApiClient()
-    parsed = api._ApiClient__deserialize(obj, "V1Node")  # the client's own strict deserialiser
+    parsed = client.V1Node.from_dict(obj)  # the strict client model accepts it
     assert parsed.status.node_info.kubelet_version.startswith("v1.")
     assert parsed.status.capacity["memory"] == "4194304Ki"
