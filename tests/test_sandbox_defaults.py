@@ -88,3 +88,28 @@ def test_the_node_reads_in_the_strict_client_model() -> None:
     parsed = client.V1Node.from_dict(obj)  # the strict client model accepts it
     assert parsed.status.node_info.kubelet_version.startswith("v1.")
     assert parsed.status.capacity["memory"] == "4194304Ki"
+
+
+def test_the_heartbeat_renews_the_lease_and_the_conditions() -> None:
+    from labkit.sandbox.network import AddressPool
+    from labkit.sandbox.registry import Registry
+    from labkit.sandbox.resources import BY_PLURAL
+    from labkit.sandbox.store import Store
+
+    nodes, leases = BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io", "leases")]
+    store = Store()
+    registry = Registry(store, AddressPool(["127.0.0.10"]))
+    registry.create_initial_namespaces()
+    registry.create_furniture(node.NodeFacts(1, 1024, 1024, "6.1", "amd64"), "127.1.0.0/23", "127.1.2.1")
+    lease = store.get(leases, "kube-node-lease", "sandbox")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "sandbox"
+    svc = store.get(BY_PLURAL[("", "services")], "default", "kubernetes")
+    assert svc is not None and svc["spec"]["clusterIP"] == "127.1.2.1"
+    old_node = store.get(nodes, "", "sandbox")
+    assert old_node is not None
+    assert all(c["lastHeartbeatTime"] == c["lastTransitionTime"] for c in old_node["status"]["conditions"])
+    heartbeat = node.Heartbeat(registry, nodes, leases)
+    heartbeat.beat(status=False)
+    renewed = store.get(leases, "kube-node-lease", "sandbox")
+    assert renewed is not None and renewed["metadata"]["resourceVersion"] != lease["metadata"]["resourceVersion"]
+    assert store.get(nodes, "", "sandbox") is old_node  # the status is reported only now and then

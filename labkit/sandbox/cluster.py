@@ -20,7 +20,7 @@ from .controllers import Controllers
 from .events import EventRecorder
 from .kubelet import Kubelet, NodeConfig
 from .network import Network
-from .node import NodeFacts
+from .node import Heartbeat, NodeFacts
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -46,6 +46,8 @@ class Cluster:
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.network,
                                NodeConfig(state_dir=state_dir, time_scale=time_scale, python_path=PYTHON_PATH))
         self.controllers = Controllers(self.store, self.registry, self.events, self.network, ca_pem=ca_pem)
+        self.heartbeat = Heartbeat(self.registry, BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io",
+                                                                                      "leases")])
 
     def start(self) -> None:
         self.registry.create_initial_namespaces()
@@ -54,12 +56,14 @@ class Cluster:
                                        f"127.{a}.{b + 2}.1")
         self.controllers.start()
         self.kubelet.start()
+        self.heartbeat.start()
 
     def api_server_listening(self, ip: str, port: int) -> None:
         """The API server's address is known: the ``kubernetes`` Service's endpoints point at it."""
         self.registry.publish_api_server(ip, port)
 
     async def shutdown(self) -> None:
+        self.heartbeat.stop()
         self.controllers.stop()
         await self.kubelet.shutdown()
         self.store.close_all_watches()

@@ -7,14 +7,18 @@ endpoints, the root-CA publisher and the service-account controller fill each na
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from .discovery import GIT_VERSION
+from .resources import Resource
 
 Obj = dict[str, Any]
 
@@ -145,3 +149,51 @@ def node_lease(now_micro: str) -> Obj:
     """The node's heartbeat Lease in ``kube-node-lease`` (``describe node`` shows its holder and renew time)."""
     return {"metadata": {"name": NODE_NAME, "namespace": "kube-node-lease"},
             "spec": {"holderIdentity": NODE_NAME, "leaseDurationSeconds": 40, "renewTime": now_micro}}
+
+
+LEASE_RENEW_SECONDS = 10.0
+"""How often the kubelet renews its node Lease (``nodeLeaseDurationSeconds`` 40, renewed every quarter)."""
+STATUS_REPORT_SECONDS = 300.0
+"""How often an unchanged node status is reported anyway (``nodeStatusReportFrequency``): the heartbeat times."""
+
+
+class Writer(Protocol):
+    def mutate(self, res: Resource, namespace: str, name: str, fn: Callable[[Obj], object]) -> Obj | None: ...
+
+
+class Heartbeat:
+    """The kubelet's node heartbeats: the Lease's ``renewTime`` and the conditions' ``lastHeartbeatTime``."""
+
+    def __init__(self, registry: Writer, nodes: Resource, leases: Resource) -> None:
+        self.registry, self.nodes, self.leases = registry, nodes, leases
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def beat(self, *, status: bool) -> None:
+        now = datetime.now(UTC)
+        micro = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.registry.mutate(self.leases, "kube-node-lease", NODE_NAME,
+                             lambda lease: lease["spec"].__setitem__("renewTime", micro))
+        if status:
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+            def heartbeat(node: Obj) -> None:
+                for condition in node.get("status", {}).get("conditions") or []:
+                    condition["lastHeartbeatTime"] = stamp
+
+            self.registry.mutate(self.nodes, "", NODE_NAME, heartbeat)
+
+    async def _run(self) -> None:
+        since_status = 0.0
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            since_status += LEASE_RENEW_SECONDS
+            self.beat(status=since_status >= STATUS_REPORT_SECONDS)
+            if since_status >= STATUS_REPORT_SECONDS:
+                since_status = 0.0
