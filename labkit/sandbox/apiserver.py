@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, portforward, printers, toolbox
+from . import discovery, portforward, printers, protobuf, toolbox
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
@@ -284,6 +284,8 @@ class ApiServer:
         raw = await request.read()
         if not raw:
             return {}
+        if protobuf.is_protobuf(request.content_type):
+            return protobuf.decode_request(raw)
         try:
             body = yaml.safe_load(raw) if "yaml" in request.content_type else json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:

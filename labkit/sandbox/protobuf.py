@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .store import StoreError
+
 MAGIC: Final = b"k8s\x00"
 CONTENT_TYPE: Final = "application/vnd.kubernetes.protobuf"
 MAX_DEPTH: Final = 64
@@ -600,3 +602,19 @@ def _special(raw: bytes, typ: str, ctx: _Ctx, path: str, depth: int) -> Any:
     except (ValueError, RecursionError) as exc:
         raise ctx.unsupported(path, f"a {typ} that is not JSON") from exc
 
+
+
+def decode_request(body: bytes) -> dict[str, Any]:
+    """:func:`decode` for the API server: errors become the ``Status`` a client sees (400, or 415 naming the kind).
+
+    Raises:
+        StoreError: 400 BadRequest for a malformed body, 415 UnsupportedMediaType for a kind or field not known.
+    """
+    try:
+        return decode(body)
+    except UnsupportedKindError as exc:
+        group = exc.api_version.split("/", 1)[0] if "/" in exc.api_version else ""
+        details = {"kind": exc.kind, **({"group": group} if group else {})}
+        raise StoreError(415, "UnsupportedMediaType", str(exc), details) from exc
+    except ProtobufError as exc:
+        raise StoreError(400, "BadRequest", f"the request body could not be decoded: {exc}") from exc
