@@ -9,8 +9,10 @@ The wire format: the magic bytes ``k8s\\x00``, then a ``runtime.Unknown`` messag
 2 kind}, 2 raw, 3 contentEncoding, 4 contentType} whose ``raw`` is the object's own message. The messages are
 described below by field number in :data:`MESSAGES` (from the upstream ``generated.proto`` files of
 ``k8s.io/api`` and ``k8s.io/apimachinery``), only for the kinds the sandbox can be sent. Go writes every
-non-pointer field, so zero values (``""``, ``0``, ``false``, empty messages) are dropped as the JSON encoder's
-``omitempty`` would, except for pointer fields where an explicit zero means something (``replicas: 0``).
+non-pointer field; the result is what Go's JSON encoder writes for the same object, i.e. what the command would
+have sent as JSON: zero scalars (``""``, ``0``, ``false``) are dropped as ``omitempty`` drops them, except in
+pointer fields where an explicit zero means something (``replicas: 0``); message fields are kept even when empty
+(``resources: {}``, ``status: {}``); a zero time (JSON ``null``) is dropped.
 
 Errors:
     ProtobufError: the body is not a well-formed protobuf envelope (a 400 for the client).
@@ -176,6 +178,9 @@ def _text(raw: bytes, where: str) -> str:
 # "RawExtension", "FieldsV1"), "map:<value type>" (string keys), or another message's name.
 # Flags: "*" repeated, "!" a pointer field whose zero value is kept, "^" an inlined embed whose fields are
 # flattened into the parent (Probe.handler, Volume.volumeSource, localObjectReference).
+
+SCALARS: Final = frozenset({"string", "int", "bool", "bytes", "double"})
+SPECIAL: Final = frozenset({"Time", "MicroTime", "Quantity", "IntOrString", "RawExtension", "FieldsV1"})
 
 Field = tuple[str, str, str]
 Message = dict[int, Field]
@@ -370,9 +375,12 @@ MESSAGES: dict[str, Message] = {
     "TokenRequestStatus": _m(token="1 string", expirationTimestamp="2 Time"),
     "SelfSubjectReview": _m(metadata="1 ObjectMeta"),
 }
-# Per message, the JSON keys whose zero value is kept: pointer fields ("!") and what inlined embeds ("^") bring.
+# Per message, the JSON keys kept even when zero, as Go's JSON encoder keeps them: pointer fields ("!") and every
+# message-typed field (a struct is never "empty" to `omitempty`: `resources: {}`, `strategy: {}`, `status: {}`).
 KEEP: dict[str, frozenset[str]] = {
-    name: frozenset(key for key, _typ, flags in fields.values() if "!" in flags) for name, fields in MESSAGES.items()
+    name: frozenset(key for key, typ, flags in fields.values()
+                    if "!" in flags or (typ not in SCALARS and not typ.startswith("map:") and "*" not in flags))
+    for name, fields in MESSAGES.items()
 }
 
 # (apiVersion, kind) -> top-level message. DeleteOptions is accepted under any apiVersion: clients differ.
@@ -391,8 +399,6 @@ KINDS: dict[tuple[str, str], str] = {
     ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
 }
 
-SCALARS: Final = frozenset({"string", "int", "bool", "bytes", "double"})
-SPECIAL: Final = frozenset({"Time", "MicroTime", "Quantity", "IntOrString", "RawExtension", "FieldsV1"})
 
 
 def supported_kinds() -> list[str]:
@@ -481,7 +487,7 @@ def _message(buf: bytes, name: str, ctx: _Ctx, path: str, depth: int) -> dict[st
         else:
             out[key] = value  # proto2: the last occurrence wins
     keep = KEEP[name]
-    return {k: v for k, v in out.items() if k in keep or k in inlined or not _is_empty(v)}
+    return {k: v for k, v in out.items() if v is not None and (k in keep or k in inlined or not _is_empty(v))}
 
 
 def _is_empty(v: Any) -> bool:
