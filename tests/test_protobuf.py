@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,25 @@ def test_configmap_binary_data_and_secret_data_are_base64() -> None:
     assert base64.b64decode(cm["binaryData"]["blob"]) == bytes(range(256))
     secret = pb.decode((FIXTURES / "secret-generic.pb").read_bytes())
     assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == {"password": b"hunter2", "user": b"admin"}
+
+
+def test_a_pod_copied_by_kubectl_debug_keeps_every_podspec_field() -> None:
+    """rich-pod.yaml (most of PodSpec) was created as JSON; kubectl debug --copy-to sent its copy as protobuf."""
+    want = yaml.safe_load((FIXTURES / "rich-pod.yaml").read_text())["spec"]
+    got = pb.decode((FIXTURES / "debug-copy.pb").read_bytes())
+    assert got["kind"] == "Pod"
+    assert got["metadata"] == {"name": "rich-copy", "namespace": "default", "labels": {"app": "rich", "tier": "back"},
+                               "annotations": {"note": "a: b"}}
+    spec = dict(got["spec"])
+    app, plain, debugger = spec.pop("containers")
+    # What changed on the way: the sandbox defaulted imagePullPolicy, Go wrote the empty resources, kubectl added
+    # its debugging container.
+    assert app == want["containers"][0]
+    assert plain == {**want["containers"][1], "imagePullPolicy": "IfNotPresent", "resources": {}}
+    assert debugger["name"] == "dbg" and debugger["command"] == ["sleep", "1"]
+    assert spec["initContainers"] == [{**want["initContainers"][0], "resources": {}}]
+    spec.pop("initContainers")
+    assert spec == {k: v for k, v in want.items() if k not in ("containers", "initContainers")}
 
 
 def test_auth_can_i_and_create_token_bodies() -> None:
@@ -233,9 +253,9 @@ def test_managed_fields_carry_their_json() -> None:
 
 def test_an_unknown_field_with_a_value_is_named_and_one_without_is_ignored() -> None:
     assert pb.decode(deployment(num(1, 1) + num(99, 0) + text(98, "")))["spec"] == {"replicas": 1}
-    body = deployment(msg(3, msg(2, msg(2, text(1, "c")) + msg(33, text(1, "zone")))))
+    body = deployment(msg(3, msg(2, msg(2, text(1, "c")) + msg(99, text(1, "zone")))))
     with pytest.raises(pb.UnsupportedKindError,
-                       match=r"field 33 of PodSpec at spec\.template\.spec of apps/v1 Deployment"):
+                       match=r"field 99 of PodSpec at spec\.template\.spec of apps/v1 Deployment"):
         pb.decode(body)
 
 
