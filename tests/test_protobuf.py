@@ -138,9 +138,28 @@ def test_auth_can_i_and_create_token_bodies() -> None:
                       "status": {}}
     token = pb.decode((FIXTURES / "token.pb").read_bytes())
     assert token["spec"] == {"audiences": ["lab"], "expirationSeconds": 3600}
+    scale = pb.decode((FIXTURES / "auth-can-i-subresource.pb").read_bytes())["spec"]["resourceAttributes"]
+    assert scale == {"namespace": "demo", "verb": "get", "group": "apps", "resource": "deployments",
+                     "subresource": "scale", "name": "web"}
+    path = pb.decode((FIXTURES / "auth-can-i-path.pb").read_bytes())["spec"]
+    assert path == {"nonResourceAttributes": {"path": "/logs", "verb": "get"}}
+    bound = pb.decode((FIXTURES / "token-bound.pb").read_bytes())["spec"]
+    assert bound == {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "rich",
+                                        "uid": "0b6a8d2e-1111-4c3b-9a57-6f0c5d1e2f3a"}}
+    whoami = pb.decode((FIXTURES / "auth-whoami.pb").read_bytes())
+    assert whoami == {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {},
+                      "status": {"userInfo": {}}}
 
 
-@pytest.mark.parametrize(("name", "named"), [("job", "batch/v1 Job"), ("quota", "v1 ResourceQuota")])
+def test_user_info_extra_is_a_map_of_string_lists() -> None:
+    info = msg(1, text(1, "admin"), text(3, "system:masters"), entry(4, "scopes", msg(2, text(1, "a"), text(1, "b"))))
+    obj = pb.decode(envelope("authentication.k8s.io/v1", "SelfSubjectReview", msg(2, info)))
+    assert obj["status"]["userInfo"] == {"username": "admin", "groups": ["system:masters"],
+                                         "extra": {"scopes": ["a", "b"]}}
+
+
+@pytest.mark.parametrize(("name", "named"), [("job", "batch/v1 Job"), ("quota", "v1 ResourceQuota"),
+                                             ("auth-whoami-2", "authentication.k8s.io/v1beta1 SelfSubjectReview")])
 def test_a_kind_it_cannot_decode_is_named(name: str, named: str) -> None:
     with pytest.raises(pb.UnsupportedKindError, match=f"cannot decode {named} from protobuf.*v1/ConfigMap.*JSON"):
         pb.decode((FIXTURES / f"{name}.pb").read_bytes())
@@ -257,6 +276,8 @@ def test_an_unknown_field_with_a_value_is_named_and_one_without_is_ignored() -> 
     with pytest.raises(pb.UnsupportedKindError,
                        match=r"field 99 of PodSpec at spec\.template\.spec of apps/v1 Deployment"):
         pb.decode(body)
+    with pytest.raises(pb.UnsupportedKindError, match=r"^cannot decode field 9 of v1 Namespace from protobuf"):
+        pb.decode(envelope("v1", "Namespace", msg(1, text(1, "x")), text(9, "surprise")))
 
 
 @pytest.mark.parametrize(("body", "says"), [

@@ -175,12 +175,14 @@ def _text(raw: bytes, where: str) -> str:
 #
 # A message is {field number: (json name, type, flags)}. Types: "string", "int" (int32/int64 varint), "bool",
 # "bytes" (base64 in JSON), "double", a special type ("Time", "MicroTime", "Quantity", "IntOrString",
-# "RawExtension", "FieldsV1"), "map:<value type>" (string keys), or another message's name.
+# "RawExtension", "FieldsV1", "StringList": a message {1 repeated string} that is a plain list in JSON, like
+# UserInfo's ExtraValue), "map:<value type>" (string keys), or another message's name.
 # Flags: "*" repeated, "!" a pointer field whose zero value is kept, "^" an inlined embed whose fields are
 # flattened into the parent (Probe.handler, Volume.volumeSource, localObjectReference).
 
 SCALARS: Final = frozenset({"string", "int", "bool", "bytes", "double"})
-SPECIAL: Final = frozenset({"Time", "MicroTime", "Quantity", "IntOrString", "RawExtension", "FieldsV1"})
+SPECIAL: Final = frozenset({"Time", "MicroTime", "Quantity", "IntOrString", "RawExtension", "FieldsV1",
+                            "StringList"})
 
 Field = tuple[str, str, str]
 Message = dict[int, Field]
@@ -398,7 +400,9 @@ MESSAGES: dict[str, Message] = {
                            expirationSeconds="4 int !"),
     "BoundObjectReference": _m(kind="1 string", apiVersion="2 string", name="3 string", uid="4 string"),
     "TokenRequestStatus": _m(token="1 string", expirationTimestamp="2 Time"),
-    "SelfSubjectReview": _m(metadata="1 ObjectMeta"),
+    "SelfSubjectReview": _m(metadata="1 ObjectMeta", status="2 SelfSubjectReviewStatus"),
+    "SelfSubjectReviewStatus": _m(userInfo="1 UserInfo"),
+    "UserInfo": _m(username="1 string", uid="2 string", groups="3 string *", extra="4 map:StringList"),
 }
 # Per message, the JSON keys kept even when zero, as Go's JSON encoder keeps them: pointer fields ("!") and every
 # message-typed field (a struct is never "empty" to `omitempty`: `resources: {}`, `strategy: {}`, `status: {}`).
@@ -441,8 +445,9 @@ class _Ctx:
         self.kind = kind
 
     def unsupported(self, path: str, what: str) -> UnsupportedKindError:
+        where = f"{what} at {path}" if path else what.split(" of ")[0]
         return UnsupportedKindError(
-            f"cannot decode {what} at {path or '(top level)'} of {self.api_version} {self.kind} from protobuf: the "
+            f"cannot decode {where} of {self.api_version} {self.kind} from protobuf: the "
             "sandbox's decoder does not know it. Send the object as JSON instead (kubectl create -f FILE.yaml, "
             "or kubectl create ... --dry-run=client -o yaml | kubectl apply -f -)",
             api_version=self.api_version, kind=self.kind)
@@ -621,6 +626,8 @@ def _special(raw: bytes, typ: str, ctx: _Ctx, path: str, depth: int) -> Any:
             elif f.number == 3:
                 str_val = _text(_bytes(f, path), path)
         return str_val if kind == 1 else int_val
+    if typ == "StringList":
+        return [_text(_bytes(f, path), path) for f in fields if f.number == 1]
     # RawExtension and FieldsV1: field 1 holds the JSON text.
     data = b""
     for f in fields:
