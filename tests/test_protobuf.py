@@ -344,6 +344,10 @@ FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadli
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     decodes_or_refuses(data)
     decodes_or_refuses(pb.MAGIC + data)
+    try:
+        pb.decode_request(pb.MAGIC + data)
+    except StoreError as exc:  # what the API server turns into a Status
+        assert (exc.code, exc.reason) in ((400, "BadRequest"), (415, "UnsupportedMediaType"))
 
 
 @FUZZ
