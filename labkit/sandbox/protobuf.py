@@ -444,8 +444,8 @@ class _Ctx:
         self.api_version = api_version
         self.kind = kind
 
-    def unsupported(self, path: str, what: str) -> UnsupportedKindError:
-        where = f"{what} at {path}" if path else what.split(" of ")[0]
+    def unknown_field(self, number: int, message: str, path: str) -> UnsupportedKindError:
+        where = f"field {number} of {message} at {path}" if path else f"field {number}"
         return UnsupportedKindError(
             f"cannot decode {where} of {self.api_version} {self.kind} from protobuf: the "
             "sandbox's decoder does not know it. Send the object as JSON instead (kubectl create -f FILE.yaml, "
@@ -496,7 +496,7 @@ def _message(buf: bytes, name: str, ctx: _Ctx, path: str, depth: int) -> dict[st
         if spec is None:
             if _is_zero_wire(f):
                 continue  # a zero value of a field we do not know: JSON would omit it too
-            raise ctx.unsupported(path, f"field {f.number} of {name}")
+            raise ctx.unknown_field(f.number, name, path)
         key, typ, flags = spec
         here = f"{path}.{key}" if path else key
         if typ.startswith("map:"):
@@ -544,7 +544,7 @@ def _value(f: WireField, typ: str, ctx: _Ctx, path: str, depth: int) -> Any:
     if typ == "bytes":
         return base64.b64encode(raw).decode("ascii")
     if typ in SPECIAL:
-        return _special(raw, typ, ctx, path, depth)
+        return _special(raw, typ, path)
     return _message(raw, typ, ctx, path, depth + 1)
 
 
@@ -590,7 +590,7 @@ def _map_entry(raw: bytes, value_type: str, ctx: _Ctx, path: str, depth: int) ->
     return key, value
 
 
-def _special(raw: bytes, typ: str, ctx: _Ctx, path: str, depth: int) -> Any:
+def _special(raw: bytes, typ: str, path: str) -> Any:
     fields = parse_fields(raw)
     if typ in ("Time", "MicroTime"):
         seconds = nanos = 0
@@ -638,7 +638,7 @@ def _special(raw: bytes, typ: str, ctx: _Ctx, path: str, depth: int) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise ctx.unsupported(path, f"a {typ} that is not JSON") from exc
+        raise ProtobufError(f"{path}: a {typ} that is not JSON") from exc
 
 
 
