@@ -152,3 +152,18 @@ def test_a_field_it_cannot_decode_gets_a_415_and_garbage_a_400(sandbox: Sandbox)
     bad = post(sandbox, "/api/v1/namespaces", pb.MAGIC + b"\x0a\x7f")
     assert bad.status_code == 400
     assert bad.json()["message"].startswith("the request body could not be decoded: ")
+
+
+def test_debug_copy_to_sends_the_whole_pod_as_protobuf(sandbox: Sandbox, kubectl: Kubectl) -> None:
+    # kubectl debug reads the created pod's spec.securityContext without a nil check: a real API server always
+    # defaults it to {}; the sandbox does not default it (yet), so the pod here sets one.
+    kubectl("run", "pb-orig", "--image", RATINGS, "--port=9080", "--labels=app=pb-orig", "--env=MODE=test",
+            '--overrides={"spec": {"securityContext": {"runAsUser": 1000}}}')
+    out = kubectl("debug", "pb-orig", "--copy-to=pb-copy", "--image", RATINGS, "--container=dbg", "--keep-labels",
+                  "--", "node", "ratings.js", "9081")
+    assert out.returncode == 0, out.stderr
+    orig, copy = get(kubectl, "pod", "pb-orig"), get(kubectl, "pod", "pb-copy")
+    assert copy["metadata"]["labels"] == {"app": "pb-orig"}
+    assert copy["spec"]["containers"][0] == orig["spec"]["containers"][0]
+    assert copy["spec"]["containers"][1]["name"] == "dbg"
+    assert copy["spec"]["containers"][1]["command"] == ["node", "ratings.js", "9081"]
