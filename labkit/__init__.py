@@ -30,13 +30,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .lab import POD_COLUMNS, ExecResult, Lab, connect
+    from .client import POD_COLUMNS
+    from .lab import Lab, connect
+    from .records import ExecResult
 
 __version__ = "0.1.0"
 
 # The library's heavy parts (pandas, the kubernetes client) load on first use: the sandbox's container processes
 # import labkit.sandbox and must stay small and quick to start.
-_LAZY = {"POD_COLUMNS": "lab", "ExecResult": "lab", "Lab": "lab", "connect": "lab"}
+_LAZY = {"POD_COLUMNS": "client", "ExecResult": "records", "Lab": "lab", "connect": "lab"}
 
 
 def __getattr__(name: str) -> object:

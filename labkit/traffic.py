@@ -31,7 +31,7 @@ from .errors import LabkitError
 from .progress import Progress
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from .client import Client
 
 __all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict", "availability",
            "explain", "summarize", "verdict"]
@@ -106,7 +106,7 @@ class Traffic:
         1.0
     """
 
-    def __init__(self, lab: Lab, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
+    def __init__(self, lab: Client, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
                  timeout: float = 5.0) -> None:
         if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):
             raise ValueError(f"rate must be between 0 and {MAX_RATE:g} requests per second, not {rate!r}")
@@ -126,7 +126,7 @@ class Traffic:
         self._threads: list[threading.Thread] = []
         self._scheduler: threading.Thread | None = None
         self._local = threading.local()
-        self._labs: list[Lab] = []
+        self._labs: list[Client] = []
         self._tester: str = ""
         self.started_at: pd.Timestamp | None = None
         self.stopped_at: pd.Timestamp | None = None
@@ -250,7 +250,7 @@ class Traffic:
                     error = "not the product page (no details or reviews section on it)"
             else:
                 sections = _page.failed_sections()
-            row = (sent, status, latency, *(sections[s] for s in _SECTIONS), error)
+            row = (sent, status, latency, sections["details"], sections["reviews"], sections["ratings"], error)
             with self._lock:
                 self._rows.append(row)
 
@@ -259,26 +259,17 @@ class Traffic:
             return _page._fetch_host(self.url, self.timeout)
         return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout)
 
-    def _exec_lab(self) -> Lab:
-        # lab.exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
-        # gets its own pair of ApiClients; without a kubeconfig to build them from, share the Lab's.
-        lab = getattr(self._local, "lab", None)
+    def _exec_lab(self) -> Client:
+        # exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
+        # gets its own Client; without a kubeconfig to build one from, the Lab's is shared.
+        lab: Client | None = getattr(self._local, "lab", None)
         if lab is not None:
             return lab
-        if not self.lab.kubeconfig:
-            return self.lab
-        from kubernetes import config
-
-        from .lab import Lab
-
-        ctx = self.lab.context or None
-        lab = Lab(config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
-                  config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
-                  namespace=self.lab.namespace, context=self.lab.context, kubeconfig=self.lab.kubeconfig,
-                  sandbox=self.lab.sandbox, server=self.lab.server, productpage_url=self.lab.productpage_url)
+        lab = self.lab.fresh()
         self._local.lab = lab
-        with self._lock:
-            self._labs.append(lab)
+        if lab is not self.lab:
+            with self._lock:
+                self._labs.append(lab)
         return lab
 
     # -- results
