@@ -530,7 +530,7 @@ def recovery_table(states: Sequence[PodState], actions: Iterable[ChaosAction]) -
 
     A killed pod recovers when that same pod (its container restarted) is Ready again after going down. A deleted
     pod recovers when its replacement is Ready: a pod of the same owner (ReplicaSet), first seen after the hit,
-    not already claimed by another deleted pod. Dry runs, hits that did not land, and pods ``states`` never
+    not already claimed by another deleted pod (the first one Ready goes to the first pod deleted). Dry runs, hits that did not land, and pods ``states`` never
     showed are left out.
 
     Args:
@@ -562,8 +562,9 @@ def recovery_table(states: Sequence[PodState], actions: Iterable[ChaosAction]) -
                                     key=lambda p: first_seen[p])
                 ready_ones = {p: next((s for s in by_pod[p] if s.ready and s.event != "DELETED"), None)
                               for p in candidates}
-                chosen = next((p for p in candidates if ready_ones[p] is not None), candidates[0] if candidates
-                              else "")
+                # The replacement Ready first goes to the pod deleted first (stable as more states arrive).
+                ready_first = sorted((s.time, p) for p, s in ready_ones.items() if s is not None)
+                chosen = ready_first[0][1] if ready_first else (candidates[0] if candidates else "")
                 if chosen:
                     claimed.add(chosen)
                     replaced_by, ready = chosen, ready_ones[chosen]
