@@ -239,7 +239,7 @@ class PodWatch:
 
     def __iter__(self) -> Iterator[PodEvent]:
         need_list = not self.resource_version
-        first = True
+        gone = False
         failures = 0
         while not self._stopping.is_set():
             remaining = self._remaining()
@@ -250,8 +250,8 @@ class PodWatch:
                     listed = self.client.list_pods(self.selector, namespace=self.namespace)
                     self.resource_version = listed.resource_version
                     need_list = False
-                    yield PodEvent("LIST", listed.resource_version, pods=listed.items, relist=not first)
-                    first = False
+                    yield PodEvent("LIST", listed.resource_version, pods=listed.items, relist=gone)
+                    gone = False
                     continue
                 if self._resume_from is not None:
                     self.resource_version, self._resume_from = self._resume_from, None
@@ -259,7 +259,7 @@ class PodWatch:
                 failures = 0
             except _Gone:
                 self.relists += 1
-                need_list = True
+                need_list = gone = True
                 continue
             except Exception as exc:
                 if self._stopping.is_set():
@@ -299,11 +299,12 @@ class PodWatch:
             # With timeout_seconds the official Watch raises 410 itself (no silent internal retry).
             for ev in w.stream(self.client.core.list_namespaced_pod, self.namespace,
                                label_selector=self.selector or None, resource_version=self.resource_version,
-                               timeout_seconds=server_seconds, allow_watch_bookmarks=True, deserialize=False,
+                               timeout_seconds=server_seconds, allow_watch_bookmarks=True,
                                _request_timeout=(CONNECT_TIMEOUT, read)):
                 if self._stopping.is_set():
                     return
-                obj = ev.get("object") or {}
+                # raw_object: the pod as JSON (the Watch turns an ERROR event, e.g. 410, into an ApiException)
+                obj = ev.get("raw_object") or {}
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
                 if rv:
                     self.resource_version = rv

@@ -291,3 +291,27 @@ def test_live_pods_updates_and_throttles(lab: Lab) -> None:
         shared = observe.live_pods(lab, recorder=rec)
         shared.stop()
         assert rec.running and shared.recorder is rec
+
+
+# -- the client core's one pod watch, on its own
+
+def test_the_one_pod_watch_lists_then_watches_and_relists_after_410(lab: Lab) -> None:
+    quiet = list(lab.watch_pods("app=ratings", timeout=0.5))  # a deadline ends it: the list, nothing since
+    assert [e.type for e in quiet] == ["LIST"] and not quiet[0].relist and len(quiet[0].pods) == 3
+
+    watch = lab.watch_pods("app=ratings", resource_version="-1", timeout=20)  # older than the server keeps
+    first = next(iter(watch))
+    assert first.type == "LIST" and first.relist and watch.relists == 1 and len(first.pods) == 3
+
+    seen: list[str] = []
+    watch = lab.watch_pods("app=ratings", timeout=20)
+    for event in watch:
+        if event.type == "LIST":
+            pod = str(event.pods[0]["metadata"]["name"])
+            chaos.kill(lab, "app=ratings", "node", verify=False)
+        else:
+            seen.append(str(event.pod["metadata"]["name"]))
+            if event.pod["metadata"]["name"] == pod and event.type == "MODIFIED":
+                break
+    assert pod in seen and watch.error is None
+    observe.wait_ready(lab, "app=ratings", progress=False)
