@@ -46,6 +46,8 @@ from .errors import (
 from .records import ExecResult
 
 if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
     from .sandbox import Sandbox
 
 __all__ = [
@@ -332,8 +334,8 @@ class Client:
     Build one with :func:`connect` (or :func:`labkit.connect`, which builds a :class:`~labkit.lab.Lab`).
     """
 
-    api_client: Any
-    exec_client: Any
+    api_client: ApiClient
+    exec_client: ApiClient
     namespace: str = "default"
     context: str = ""
     kubeconfig: str = ""
@@ -347,6 +349,7 @@ class Client:
     def __post_init__(self) -> None:
         from kubernetes import client
 
+        # Any: labkit reads most answers raw (_preload_content=False), which the client's own types do not describe.
         self.core: Any = client.CoreV1Api(self.api_client)
         self.apps: Any = client.AppsV1Api(self.api_client)
         self._exec_core: Any = client.CoreV1Api(self.exec_client)

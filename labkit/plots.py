@@ -36,6 +36,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from .bookinfo import SECTIONS, SERVICES, TESTER_APPS
+
 __all__ = [
     "APP_COLORS",
     "STATUS_STYLES",
@@ -57,7 +59,7 @@ APP_COLORS: dict[str, str] = {
 }
 """One colour per Bookinfo service, the same in every figure (details is always blue)."""
 
-_APP_ORDER = ("productpage", "details", "reviews", "ratings", "sleep", "curl")
+_APP_ORDER = (*SERVICES, *TESTER_APPS)
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#393b79", "#637939")
 _DPI = 100
 _WIDTH = 10.0  # inches: 1000 px at 100 dpi, about the width of a notebook cell and of nbconvert's HTML page
@@ -444,7 +446,7 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
 
 # ----------------------------------------------------------------------------------------------- availability
 
-_SECTIONS = ("details", "reviews", "ratings")
+_SECTIONS = SECTIONS
 _LINES: dict[str, dict[str, Any]] = {
     # The page line is wide and pale underneath, sections are drawn over it with distinct dashes and markers,
     # so lines that overlap at 100 % stay distinguishable.

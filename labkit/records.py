@@ -530,8 +530,8 @@ def recovery_table(states: Sequence[PodState], actions: Iterable[ChaosAction]) -
 
     A killed pod recovers when that same pod (its container restarted) is Ready again after going down. A deleted
     pod recovers when its replacement is Ready: a pod of the same owner (ReplicaSet), first seen after the hit,
-    not already claimed by another deleted pod (the first one Ready goes to the first pod deleted). Dry runs, hits that did not land, and pods ``states`` never
-    showed are left out.
+    not already claimed by another deleted pod (the first one Ready goes to the first pod deleted). Dry runs,
+    hits that did not land, and pods ``states`` never showed are left out.
 
     Args:
         states: a recorder's states, oldest first.

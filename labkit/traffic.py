@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -29,6 +30,7 @@ import pandas as pd
 from . import page as _page
 from .errors import LabkitError
 from .progress import Progress
+from .records import utc
 
 if TYPE_CHECKING:
     from .client import Client
@@ -69,6 +71,9 @@ details/reviews/ratings: the share of requests (0..1) whose page showed that sec
 only requests where ratings could show (it is NaN throughout when no response ever showed ratings, as with
 reviews v1). Buckets without requests have NaN shares.
 """
+
+Moment = pd.Timestamp | datetime | str | None
+"""A point in time for a window: a Timestamp (e.g. a ChaosAction's ``time``), a datetime or an ISO string."""
 
 Verdict = Literal["healthy", "gradual degradation", "cascading failure"]
 
@@ -291,7 +296,7 @@ class Traffic:
         data = data.astype(TRAFFIC_COLUMNS)
         return data.sort_values("time", kind="stable", ignore_index=True)
 
-    def window(self, since: Any = None, until: Any = None) -> pd.DataFrame:
+    def window(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
         """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
         data = self.frame
         if since is not None:
@@ -314,7 +319,7 @@ class Traffic:
         """
         return availability(self.frame, freq)
 
-    def summary(self, since: Any = None, until: Any = None) -> dict[str, Any]:
+    def summary(self, since: Moment = None, until: Moment = None) -> dict[str, Any]:
         """The numbers of the run: counts, achieved rate, availability per section, latency, the verdict.
 
         Latency percentiles are over requests that got an HTTP response. ``ratings`` is None when no response
@@ -327,7 +332,7 @@ class Traffic:
         """
         return summarize(self.window(since, until), rate=self.rate, url=self.url, via=self.via)
 
-    def verdict(self, since: Any = None, until: Any = None) -> Verdict:
+    def verdict(self, since: Moment = None, until: Moment = None) -> Verdict:
         """"healthy", "gradual degradation" (the page answered 200 throughout while some section failed) or
         "cascading failure" (the page itself failed, or every section on it failed at once).
 
@@ -340,7 +345,7 @@ class Traffic:
         """
         return verdict(self.window(since, until))
 
-    def explain(self, since: Any = None, until: Any = None) -> str:
+    def explain(self, since: Moment = None, until: Moment = None) -> str:
         """The verdict as a sentence with the counts behind it."""
         return explain(self.window(since, until))
 
@@ -350,9 +355,9 @@ class Traffic:
 
     def _repr_html_(self) -> str:
         s = self.summary()
-        def pct(v: Any) -> str:
+        def pct(v: float | None) -> str:
             return "—" if v is None else f"{v * 100:.1f} %"
-        def ms(v: Any) -> str:
+        def ms(v: float | None) -> str:
             return "—" if v is None else f"{v:.0f} ms"
         cells = [("requests", str(s["requests"])), ("achieved rate", f"{s['achieved_rate'] or 0:.1f}/s"),
                  ("HTTP 200", f"{s['ok']}"), ("page", pct(s["page"])), ("details", pct(s["details"])),
@@ -366,9 +371,8 @@ class Traffic:
                 f"{html.escape(s['explanation'])}</b><table>{rows}</table></div>")
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+def _utc(value: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    return utc(value)
 
 
 def _page_failed(frame: pd.DataFrame) -> pd.Series:

@@ -154,3 +154,15 @@ def test_mime_bundle_and_json_safe() -> None:
     assert json_safe({"t": T0, "n": float("nan"), "na": pd.NA, "nat": pd.NaT, "d": pd.Timedelta(seconds=2),
                       "s": {1, 2} - {2}}) == {"t": T0.isoformat(), "n": None, "na": None, "nat": None, "d": 2.0,
                                                "s": [1]}
+
+
+def test_ipython_shows_the_record_beside_the_usual_html() -> None:
+    from IPython.core.formatters import DisplayFormatter
+
+    states = [state(0, "a", event="ADDED"), state(1.5, "a", ready=False, status="Error"), state(2.5, "a", restarts=1)]
+    frame = recovery_frame(recovery_table(states, [action("kill", 1, "a")]))
+    data, _ = DisplayFormatter().format(frame[["pod", "recovery_s"]])
+    assert data[LABKIT_MIME] == {"kind": "recovery", "columns": ["pod", "recovery_s"], "rows": [["a", 1.5]]}
+    assert "<table" in data["text/html"] and "recovery_s" in data["text/plain"]
+    data, _ = DisplayFormatter().format(action("kill", 1, "a"))
+    assert data[LABKIT_MIME]["kind"] == "chaos" and "<table>" in data["text/html"]
