@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from .bookinfo import SECTIONS, SERVICES, TESTER_APPS
 
 __all__ = [
     "APP_COLORS",
@@ -56,7 +59,7 @@ APP_COLORS: dict[str, str] = {
 }
 """One colour per Bookinfo service, the same in every figure (details is always blue)."""
 
-_APP_ORDER = ("productpage", "details", "reviews", "ratings", "sleep", "curl")
+_APP_ORDER = (*SERVICES, *TESTER_APPS)
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#393b79", "#637939")
 _DPI = 100
 _WIDTH = 10.0  # inches: 1000 px at 100 dpi, about the width of a notebook cell and of nbconvert's HTML page
@@ -211,7 +214,7 @@ def _place_labels(xs: Sequence[float], span: float, levels: int = 3) -> list[int
 # ------------------------------------------------------------------------------------------------ restarts
 
 
-def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
+def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> LabFigure:
     """The RESTARTS column of ``kubectl get pods`` as one bar per pod, coloured by service.
 
     Args:
@@ -443,7 +446,7 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
 
 # ----------------------------------------------------------------------------------------------- availability
 
-_SECTIONS = ("details", "reviews", "ratings")
+_SECTIONS = SECTIONS
 _LINES: dict[str, dict[str, Any]] = {
     # The page line is wide and pale underneath, sections are drawn over it with distinct dashes and markers,
     # so lines that overlap at 100 % stay distinguishable.
@@ -519,7 +522,7 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
     t0 = min([table.index[0], *(_utc(m["time"]) for m in marks)])
     # each point sits in the middle of its bucket, so a dip lines up with the kill that caused it
     half = pd.Timedelta(freq) / 2 if len(table) > 1 else pd.Timedelta(0)
-    x = (table.index + half - t0).total_seconds().to_numpy(dtype=float)
+    x = ((table.index - t0) + half).total_seconds().to_numpy(dtype=float)
 
     fig = _figure(4.8)
     ax = fig.add_subplot()
@@ -562,7 +565,7 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
 # ------------------------------------------------------------------------------------------------ recovery
 
 
-def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> LabFigure:
     """Seconds from each chaos action to the pod it hit being Ready again, one bar per (pod, action).
 
     Args:
@@ -614,7 +617,7 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
                     color="#c62828", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
         else:
             ax.barh(yi, value, color=color, height=0.7)
-            ax.text(value + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
+            ax.text(float(value) + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
     if len(finite):
         median = float(np.median(finite))
         ax.axvline(median, color="#333333", linestyle=":", linewidth=1.2, label=f"median {median:.1f} s")
@@ -626,7 +629,7 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     _title(fig, title)
-    handles = [Patch(facecolor=colors[a], label=a) for a in colors]
+    handles: list[Artist] = [Patch(facecolor=colors[a], label=a) for a in colors]
     if len(finite):
         handles.append(Line2D([], [], color="#333333", linestyle=":",
                               label=f"median {np.median(finite):.1f} s"))
