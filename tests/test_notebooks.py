@@ -250,7 +250,7 @@ def test_lesson_4_degrades_the_page(runs: dict[str, lessons.LessonRun]) -> None:
     after = _plain_table(_outputs(nb, "lessons.wait_recovered(rec, deleted)"))
     assert deleted not in [p["name"] for p in after] and len(after) == 3
     assert "0" in [p["restarts"] for p in after]
-    assert _outputs(nb, "rec.stop()")[0]["data"]["text/plain"] == "True"  # it saw CrashLoopBackOff
+    assert _outputs(nb, "live.stop()")[0]["data"]["text/plain"] == "True"  # it saw CrashLoopBackOff
 
 
 def test_lesson_5_tells_degradation_from_healthy(runs: dict[str, lessons.LessonRun]) -> None:
