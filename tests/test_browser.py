@@ -164,10 +164,15 @@ def test_product_pages_render_whole_and_inert(browser: Any, site: Path) -> None:
                     # the cluster that served the page is gone: its links must not lead there
                     frame.get_by_text("Sign in").first.click()
                     time.sleep(0.3)  # a navigation would start now; none must have
-                    assert element.evaluate("e => e.contentWindow.location.href") == "about:srcdoc"
+                    handle = element.element_handle().content_frame()
+                    assert handle is not None and handle.url == "about:srcdoc", \
+                        f"{name}.html: a click in the product page went to {handle and handle.url}"
                     assert "Book" in frame.locator("body").inner_text()
                     seen += 1
-                assert page.errors == [], f"{name}.html: {page.errors}"
+                # Playwright reading inside a sandboxed iframe makes Chromium log "Blocked script execution in
+                # 'about:srcdoc'": that is the test's own probing (the page itself loads clean, tested above)
+                errors = [e for e in page.errors if "Blocked script execution in 'about:srcdoc'" not in e]
+                assert errors == [], f"{name}.html: {errors}"
                 if SCREENSHOTS and name.startswith("04") and frames.count():
                     frames.first.scroll_into_view_if_needed()
                     page.page.evaluate("window.scrollBy(0, -120)")
