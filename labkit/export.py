@@ -1,12 +1,15 @@
 """Executed lessons as web pages: one self-contained HTML page, or an istio.io (Hugo) tutorial page.
 
-The HTML page is what the notebook showed, images embedded, the product page's iframe inline, and widgets drawn
-from their saved state (no JavaScript, no CDN). The Hugo page follows the conventions of the istio.io
-"Learn Microservices" pages (see :func:`hugo_problems` for the rules it checks): front matter with ``title``,
-``overview``, ``weight``, ``owner`` and ``test``; the markdown cells as the body; the code cells as
-``{{< text bash >}}`` blocks showing the kubectl/curl command the cell stands for (from the cell's metadata
-``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output; and the figures as PNG files
-beside ``index.md`` with ``{{< image >}}`` shortcodes.
+The HTML page is what the notebook showed, images embedded, the product page's iframe inline (inert: its links
+and forms go nowhere), and widgets drawn from their saved state (no JavaScript, no CDN), through labkit's nbconvert
+template (``labkit/templates/labkit_html``), which links every page to the index and to the next lesson.
+
+The Hugo page follows the conventions of the istio.io "Learn Microservices" pages (see :func:`hugo_problems` for
+the rules it checks): front matter with ``title``, ``overview``, ``weight``, ``owner`` and ``test``; the markdown
+cells as the body; the code cells as ``{{< text bash >}}`` blocks showing the kubectl/curl command the cell stands
+for (from the cell's metadata ``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output,
+read from the labkit record the output carries (:data:`RECORD`), not parsed back from its repr or HTML; and the
+figures as PNG files beside ``index.md`` with ``{{< image >}}`` shortcodes.
 
 Code cell metadata the Hugo export reads (all under ``"labkit"``): ``shell`` (a command or a list of them),
 ``output`` ("auto", "none", or "error" to show an error's message), ``grep`` (a regular expression: show what

@@ -293,7 +293,8 @@ def test_lesson_4_live_table_and_panel_keep_their_last_state(runs: dict[str, les
     """The saved widget state (what an exported page shows) is the final state, not a stale redraw."""
     nb = runs["04-chaos-all-pods"].nb
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    live_id = _outputs(nb, "live = lab.live_pods(")[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    view = _outputs(nb, "rec = lab.record(f\"app={TARGET_APP}\")\nlive = ")[0]["data"]
+    live_id = view["application/vnd.jupyter.widget-view+json"]["model_id"]
     table = state[live_id]["state"]["value"]
     final = _plain_table(_outputs(nb, "lessons.wait_recovered(rec, deleted)"))
     for pod in final:
