@@ -307,8 +307,13 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
         for skipped in action.skipped:
             lines.append(_message(f"  skipped {skipped}", _INFO))
         if any(r.get("ok") for r in action.results):
-            lines.append(_message("Watching for the restart… the table updates by itself." if action.action == "kill"
-                                  else "Watching for the new pod… the table updates by itself.", _INFO))
+            if self._unsubscribe is None:  # stopped (or live=False): nothing redraws by itself
+                lines.append(_message("Click refresh to see the " + ("restart." if action.action == "kill"
+                                                                     else "new pod."), _INFO))
+            else:
+                lines.append(_message("Watching for the restart… the table updates by itself."
+                                      if action.action == "kill"
+                                      else "Watching for the new pod… the table updates by itself.", _INFO))
         return "".join(lines)
 
     # -- lifecycle
