@@ -47,7 +47,7 @@ from . import observe
 from .bookinfo import SECTIONS
 from .client import Client
 from .errors import HypothesisFailed, LabkitError
-from .page import ProductPage, fetch_page
+from .page import ProductPage, fetch_page, host_url
 from .progress import Progress
 from .records import ChaosAction, json_safe
 from .traffic import Traffic
@@ -147,7 +147,7 @@ class Probe:
     """
 
     def __init__(self, name: str, check: Check, expected: Any, *, during: bool = True,
-                 tolerance: float | None = None, section: str | None = None) -> None:
+                 tolerance: float | None = None, section: str | None = None, host_page: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a probe needs a name that says what it claims, like 'reviews healthy'; got {name!r}")
         _check_tolerance(tolerance, allow_none=True)
@@ -156,6 +156,7 @@ class Probe:
         self.during = during
         self.tolerance = tolerance
         self.section = section  # the page section it is about, if any (the verdict names the others)
+        self.host_page = host_page  # it requests the product page from this machine (needs lab.productpage_url)
         self._check = check
 
     def run(self, ctx: _Round) -> ProbeResult:
@@ -225,7 +226,7 @@ def http_ok(url: str | None = None, *, expect: int | Iterable[int] = 200, via: V
             error = "" if status else "no response"
         return status in accepted, status, ("" if status in accepted else error)
 
-    return Probe(label, check, shown, during=during, tolerance=tolerance)
+    return Probe(label, check, shown, during=during, tolerance=tolerance, host_page=url is None and via == "host")
 
 
 def _host_status(url: str, timeout: float) -> tuple[int, str]:
@@ -264,7 +265,8 @@ def section_healthy(section: str, *, via: Via = "host", timeout: float = 5.0, du
         if state is False:
             return False, "error notice shown", ""
         return False, "not shown on the page", page.error
-    return Probe(f"{section} healthy", check, "ok", during=during, tolerance=tolerance, section=section)
+    return Probe(f"{section} healthy", check, "ok", during=during, tolerance=tolerance, section=section,
+                 host_page=via == "host")
 
 
 def pods_ready(selector: str, *, min_ready: int | None = None, during: bool = True,
@@ -851,6 +853,15 @@ class Experiment:
         Returns:
             The journal; nothing raises for a probe that fails.
         """
+        if any(p.host_page for p in self.hypothesis.probes):
+            # Without the page's URL every probe fails before anything is broken: say so instead of a journal
+            # that reports an "aborted" experiment as if it had run.
+            try:
+                host_url(self.lab)
+            except LabkitError as exc:
+                raise LabkitError(f"experiment {self.title!r} cannot run: its probes request the product page from "
+                                  f"this machine, but {exc}. In the lesson, set PRODUCTPAGE_URL in the parameters "
+                                  "cell (labkit.connect(productpage_url=...)).") from exc
         bar = Progress(self.progress)
         start = _now()
         notes: list[str] = []

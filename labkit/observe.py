@@ -682,12 +682,18 @@ def _make_live_widget_class() -> type:
             self.refresh()
 
         def stop(self) -> None:
-            """Stop updating (and stop the recorder if this widget started it)."""
+            """Stop updating (and stop the recorder if this widget started it), after one last redraw.
+
+            The last redraw happens here, in the cell that calls ``stop()``: a redraw from the watch's thread
+            after the last cell ran never reaches the notebook's saved widget state, so an exported page would
+            show a stale table.
+            """
             self._unsubscribe()
             with self._lock:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+            self.refresh()
             if self._owns:
                 self.recorder.stop()
 

@@ -45,10 +45,14 @@ def _message(text: str, color: str = _INFO, *, detail: str = "") -> str:
     return f"<div style='color:{color};margin:4px 0'>{html.escape(text)}{extra}</div>"
 
 
+_CELL = "padding:2px 14px 2px 0;"  # columns apart, like kubectl's: without it "READYSTATUS", RESTARTS 4 + AGE "4103s"
+
+
 def _pods_table(frame: pd.DataFrame, highlight: Sequence[str] = (), app: str = "") -> str:
     """``kubectl get pods`` as HTML; rows carry data-pod/data-restarts/data-status for tests and scrapers."""
-    head = ("<tr><th style='text-align:left'>NAME</th><th>READY</th><th style='text-align:left'>STATUS</th>"
-            "<th style='text-align:right'>RESTARTS</th><th style='text-align:right'>AGE</th></tr>")
+    head = (f"<tr><th style='{_CELL}text-align:left'>NAME</th><th style='{_CELL}'>READY</th>"
+            f"<th style='{_CELL}text-align:left'>STATUS</th><th style='{_CELL}text-align:right'>RESTARTS</th>"
+            f"<th style='{_CELL}text-align:right'>AGE</th></tr>")
     body = []
     for r in frame.to_dict(orient="records"):
         name, status, restarts = str(r["name"]), str(r["status"]), int(r["restarts"])
@@ -62,13 +66,15 @@ def _pods_table(frame: pd.DataFrame, highlight: Sequence[str] = (), app: str = "
         body.append(
             f"<tr data-pod=\"{html.escape(name, quote=True)}\" data-restarts=\"{restarts}\" "
             f"data-status=\"{html.escape(status, quote=True)}\" style='{';'.join(style)}'>"
-            f"<td><code>{html.escape(name)}</code></td><td style='text-align:center'>{html.escape(str(r['ready']))}"
-            f"</td><td style='color:{color}'><b>{html.escape(status)}</b></td>"
-            f"<td style='text-align:right'>{restarts}</td>"
-            f"<td style='text-align:right;color:#777'>{html.escape(str(r['age']))}</td></tr>")
+            f"<td style='{_CELL}'><code>{html.escape(name)}</code></td>"
+            f"<td style='{_CELL}text-align:center'>{html.escape(str(r['ready']))}</td>"
+            f"<td style='{_CELL}color:{color}'><b>{html.escape(status)}</b></td>"
+            f"<td style='{_CELL}text-align:right'>{restarts}</td>"
+            f"<td style='{_CELL}text-align:right;color:#777'>{html.escape(str(r['age']))}</td></tr>")
     if not body:
         body.append("<tr><td colspan=5 style='color:#777'>No pods in this namespace.</td></tr>")
-    return f"<table style='font-family:monospace;border-collapse:collapse'>{head}{''.join(body)}</table>"
+    return (f"<table class='labkit-pods' style='font-family:monospace;border-collapse:collapse'>"
+            f"{head}{''.join(body)}</table>")
 
 
 class ChaosPanel(W.VBox):  # ipywidgets has no types: see the mypy override in pyproject.toml
@@ -288,13 +294,22 @@ class ChaosPanel(W.VBox):  # ipywidgets has no types: see the mypy override in p
         for skipped in action.skipped:
             lines.append(_message(f"  skipped {skipped}", _INFO))
         if action.landed:
-            lines.append(_message("Watching for the restart… the table updates by itself." if action.action == "kill"
-                                  else "Watching for the new pod… the table updates by itself.", _INFO))
+            if self._unsubscribe is None:  # stopped (or live=False): nothing redraws by itself
+                lines.append(_message("Click refresh to see the " + ("restart." if action.action == "kill"
+                                                                     else "new pod."), _INFO))
+            else:
+                lines.append(_message("Watching for the restart… the table updates by itself."
+                                      if action.action == "kill"
+                                      else "Watching for the new pod… the table updates by itself.", _INFO))
         return "".join(lines)
 
     # -- lifecycle
     def stop(self) -> None:
-        """Stop watching the pods (the table keeps its last state)."""
+        """Stop watching the pods; the table and plot keep their last state, redrawn now.
+
+        The redraw happens in the caller's cell, so it reaches the notebook's saved widget state (a redraw from
+        the watch's thread after the last cell ran would not, and the exported page would show a stale table).
+        """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -304,6 +319,10 @@ class ChaosPanel(W.VBox):  # ipywidgets has no types: see the mypy override in p
                 self._timer = None
         if self.recorder is not None:
             self.recorder.stop()
+        try:
+            self.refresh()
+        except LabkitError as exc:  # the cluster is gone: the last drawing stays
+            self.error = exc
 
     def close(self) -> None:
         """Stop watching and close the widget."""
