@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, dns, portforward, printers, toolbox
+from . import discovery, dns, portforward, printers, protobuf, toolbox
 from .kubelet import Kubelet
 from .network import Network
 from .patch import apply_patch
@@ -355,6 +355,8 @@ class ApiServer:
         raw = await request.read()
         if not raw:
             return {}
+        if protobuf.is_protobuf(request.content_type):
+            return protobuf.decode_request(raw)
         try:
             body = yaml.safe_load(raw) if "yaml" in request.content_type else json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
