@@ -225,6 +225,9 @@ def test_killing_details_in_all_pods_is_gradual_degradation_then_recovery(lab: l
         # Recovered: the kubelet restarted ruby; ask for a run of healthy pages after the failures.
         wait_for(traffic, lambda f: len(after(f)) > 5 and after(f)["details"].tail(5).all(), 30,
                  "details back")
+        # ... and a whole second of healthy pages at the end, for the per-second availability below
+        wait_for(traffic, lambda f: traffic.availability("1s")["details"].iloc[-1] == 1.0
+                 and len(f[f["time"] >= f["time"].iloc[-1].floor("1s")]) >= 3, 30, "a healthy last second")
     finally:
         traffic.stop()
     frame = traffic.frame
