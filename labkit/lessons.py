@@ -587,7 +587,7 @@ def lab(*, port: int | None = None, open_browser: bool = True, notebooks: str | 
             _stderr(f"error: {exc}")
             return 2
         folder = copied.folder
-        _stderr(copied.summary())
+        _stderr(copied.summary() + " (the copy is yours: labkit never overwrites a lesson you edited)")
         for name in copied.kept:
             _stderr(f"  kept your edited {name} (the kit ships a different one); for a fresh copy, rename or "
                     f"delete {folder / name} and run `labkit lab` again")
