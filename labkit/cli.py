@@ -3,8 +3,8 @@
     labkit sandbox up [--replicas N] [--time-scale F] [--dir DIR]
     labkit sandbox status [--json]
     labkit sandbox down
-    labkit tour --out DIR
-    labkit lab
+    labkit tour --out DIR [--notebooks '01-*']
+    labkit lab [--lessons DIR]          (your copy of the lessons, default ./labkit-lessons)
     labkit export NOTEBOOK --to html|hugo [--out DIR]
 """
 
