@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from . import dns
 from .images import ImageSpec, match_image, process_name_for
 from .resources import BY_PLURAL
 from .store import Obj, WatchEvent, now_rfc3339
+from .zygote import ContainerProcess, ContainerRuntime, LaunchSpec
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -83,7 +83,7 @@ class Container:
     last_state: Obj = field(default_factory=dict)
     ready: bool = False
     started: bool = False
-    process: asyncio.subprocess.Process | None = None
+    process: ContainerProcess | None = None
     argv: list[str] = field(default_factory=list)
     comm: str = ""
     started_at: float = 0.0
@@ -199,8 +199,11 @@ class Kubelet:
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.scale = cluster.time_scale
+        # Container processes: forked from a pre-imported zygote, or spawned (LABKIT_ZYGOTE=0, non-Linux).
+        self.runtime = ContainerRuntime(cluster.state_dir)
 
     def start(self) -> None:
+        self.runtime.start()
         self.cluster.store.subscribe(self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
@@ -380,10 +383,8 @@ class Kubelet:
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
             with open(c.log_path(), "ab") as logf:
-                c.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
-                    env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                    pass_fds=(ready_w,), start_new_session=True, cwd=self.cluster.state_dir)
+                c.process = await self.runtime.run(
+                    LaunchSpec(c.image.name, list(c.argv), full_env, self.cluster.state_dir), logf.fileno(), ready_w)
         except OSError as exc:
             os.close(ready_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
@@ -492,6 +493,7 @@ class Kubelet:
             for c in r.containers:
                 if c.task is not None:
                     c.task.cancel()
+        await self.runtime.close()
 
     def signal_container(self, c: Container, sig: int) -> None:
         if c.process is not None and c.process.returncode is None:
