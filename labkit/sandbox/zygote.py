@@ -424,7 +424,7 @@ def _preload() -> dict[str, tuple[_Pristine, CodeType]]:
     # needs it (``kubectl exec`` runs in the kubelet), so that rare container imports it itself.
     from labkit.sandbox.images import runtime  # noqa: F401
 
-    codes: dict[str, tuple[ModuleType, CodeType]] = {}
+    codes: dict[str, tuple[_Pristine, CodeType]] = {}
     for image in IMAGES:
         name = f"labkit.sandbox.images.{image}"
         spec = importlib.util.find_spec(name)
