@@ -350,6 +350,9 @@ class ContainerRuntime:
         z = await self._starting
         if z is not None and z.alive:
             return z
+        if z is None:  # it never came up: spawn from now on
+            self.use_zygote = False
+            return None
         if self._restarts >= MAX_RESTARTS:
             return None
         # The zygote died (or never came up): start a fresh one, a bounded number of times.
