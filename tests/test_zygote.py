@@ -261,6 +261,26 @@ def test_the_runtime_spawns_when_the_zygote_cannot_start(tmp_path: Path) -> None
     asyncio.run(main())
 
 
+def test_a_request_too_big_for_the_socket_is_spawned_and_the_zygote_stays(tmp_path: Path) -> None:
+    async def main() -> None:
+        runtime = ContainerRuntime(str(tmp_path), use_zygote=True)
+        runtime.start()
+        try:
+            big = launch(tmp_path, ["env"], "env")
+            big.env.update({f"BIG_{i}": str(i) * 40_000 for i in range(8)})  # 320 kB: over the socket's limit
+            proc, code, _ = await run_and_wait(runtime, big, tmp_path / "big.log")
+            assert code == 0 and not isinstance(proc, ZygoteProcess)
+            assert "BIG_7=" + "7" * 40_000 in (tmp_path / "big.log").read_text()
+            proc, code, _ = await run_and_wait(runtime, launch(tmp_path, ["env"], "env"), tmp_path / "small.log")
+            assert code == 0 and isinstance(proc, ZygoteProcess)
+            assert "HOSTNAME=t" in (tmp_path / "small.log").read_text()
+            assert (runtime.forked, runtime.spawned) == (1, 1)
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
 def test_zygote_mode_from_the_environment() -> None:
     linux = sys.platform == "linux"
     assert zygote_wanted({}) is linux

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import gc
 import importlib.util
 import json
@@ -65,6 +66,7 @@ READY_FD = 3
 START_TIMEOUT = 15.0
 MAX_RESTARTS = 3
 _MAX_PACKET = 1 << 20
+_REPLY_PACKET = 4096
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
@@ -166,7 +168,7 @@ class _Zygote:
         self.pending: dict[int, asyncio.Future[int]] = {}
         self.children: dict[int, ZygoteProcess] = {}
         self.early_exits: dict[int, int] = {}
-        self.outbox: deque[tuple[bytes, list[int]]] = deque()
+        self.outbox: deque[tuple[int, bytes, list[int]]] = deque()
         self.next_id = 0
         self.alive = True
         self.loop.add_reader(sock.fileno(), self._on_readable)
@@ -174,7 +176,7 @@ class _Zygote:
     def _on_readable(self) -> None:
         while self.alive:
             try:
-                data, _, _, _ = socket.recv_fds(self.sock, _MAX_PACKET, 0)
+                data = self.sock.recv(_REPLY_PACKET)  # the zygote's messages are small and carry no fds
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -205,15 +207,20 @@ class _Zygote:
 
     def _flush(self) -> None:
         while self.outbox and self.alive:
-            data, fds = self.outbox[0]
+            rid, data, fds = self.outbox[0]
             try:
                 socket.send_fds(self.sock, [data], fds)
             except (BlockingIOError, InterruptedError):
                 self.loop.add_writer(self.sock.fileno(), self._flush)
                 return
             except OSError as exc:
-                self._lost(f"the zygote's control socket failed: {exc}")
-                return
+                if exc.errno != errno.EMSGSIZE:
+                    self._lost(f"the zygote's control socket failed: {exc}")
+                    return
+                # Too big for one packet (an enormous environment): this container is spawned instead.
+                fut = self.pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ZygoteError(f"request of {len(data)} bytes is too big for the socket"))
             self.outbox.popleft()
         with contextlib.suppress(Exception):
             self.loop.remove_writer(self.sock.fileno())
@@ -227,7 +234,7 @@ class _Zygote:
         self.pending[rid] = fut
         msg = {"id": rid, "image": spec.image, "argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
                "title": title}
-        self.outbox.append((json.dumps(msg).encode(), [log_fd, ready_fd]))
+        self.outbox.append((rid, json.dumps(msg).encode(), [log_fd, ready_fd]))
         self._flush()
         pid = await fut  # the fds are in the zygote once it answers: the caller may close its copies then
         child = ZygoteProcess(pid, self.loop.create_future())
