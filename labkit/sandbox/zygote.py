@@ -2,7 +2,7 @@
 
 A container is a Python process (see :mod:`labkit.sandbox.images`). Started from scratch, each one pays for an
 interpreter and its imports, about 14 MB and 100 ms apiece. The zygote pays once: it is started by the kubelet as
-``python -S -m labkit.sandbox.zygote``, imports everything the images import, freezes the garbage collector
+``python -S -m labkit.sandbox.images.zygote``, imports everything the images import, freezes the garbage collector
 (so collections in the children do not write to the shared pages), and then forks one child per container. The
 children share the zygote's pages copy-on-write.
 
@@ -29,6 +29,9 @@ readiness pipe attached as ``SCM_RIGHTS``. Zygote to kubelet: ``{"ready": pid}``
 ``{"id": n, "pid": pid}`` (or ``{"id": n, "error": ...}``) per request and ``{"exited": pid, "status": wstatus}``
 per child that ended.
 
+This module is the kubelet's side; the zygote process itself is :mod:`labkit.sandbox.images.zygote` (standard
+library only, like everything a container imports).
+
 Fork is used only where it is safe: on Linux, in the single-threaded zygote. Elsewhere, when the zygote cannot
 be started, or with ``LABKIT_ZYGOTE=0`` in the sandbox's environment, containers are spawned as before
 (``python -S -m labkit.sandbox.images.run <image> <argv...>``).
@@ -38,20 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
-import gc
-import importlib.util
 import json
 import logging
 import os
 import signal
 import socket
 import sys
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from types import CodeType, ModuleType
 from typing import Any, Protocol
 
 log = logging.getLogger("labkit.sandbox.zygote")
@@ -59,16 +57,11 @@ log = logging.getLogger("labkit.sandbox.zygote")
 ENV_MODE = "LABKIT_ZYGOTE"
 """``0``/``off``/``spawn`` forces the spawn path; anything else (or unset) uses the zygote where it can."""
 
-IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
 TITLE_ROOM = 1024
 """Bytes of command line reserved in the zygote's argv (as empty arguments) for the children's titles."""
-READY_FD = 3
 START_TIMEOUT = 15.0
 MAX_RESTARTS = 3
-_MAX_PACKET = 1 << 20
 _REPLY_PACKET = 4096
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
 
 
 # --- the kubelet's side ---------------------------------------------------------------------------
@@ -327,7 +320,7 @@ class ContainerRuntime:
         try:
             with open(os.path.join(self.state_dir, "zygote.log"), "ab") as logf:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "labkit.sandbox.zygote", "--fd", str(theirs.fileno()),
+                    sys.executable, "-S", "-m", "labkit.sandbox.images.zygote", "--fd", str(theirs.fileno()),
                     "--parent", str(os.getpid()), *([""] * TITLE_ROOM),
                     env=env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
                     pass_fds=(theirs.fileno(),), start_new_session=True, cwd=self.state_dir)
@@ -400,228 +393,3 @@ class ContainerRuntime:
         if self._zygote is not None:
             await self._zygote.close()
             self._zygote = None
-
-
-# --- the zygote's side ----------------------------------------------------------------------------
-
-
-def _prctl(option: int, arg: int | bytes) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
-
-
-_MODULE_DUNDERS = ("__doc__", "__file__", "__spec__", "__loader__", "__package__", "__path__", "__cached__")
-
-
-@dataclass(frozen=True)
-class _Pristine:
-    """An image module before its code runs: its name and import-system attributes."""
-
-    name: str
-    dunders: dict[str, Any]
-
-
-def _preload() -> dict[str, tuple[_Pristine, CodeType]]:
-    """Import what every image imports; compile each image's own module (run afresh in each child).
-
-    Each image module is executed once here, in a throwaway namespace, only so that everything it imports is
-    in ``sys.modules`` before the fork; the children execute its code again with their own environment.
-    """
-    from labkit.sandbox.images import run
-
-    run._skip_openssl()
-    # Not the exec toolbox (and asyncio with it): only a curl-image container whose main command is a tool
-    # needs it (``kubectl exec`` runs in the kubelet), so that rare container imports it itself.
-    from labkit.sandbox.images import runtime  # noqa: F401
-
-    codes: dict[str, tuple[_Pristine, CodeType]] = {}
-    for image in IMAGES:
-        name = f"labkit.sandbox.images.{image}"
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "get_code"):
-            continue
-        code = spec.loader.get_code(name)
-        if code is None:
-            continue
-        throwaway = importlib.util.module_from_spec(spec)
-        sys.modules[name] = throwaway
-        try:
-            exec(code, throwaway.__dict__)
-        finally:
-            sys.modules.pop(name, None)
-        # Keep only what a fresh module needs before its code runs: the rest would be dead weight in every child.
-        codes[image] = (_Pristine(name, {k: throwaway.__dict__[k] for k in _MODULE_DUNDERS if k in throwaway.__dict__}),
-                        code)
-        throwaway.__dict__.clear()
-    return codes
-
-
-def set_title(argv: list[str]) -> None:
-    """Rewrite this process's ``/proc/self/cmdline`` in place (within the room its argv had)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end: fields 48 and 49 of stat
-    except (OSError, IndexError, ValueError):
-        return
-    room = end - start
-    if room <= 1:
-        return
-    data = b"".join(os.fsencode(a) + b"\0" for a in argv)[: room - 1]
-    ctypes.memmove(start, data.ljust(room, b"\0"), room)
-
-
-def _child(req: dict[str, Any], log_fd: int, ready_fd: int, zygote_pid: int,
-           codes: dict[str, tuple[_Pristine, CodeType]]) -> None:
-    """In the forked child: become the container process, run the image, exit with its code. Never returns."""
-    code = 1
-    try:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != zygote_pid:
-            os.kill(os.getpid(), signal.SIGKILL)
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.dup2(ready_fd, READY_FD)
-        os.closerange(READY_FD + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
-        os.chdir(req["cwd"])
-        env = dict(req["env"])
-        env["LABKIT_READY_FD"] = str(READY_FD)
-        env["LABKIT_PARENT_PID"] = str(zygote_pid)
-        os.environ.clear()
-        os.environ.update(env)
-        set_title(list(req["title"]))
-        image, argv = str(req["image"]), [str(a) for a in req["argv"]]
-        from labkit.sandbox.images import run
-
-        sys.argv = [str(run.__file__), image, *argv]  # what ``python -m ...images.run`` would have
-        if image in codes:
-            pristine, module_code = codes[image]
-            module = ModuleType(pristine.name)
-            module.__dict__.update(pristine.dunders)
-            sys.modules[pristine.name] = module
-            exec(module_code, module.__dict__)
-        code = run.main([image, *argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()
-        code = 1
-    with contextlib.suppress(BaseException):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code & 0xFF)
-
-
-def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1
-
-
-def serve(sock: socket.socket) -> int:
-    """The zygote's loop: fork a child per request, report every exit, until the kubelet goes away."""
-    codes = _preload()
-    gc.collect()
-    gc.freeze()  # collections in the children must not touch (and so copy) the objects they share
-    me = os.getpid()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kubelet stops us (socket EOF or SIGTERM), not a terminal
-    children: set[int] = set()
-
-    def send(msg: dict[str, Any]) -> None:
-        sock.send(json.dumps(msg).encode())
-
-    def reap() -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            children.discard(pid)
-            send({"exited": pid, "status": status})
-
-    send({"ready": me})
-    import select
-
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    try:
-        while True:
-            for fd, _ in poller.poll():
-                if fd == wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wake_r, 4096)
-                    reap()
-                    continue
-                data, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 2)
-                if not data:
-                    return 0
-                req = json.loads(data)
-                if len(fds) != 2:
-                    for fd_ in fds:
-                        os.close(fd_)
-                    send({"id": req.get("id"), "error": "expected the log file and the readiness pipe"})
-                    continue
-                log_fd, ready_fd = fds
-                if _threads() > 1:
-                    send({"id": req["id"], "error": "the zygote has threads: fork is not safe"})
-                else:
-                    try:
-                        pid = os.fork()
-                    except OSError as exc:
-                        send({"id": req["id"], "error": f"fork failed: {exc}"})
-                    else:
-                        if pid == 0:
-                            sock.close()
-                            _child(req, log_fd, ready_fd, me, codes)
-                        children.add(pid)
-                        send({"id": req["id"], "pid": pid})
-                os.close(log_fd)
-                os.close(ready_fd)
-            reap()
-    except (BrokenPipeError, ConnectionResetError):
-        return 0
-    finally:
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in list(children):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-
-
-def main(argv: list[str]) -> int:
-    """``python -S -m labkit.sandbox.zygote --fd N --parent PID [room...]``: the kubelet starts this."""
-    try:
-        fd = int(argv[argv.index("--fd") + 1])
-        parent = int(argv[argv.index("--parent") + 1])
-    except (ValueError, IndexError):
-        sys.stderr.write("usage: python -S -m labkit.sandbox.zygote --fd N --parent PID\n")
-        return 2
-    # Die with the kubelet; check after arming, in case it died before the prctl call.
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        return 1
-    _prctl(_PR_SET_NAME, b"labkit-zygote")
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(True)
-    return serve(sock)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
