@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -260,15 +261,22 @@ def _up_cli(copies: int, replicas: int, zygote: bool) -> tuple[float, dict[str, 
     """`labkit sandbox up` wall time to every pod Ready, then the memory of the whole sandbox; stops it."""
     d = tempfile.mkdtemp(prefix="labkit-bench-scale-")
     env = {**os.environ, "LABKIT_SANDBOX_DIR": d, "LABKIT_ZYGOTE": "1" if zygote else "0"}
+    cli_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "up", "--copies", str(copies),
                     "--replicas", str(replicas)], env=env, check=True, capture_output=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         info = json.loads((Path(d) / "state.json").read_text())
-        time.sleep(1.0)  # let start-up garbage settle before measuring memory
         pids = descendants(info["pid"]) | {info["pid"]}
-        mem = {**memory_kib(pids), "processes": len(pids), "daemon_pss_kib": memory_kib({info["pid"]})["pss_kib"]}
+        # CPU spent bringing the sandbox up (the CLI, the daemon, the zygote and every container): unlike the
+        # wall time it hardly depends on what else the machine is doing.
+        cpu = (after.ru_utime + after.ru_stime - cli_cpu.ru_utime - cli_cpu.ru_stime
+               + sum(_cpu_seconds(p) for p in pids if Path(f"/proc/{p}").exists()))
+        time.sleep(1.0)  # let start-up garbage settle before measuring memory
+        mem = {**memory_kib(pids), "processes": len(pids), "daemon_pss_kib": memory_kib({info["pid"]})["pss_kib"],
+               "cpu_s": cpu}
     finally:
         subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "down"], env=env, check=True,
                        capture_output=True)
@@ -369,7 +377,7 @@ def _scale_point(pods_wanted: int, copies: int, replicas: int) -> dict[str, Any]
         shutil.rmtree(d, ignore_errors=True)
 
 
-def bench_scale(runs: int = 5) -> dict[str, Any]:
+def bench_scale(runs: int = 7) -> dict[str, Any]:
     """Cost per pod: 13, ~100 and ~300 pods; and the 13-pod `up` with and without the zygote, interleaved."""
     with_z: list[float] = []
     without: list[float] = []
@@ -389,10 +397,14 @@ def bench_scale(runs: int = 5) -> dict[str, Any]:
     out: dict[str, Any] = {
         "up_13_pods": {
             "zygote": {"up_seconds": [round(t, 3) for t in with_z], "up_median_s": round(median(with_z), 3),
+                       "up_min_s": round(min(with_z), 3),
+                       "up_cpu_s_median": round(median([m["cpu_s"] for m in mem_with]), 3),
                        "memory_pss_mb_median": pss(mem_with), "memory_rss_mb_median": pss(mem_with, "rss_kib"),
                        "daemon_pss_mb_median": pss(mem_with, "daemon_pss_kib"),
                        "processes": mem_with[0]["processes"]},
             "spawn": {"up_seconds": [round(t, 3) for t in without], "up_median_s": round(median(without), 3),
+                      "up_min_s": round(min(without), 3),
+                      "up_cpu_s_median": round(median([m["cpu_s"] for m in mem_without]), 3),
                       "memory_pss_mb_median": pss(mem_without),
                       "memory_rss_mb_median": pss(mem_without, "rss_kib"),
                       "daemon_pss_mb_median": pss(mem_without, "daemon_pss_kib"),
@@ -402,6 +414,7 @@ def bench_scale(runs: int = 5) -> dict[str, Any]:
     for wanted, copies, replicas in SCALE_SIZES:
         print(f"   scale: {wanted} pods", file=sys.stderr, flush=True)
         out[f"pods_{wanted}"] = _scale_point(wanted, copies, replicas)
+    out["load_average_at_end"] = os.getloadavg()
     return out
 
 
