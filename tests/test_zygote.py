@@ -98,6 +98,12 @@ def test_every_container_is_forked_by_the_zygote_and_shows_its_image_program(rea
     assert Counter(procs.values()) == LESSON_PROGRAMS
     assert all(parent(p) == zygote for p in procs)
     ruby = [p for p, name in procs.items() if name == "ruby"]
+    for p in procs:  # its own session and process group, in the sandbox's folder, as a spawned container was
+        assert os.getsid(p) == p and os.getpgid(p) == p
+        assert os.readlink(f"/proc/{p}/cwd") == str(ready_sandbox.dir)
+    environ = Path(f"/proc/{ruby[0]}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+    assert b"LABKIT_PROCESS_NAME=ruby" in environ and b"SERVICE_VERSION=v1" in environ
+    assert b"DETAILS_SERVICE_HOST=" in b" ".join(environ) and b"LABKIT_ENV_ROOM" not in b" ".join(environ)
     # The command line a spawned container had, rewritten in place over the zygote's.
     assert all(cmdline(p).endswith("-S -m labkit.sandbox.images.run details ruby /opt/microservices/details.rb "
                                    "9080") for p in ruby), [cmdline(p) for p in ruby]

@@ -59,6 +59,8 @@ ENV_MODE = "LABKIT_ZYGOTE"
 
 TITLE_ROOM = 1024
 """Bytes of command line reserved in the zygote's argv (as empty arguments) for the children's titles."""
+ENV_ROOM = 16384
+"""Bytes of environment reserved in the zygote's environment for the children's ``/proc/<pid>/environ``."""
 START_TIMEOUT = 15.0
 MAX_RESTARTS = 3
 _REPLY_PACKET = 4096
@@ -316,6 +318,8 @@ class ContainerRuntime:
             "PYTHONPATH": self.python_path,
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
+            # Room for a child's environment in /proc/<pid>/environ (see images.zygote.set_title).
+            "LABKIT_ENV_ROOM": "." * ENV_ROOM,
         }
         try:
             with open(os.path.join(self.state_dir, "zygote.log"), "ab") as logf:

@@ -85,19 +85,28 @@ def _preload() -> dict[str, tuple[_Pristine, CodeType]]:
     return codes
 
 
-def set_title(argv: list[str]) -> None:
-    """Rewrite this process's ``/proc/self/cmdline`` in place (within the room its argv had)."""
+def set_title(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Rewrite this process's ``/proc/self/cmdline`` (and ``environ``) in place, within the room they had.
+
+    The command line is cut to fit; the environment is written only when it fits whole (a cut one would lie),
+    and only after the process's own environment no longer points into that memory.
+    """
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end: fields 48 and 49 of stat
+        # arg_start, arg_end, env_start, env_end: fields 48 to 51 of stat (counted from 1, the pid).
+        arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
     except (OSError, IndexError, ValueError):
         return
-    room = end - start
-    if room <= 1:
-        return
-    data = b"".join(os.fsencode(a) + b"\0" for a in argv)[: room - 1]
-    ctypes.memmove(start, data.ljust(room, b"\0"), room)
+    room = arg_end - arg_start
+    if room > 1:
+        data = b"".join(os.fsencode(a) + b"\0" for a in argv)[: room - 1]
+        ctypes.memmove(arg_start, data.ljust(room, b"\0"), room)
+    if env is not None:
+        room = env_end - env_start
+        data = b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items())
+        if 0 < len(data) <= room:
+            ctypes.memmove(env_start, data.ljust(room, b"\0"), room)
 
 
 def _child(req: dict[str, Any], log_fd: int, ready_fd: int, zygote_pid: int,
@@ -124,7 +133,7 @@ def _child(req: dict[str, Any], log_fd: int, ready_fd: int, zygote_pid: int,
         env["LABKIT_PARENT_PID"] = str(zygote_pid)
         os.environ.clear()
         os.environ.update(env)
-        set_title(list(req["title"]))
+        set_title(list(req["title"]), env)
         image, argv = str(req["image"]), [str(a) for a in req["argv"]]
         from labkit.sandbox.images import run
 
