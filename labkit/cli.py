@@ -51,10 +51,16 @@ def _print_status(info: dict[str, Any]) -> None:
     pods = info.get("pods", [])
     if pods:
         w = max(len(p["name"]) for p in pods) + 3
+        # Several copies of the lesson: a NAMESPACE column first, as `kubectl get pods -A` has.
+        namespaces = len({p.get("namespace", "default") for p in pods}) > 1
+        nw = max(len(p.get("namespace", "")) for p in pods) + 3 if namespaces else 0
         print()
-        print(f"  {'NAME':<{w}}{'READY':<8}{'STATUS':<18}{'RESTARTS':<14}{'AGE':<8}IP")
+        print(f"  {'NAMESPACE' if namespaces else '':<{nw}}{'NAME':<{w}}{'READY':<8}{'STATUS':<18}{'RESTARTS':<14}"
+              f"{'AGE':<8}IP")
         for p in pods:
-            print(f"  {p['name']:<{w}}{p['ready']:<8}{p['status']:<18}{p['restarts']:<14}{p['age']:<8}{p['ip']}")
+            ns = p.get("namespace", "") if namespaces else ""
+            print(f"  {ns:<{nw}}{p['name']:<{w}}{p['ready']:<8}{p['status']:<18}{p['restarts']:<14}{p['age']:<8}"
+                  f"{p['ip']}")
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

@@ -38,6 +38,11 @@ def test_two_copies_each_with_its_own_bookinfo_and_tester(tmp_path: Path) -> Non
         assert len(kubectl("get", "pods", "-n", "bookinfo-2", "-l", "app=ratings", "--no-headers"
                            ).stdout.splitlines()) == 3
         assert len(kubectl("get", "pods", "-l", "app=ratings", "--no-headers").stdout.splitlines()) == 1
+        status = subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "status"], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "LABKIT_SANDBOX_DIR": str(sb.dir)})
+        lines = status.stdout.splitlines()
+        assert any(line.split()[:2] == ["NAMESPACE", "NAME"] for line in lines if line.strip())
+        assert sum(1 for line in lines if line.strip().startswith("bookinfo-2 ")) == 7
 
 
 def test_a_hundred_pods_come_up_in_eight_namespaces(tmp_path: Path) -> None:
