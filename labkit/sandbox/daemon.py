@@ -20,15 +20,18 @@ import sys
 import time
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any
-
-import yaml
-from aiohttp import ClientSession, TCPConnector, web
+from typing import TYPE_CHECKING, Any
 
 from . import state as st
-from .apiserver import ApiServer, make_ssl_context
-from .cluster import Cluster
-from .resources import for_api_version
+from .images import zygote
+
+# The API server and the cluster are imported in serve(), after main() has started the containers' zygote: its
+# imports then overlap ours, and the first container does not wait for them.
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .apiserver import ApiServer
+    from .cluster import Cluster
 
 log = logging.getLogger("labkit.sandbox")
 LESSON_MANIFESTS = ("bookinfo.yaml", "sleep.yaml")
@@ -40,6 +43,8 @@ def manifest_text(name: str) -> str:
 
 
 def manifest_objects(name: str) -> list[dict[str, Any]]:
+    import yaml
+
     return [d for d in yaml.safe_load_all(manifest_text(name)) if d]
 
 
@@ -59,6 +64,10 @@ async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: in
     With ``copies`` above 1, each extra copy gets its own namespace (see :func:`copy_namespaces`) with its own
     Bookinfo and tester, applied concurrently.
     """
+    from aiohttp import ClientSession, TCPConnector
+
+    from .resources import for_api_version
+
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     async with ClientSession(connector=TCPConnector(ssl=ca, limit=32), headers=headers) as http:
 
@@ -106,6 +115,11 @@ async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: i
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .apiserver import ApiServer, make_ssl_context
+    from .cluster import Cluster
+
     paths = st.StatePaths(Path(args.dir))
     report_fd = args.ready_fd
     lock = st.Lock(paths.lock)
@@ -214,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent_pid:
         tie_to_parent(args.parent_pid)
     Path(args.dir).mkdir(parents=True, exist_ok=True)
+    zygote.prestart(str(Path(args.dir)))  # before the heavy imports of serve(); the kubelet adopts it
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[logging.FileHandler(Path(args.dir) / "sandbox.log")])

@@ -47,20 +47,19 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .images.zygote import ENV_MODE, default_python_path, launch, take_prestarted, zygote_wanted
+
+__all__ = ["ENV_MODE", "ContainerProcess", "ContainerRuntime", "LaunchSpec", "ZygoteError", "ZygoteProcess",
+           "zygote_wanted"]
+
 log = logging.getLogger("labkit.sandbox.zygote")
 
-ENV_MODE = "LABKIT_ZYGOTE"
-"""``0``/``off``/``spawn`` forces the spawn path; anything else (or unset) uses the zygote where it can."""
-
-TITLE_ROOM = 1024
-"""Bytes of command line reserved in the zygote's argv (as empty arguments) for the children's titles."""
-ENV_ROOM = 16384
-"""Bytes of environment reserved in the zygote's environment for the children's ``/proc/<pid>/environ``."""
 START_TIMEOUT = 15.0
 MAX_RESTARTS = 3
 _REPLY_PACKET = 4096
@@ -107,14 +106,6 @@ def spawn_command(spec: LaunchSpec) -> list[str]:
     return [sys.executable, "-S", "-m", "labkit.sandbox.images.run", spec.image, *spec.argv]
 
 
-def zygote_wanted(environ: dict[str, str] | None = None) -> bool:
-    """Whether containers should be forked from a zygote: on Linux with fork, unless the environment says no."""
-    value = (environ if environ is not None else os.environ).get(ENV_MODE, "").strip().lower()
-    if value in ("0", "off", "no", "false", "spawn"):
-        return False
-    return sys.platform == "linux" and hasattr(os, "fork") and hasattr(socket, "send_fds")
-
-
 class ZygoteError(RuntimeError):
     """The zygote could not start a container (it is gone, or it refused); the caller spawns instead."""
 
@@ -155,7 +146,7 @@ class ZygoteProcess:
 class _Zygote:
     """One running zygote process and the kubelet's end of its control socket."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
         self.sock = sock
         self.loop = asyncio.get_running_loop()
@@ -261,15 +252,14 @@ class _Zygote:
         self.children.clear()
 
     async def close(self) -> None:
-        """Stop the zygote; it kills any child still running before it exits."""
+        """Stop the zygote (it kills any child still running before it exits) and reap it."""
         self._lost("the zygote was stopped")
-        if self.proc.returncode is None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 3)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
+        deadline = self.loop.time() + 3
+        while self.proc.poll() is None and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class ContainerRuntime:
@@ -289,9 +279,7 @@ class ContainerRuntime:
     """
 
     def __init__(self, state_dir: str, *, python_path: str | None = None, use_zygote: bool | None = None) -> None:
-        # Containers import labkit from the same place as the kubelet, whatever the install.
-        here = os.path.dirname(os.path.abspath(__file__))
-        self.python_path = python_path or os.path.dirname(os.path.dirname(here))
+        self.python_path = python_path or default_python_path()
         self.state_dir = state_dir
         self.use_zygote = zygote_wanted() if use_zygote is None else use_zygote
         self._zygote: _Zygote | None = None
@@ -311,30 +299,14 @@ class ContainerRuntime:
         return z.proc.pid if z is not None and z.alive else None
 
     async def _start_zygote(self) -> _Zygote | None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": self.python_path,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-            # Room for a child's environment in /proc/<pid>/environ (see images.zygote.set_title).
-            "LABKIT_ENV_ROOM": "." * ENV_ROOM,
-        }
+        # The sandbox process may have started one already, before its own imports (images.zygote.prestart).
+        early = take_prestarted(self.state_dir) if self._zygote is None else None
         try:
-            with open(os.path.join(self.state_dir, "zygote.log"), "ab") as logf:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "labkit.sandbox.images.zygote", "--fd", str(theirs.fileno()),
-                    "--parent", str(os.getpid()), *([""] * TITLE_ROOM),
-                    env=env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                    pass_fds=(theirs.fileno(),), start_new_session=True, cwd=self.state_dir)
+            proc, sock = early or launch(self.state_dir, self.python_path)
         except OSError as exc:
             log.warning("cannot start the zygote (%s); containers are spawned", exc)
-            ours.close()
             return None
-        finally:
-            theirs.close()
-        z = _Zygote(proc, ours)
+        z = _Zygote(proc, sock)
         try:
             await asyncio.wait_for(asyncio.shield(z.ready), START_TIMEOUT)
         except (TimeoutError, ZygoteError) as exc:
@@ -359,7 +331,8 @@ class ContainerRuntime:
             return None
         if self._restarts >= MAX_RESTARTS:
             return None
-        # The zygote died (or never came up): start a fresh one, a bounded number of times.
+        # The zygote died: reap it and start a fresh one, a bounded number of times.
+        z.proc.poll()
         self._restarts += 1
         self._starting = asyncio.get_running_loop().create_task(self._start_zygote())
         z = await self._starting

@@ -22,16 +22,92 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import CodeType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
+ENV_MODE = "LABKIT_ZYGOTE"
+"""``0``/``off``/``spawn`` forces the spawn path; anything else (or unset) uses the zygote where it can."""
+TITLE_ROOM = 1024
+"""Bytes of command line reserved in the zygote's argv (as empty arguments) for the children's titles."""
+ENV_ROOM = 16384
+"""Bytes reserved in the zygote's environment for the children's ``/proc/<pid>/environ``."""
 READY_FD = 3
 """The readiness pipe's fd in a forked container (its number in ``LABKIT_READY_FD``)."""
 MAX_PACKET = 1 << 20
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+
+
+def zygote_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether containers should be forked from a zygote: on Linux with fork, unless the environment says no."""
+    value = (environ if environ is not None else os.environ).get(ENV_MODE, "").strip().lower()
+    if value in ("0", "off", "no", "false", "spawn"):
+        return False
+    return sys.platform == "linux" and hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+
+def default_python_path() -> str:
+    """Where this labkit is imported from: the zygote and the containers import it from the same place."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def launch(state_dir: str, python_path: str | None = None) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """Start a zygote process; return it and the kubelet's end of its control socket (non-blocking).
+
+    Its own output goes to ``zygote.log`` in ``state_dir``; it dies with the process that called this.
+
+    Raises:
+        OSError: The process could not be started.
+    """
+    import subprocess
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": python_path or default_python_path(),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LABKIT_ENV_ROOM": "." * ENV_ROOM,  # room for a child's /proc/<pid>/environ (see set_title)
+    }
+    try:
+        with open(os.path.join(state_dir, "zygote.log"), "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-m", __name__, "--fd", str(theirs.fileno()), "--parent", str(os.getpid()),
+                 *([""] * TITLE_ROOM)],
+                env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(theirs.fileno(),),
+                start_new_session=True, cwd=state_dir)
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return proc, ours
+
+
+_prestarted: dict[str, tuple[subprocess.Popen[bytes], socket.socket]] = {}
+
+
+def prestart(state_dir: str) -> None:
+    """Start the zygote now, for the kubelet to adopt later (:func:`take_prestarted`).
+
+    The sandbox process calls this first thing, so that the zygote's imports run while the sandbox imports its
+    API server, and the first container need not wait for them. Does nothing where fork is not used.
+    """
+    if zygote_wanted() and state_dir not in _prestarted:
+        with contextlib.suppress(OSError):
+            _prestarted[state_dir] = launch(state_dir)
+
+
+def take_prestarted(state_dir: str) -> tuple[subprocess.Popen[bytes], socket.socket] | None:
+    """The zygote :func:`prestart` started for ``state_dir``, handed over once (None if there is none)."""
+    return _prestarted.pop(state_dir, None)
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
