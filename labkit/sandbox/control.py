@@ -201,6 +201,10 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)  # its containers follow through PDEATHSIG
             time.sleep(0.2)
         self._reap()
+        # The lock is released just before the process exits; return once it has (the interpreter's own
+        # teardown can take a moment on a busy machine), so "stopped" means every process is gone.
+        while time.monotonic() < deadline + 5 and _alive(pid):
+            time.sleep(0.02)
         self.info = {}
         return True
 
@@ -256,6 +260,21 @@ class Sandbox:
                  tb: TracebackType | None) -> None:
         if self._owned:
             self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, already dead, does not count)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (not Linux): ask the kernel
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return text.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _read_kubeconfig(path: Path) -> dict[str, str]:
