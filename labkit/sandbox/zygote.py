@@ -1,9 +1,10 @@
 """The container runtime's zygote: containers forked from one process that has already imported their code.
 
 A container is a Python process (see :mod:`labkit.sandbox.images`). Started from scratch, each one pays for an
-interpreter and its imports, about 14 MB and 100 ms apiece. The zygote pays once: it is started by the kubelet as
-``python -S -m labkit.sandbox.images.zygote``, imports everything the images import, freezes the garbage collector
-(so collections in the children do not write to the shared pages), and then forks one child per container. The
+interpreter and its imports, about 14 MB and 100 ms apiece. The zygote pays once: it is started as
+``python -S -m labkit.sandbox.images.zygote`` (by the sandbox process first thing, so that its imports overlap
+the API server's; the kubelet adopts it), imports everything the images import, freezes the garbage collector (so
+collections in the children do not write to the shared pages), and then forks one child per container. The
 children share the zygote's pages copy-on-write.
 
 Each child is set up the way ``asyncio.create_subprocess_exec`` set up a container before:

@@ -78,8 +78,8 @@ def launch(state_dir: str, python_path: str | None = None) -> tuple[subprocess.P
     try:
         with open(os.path.join(state_dir, "zygote.log"), "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-S", "-m", __name__, "--fd", str(theirs.fileno()), "--parent", str(os.getpid()),
-                 *([""] * TITLE_ROOM)],
+                [sys.executable, "-S", "-m", "labkit.sandbox.images.zygote", "--fd", str(theirs.fileno()),
+                 "--parent", str(os.getpid()), *([""] * TITLE_ROOM)],
                 env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(theirs.fileno(),),
                 start_new_session=True, cwd=state_dir)
     except OSError:
