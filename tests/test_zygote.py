@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,12 +147,12 @@ def test_a_killed_zygote_takes_its_containers_along_and_a_new_one_restarts_them(
         assert len(old) == 5
         os.kill(zygote, signal.SIGKILL)
         eventually(lambda: not any(alive(p) for p in old), timeout=10, what="the zygote's children to die with it")
-        api = config.new_client_from_config(config_file=str(sb.kubeconfig))
-        core = client.CoreV1Api(api)
+        api = config.new_client_from_config(config_file=str(sb.kubeconfig))  # type: ignore[no-untyped-call]
+        core: Any = client.CoreV1Api(api)
         try:
-            names = [p.metadata.name for p in core.list_namespaced_pod("default").items]
+            names = [str(p.metadata.name) for p in core.list_namespaced_pod("default").items]
             for name in names:
-                eventually(lambda n=name: restarted_with(core, n, 1, 137), what=f"{name} restarted after SIGKILL")
+                eventually(partial(restarted_with, core, name, 1, 137), what=f"{name} restarted after SIGKILL")
         finally:
             api.close()
         [again] = zygotes(sb)
@@ -188,10 +189,10 @@ def test_labkit_zygote_0_spawns_containers_as_before(no_zygote: None, tmp_path: 
         assert all(parent(p) == sb.pid for p in procs)
         ruby = next(p for p, name in procs.items() if name == "ruby")
         os.kill(ruby, signal.SIGTERM)
-        api = config.new_client_from_config(config_file=str(sb.kubeconfig))
+        api = config.new_client_from_config(config_file=str(sb.kubeconfig))  # type: ignore[no-untyped-call]
         try:
-            core = client.CoreV1Api(api)
-            pod = core.list_namespaced_pod("default", label_selector="app=details").items[0].metadata.name
+            core: Any = client.CoreV1Api(api)
+            pod = str(core.list_namespaced_pod("default", label_selector="app=details").items[0].metadata.name)
             eventually(lambda: restarted_with(core, pod, 1, 143), what="details back with lastState 143")
         finally:
             api.close()
