@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import ctypes
 import json
 import logging
@@ -69,6 +70,7 @@ async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: in
     from .resources import for_api_version
 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    parsed = {name: manifest_objects(name) for name in LESSON_MANIFESTS}  # once: YAML parsing is slow
     async with ClientSession(connector=TCPConnector(ssl=ca, limit=32), headers=headers) as http:
 
         async def post(path: str, obj: dict[str, Any]) -> None:
@@ -82,7 +84,7 @@ async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: in
                 await post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                   "metadata": {"name": namespace}})
             for name in LESSON_MANIFESTS:
-                for obj in manifest_objects(name):
+                for obj in copy.deepcopy(parsed[name]):
                     res = for_api_version(obj["apiVersion"], obj["kind"])
                     if res is None:
                         raise RuntimeError(f"{name}: kind {obj['kind']} is not served by the sandbox")
