@@ -178,10 +178,23 @@ def test_services_by_name_env_and_balancing(ready_sandbox: Sandbox, kubectl: Kub
 def test_a_down_container_leaves_the_endpoints(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
     pod = kubectl("get", "pods", "-l", "app=details", "-o", "jsonpath={.items[1].metadata.name}").stdout
     ip = kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
-    kubectl("exec", pod, "--", "pkill", "ruby")
-    addresses = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
-    not_ready = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].notReadyAddresses[*].ip}").stdout
-    assert ip not in addresses.split() and ip in not_ready.split()
+    # Watch the endpoints from before the kill: a restarted container is Ready again within the first back-off
+    # (a quarter second here), sooner than two more kubectl runs on a busy machine.
+    watch = subprocess.Popen([kubectl.binary, "get", "endpoints", "details", "--watch", "--request-timeout=30s", "-o",
+                              'jsonpath={.subsets[0].addresses[*].ip}|{.subsets[0].notReadyAddresses[*].ip}{"\\n"}'],
+                             env=kubectl.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None
+        assert ip in watch.stdout.readline().split("|")[0].split()  # the current state comes first
+        kubectl("exec", pod, "--", "pkill", "ruby")
+        seen = []
+        while not seen or not (ip not in seen[-1][0].split() and ip in seen[-1][1].split()):
+            line = watch.stdout.readline()
+            assert line, f"the watch ended before {ip} moved to notReadyAddresses: {seen}"
+            seen.append(line.rstrip("\n").split("|"))
+    finally:
+        watch.kill()
+        watch.wait()
     wait_all_ready(ready_sandbox)
     assert ip in kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
 
