@@ -27,7 +27,7 @@ from kubernetes import client, config
 
 from labkit.sandbox import discovery, printers, resources
 
-REFERENCE = Path("/work/shared/reference/sample_payloads.json")
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "discovery_recorded.json"
 KUBECTL_ACCEPT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 TABLE_ACCEPT = ",".join(
     [

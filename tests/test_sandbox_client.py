@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 from conftest import wait_all_ready
+from helpers import eventually
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
@@ -91,14 +91,12 @@ def test_watch_sees_a_restart_and_delete_returns_the_pod(ready_sandbox: Sandbox,
 
     th = threading.Thread(target=watcher)
     th.start()
-    time.sleep(0.3)
+    eventually(lambda: seen, timeout=20, what="the watch to deliver the pod (it is established)")
     tester = core.list_namespaced_pod("default", label_selector="app=sleep").items[0].metadata.name
     exec_client = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
     stream(exec_client.connect_get_namespaced_pod_exec, target, "default", command=["pkill", "node"],
            stderr=True, stdin=False, stdout=True, tty=False)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(r == 1 and ok for _, r, ok in seen):
-        time.sleep(0.05)
+    eventually(lambda: any(r == 1 and ok for _, r, ok in seen), timeout=20, what=f"{target} Ready, restarted once")
     assert seen[0][0] == "ADDED"
     assert any(not ok for _, _, ok in seen), seen  # it was seen down...
     assert any(r == 1 and ok for _, r, ok in seen), seen  # ...and back, restarted once

