@@ -20,15 +20,16 @@ import os
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, dns, portforward, printers, protobuf, toolbox
+from . import containerlog, discovery, dns, portforward, printers, protobuf, toolbox
 from .kubelet import Kubelet
 from .network import Network
+from .params import ParamError, query_bool
 from .patch import apply_patch
 from .registry import Registry
 from .resources import BY_PLURAL, GROUP_VERSIONS, RESOURCES, Resource
@@ -79,6 +80,15 @@ def wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
+def include_object(request: web.Request) -> str:
+    """What a Table row's ``object`` holds: ``None``, ``Metadata`` (the default) or ``Object`` (``--sort-by``)."""
+    value = request.query.get("includeObject") or "Metadata"
+    if value not in ("None", "Metadata", "Object"):
+        raise StoreError(400, "BadRequest", f'includeObject: Unsupported value: "{value}": supported values: '
+                         '"Metadata", "None", "Object"')
+    return value
+
+
 def parse_time(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
@@ -109,13 +119,13 @@ class ApiServer:
             web.get("/healthz", self._ok),
             web.get("/livez", self._ok),
             web.get("/readyz", self._ok),
-            web.get("/version", self._version),
-            web.get("/api", self._discovery),
-            web.get("/apis", self._discovery),
-            web.get("/api/v1", self._resource_list),
-            *[route for gv in GROUP_VERSIONS if "/" in gv
-              for route in (web.get(f"/apis/{gv.split('/')[0]}", self._group), web.get(f"/apis/{gv}",
-                                                                                     self._resource_list))],
+            # The API server answers its discovery paths with or without a trailing slash (kr8s asks /version/).
+            *[web.get(path + slash, handler) for path, handler in (
+                ("/version", self._version), ("/api", self._discovery), ("/apis", self._discovery),
+                ("/api/v1", self._resource_list),
+                *[(f"/apis/{gv.split('/')[0]}", self._group) for gv in GROUP_VERSIONS if "/" in gv],
+                *[(f"/apis/{gv}", self._resource_list) for gv in GROUP_VERSIONS if "/" in gv],
+            ) for slash in ("", "/")],
             web.get("/openapi/v3", self._openapi_root),
             web.get("/openapi/v3/{path:.+}", self._openapi),
         ]
@@ -199,7 +209,7 @@ class ApiServer:
     # -- middlewares
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/livez", "/readyz", "/version"):
+        if request.path in ("/healthz", "/livez", "/readyz", "/version", "/version/"):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
@@ -213,13 +223,13 @@ class ApiServer:
             return await handler(request)
         except StoreError as exc:
             return error(exc.code, exc.reason, exc.message, exc.details)
-        except SelectorError as exc:
+        except (SelectorError, ParamError) as exc:
             return error(400, "BadRequest", str(exc))
         except web.HTTPNotFound:
-            return error(404, "NotFound", NOT_FOUND)
-        except web.HTTPMethodNotAllowed as exc:
-            return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-                         f"resource ({exc.method} {request.path})")
+            return error(404, "NotFound", NOT_FOUND, {})  # the real server's 404 carries empty details
+        except web.HTTPMethodNotAllowed:
+            return error(405, "MethodNotAllowed", "the server does not allow this method on the requested "
+                         "resource", {})
         except web.HTTPException:
             raise
         except (ConnectionResetError, asyncio.CancelledError):
@@ -238,7 +248,7 @@ class ApiServer:
         return json_response(discovery.version_info())
 
     async def _discovery(self, request: web.Request) -> web.Response:
-        core = request.path == "/api"
+        core = request.path.rstrip("/") == "/api"
         if discovery.wants_aggregated(request.headers.get("Accept")):
             # Aggregated discovery: one answer per request instead of one per group-version.
             return web.Response(text=dumps(discovery.aggregated_discovery(core=core)),
@@ -248,16 +258,16 @@ class ApiServer:
         return json_response(discovery.api_group_list())
 
     async def _group(self, request: web.Request) -> web.Response:
-        name = request.path.split("/")[2]
+        name = request.path.split("/")[2]  # /apis/<group>[/]
         return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == name))
 
     async def _resource_list(self, request: web.Request) -> web.Response:
-        return json_response(discovery.resource_list("v1" if request.path == "/api/v1"
-                                                     else request.path.removeprefix("/apis/")))
+        path = request.path.rstrip("/")
+        return json_response(discovery.resource_list("v1" if path == "/api/v1" else path.removeprefix("/apis/")))
 
     def _not_allowed(self, method: str, res: Resource) -> web.Response:
-        return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
-                     f"({method} {res.plural})")
+        return error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource",
+                     {**({"group": res.group} if res.group else {}), "kind": res.plural})
 
     # -- OpenAPI
     async def _openapi_root(self, request: web.Request) -> web.Response:
@@ -267,7 +277,7 @@ class ApiServer:
         path = request.match_info["path"].removeprefix("api/").removeprefix("apis/")
         doc = discovery.openapi_v3_document(path)
         if doc is None:
-            return error(404, "NotFound", NOT_FOUND)
+            return error(404, "NotFound", NOT_FOUND, {})
         return json_response(doc)
 
     # -- reads
@@ -275,34 +285,36 @@ class ApiServer:
         return (parse_label_selector(request.query.get("labelSelector")),
                 parse_field_selector(request.query.get("fieldSelector")))
 
-    def _table(self, res: Resource, objects: list[Obj], rv: str) -> Obj:
-        return printers.to_table(res, objects, datetime.now(UTC), rv)
+    def _table(self, res: Resource, objects: list[Obj], rv: str, include: str = "Metadata") -> Obj:
+        return printers.to_table(res, objects, datetime.now(UTC), rv, include)
 
     async def _list(self, request: web.Request, res: Resource, ns: str | None) -> web.StreamResponse:
         labels, fields = self._selectors(request)
-        if request.query.get("watch") in ("true", "1"):
+        if query_bool(request.query, "watch"):
             return await self._watch(request, res, ns, labels, fields)
         items = self.store.list(res, ns, labels, fields)
         rv = str(self.store.rv)
         if wants_table(request):
-            return json_response(self._table(res, items, rv))
+            return json_response(self._table(res, items, rv, include_object(request)))
         return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": rv}, "items": items})
 
     async def _get(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         obj = self.store.require(res, ns, name)
         if wants_table(request):
-            return json_response(self._table(res, [obj], obj["metadata"]["resourceVersion"]))
+            return json_response(self._table(res, [obj], obj["metadata"]["resourceVersion"],
+                                             include_object(request)))
         return json_response(obj)
 
     async def _watch(self, request: web.Request, res: Resource, ns: str | None, labels: list[Requirement],
                      fields: list[FieldRequirement]) -> web.StreamResponse:
         q = request.query
-        initial = q.get("sendInitialEvents") == "true"
+        initial = query_bool(q, "sendInitialEvents")
         rv = q.get("resourceVersion")
         since = None if initial or rv in (None, "", "0") else int(rv)
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
         as_table = wants_table(request)
+        include = include_object(request) if as_table else "Metadata"
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         request["streaming"] = True
@@ -310,7 +322,7 @@ class ApiServer:
 
         def line(etype: str, obj: Obj) -> bytes:
             if as_table and etype != "BOOKMARK" and etype != "ERROR":
-                obj = self._table(res, [obj], obj["metadata"].get("resourceVersion", ""))
+                obj = self._table(res, [obj], obj["metadata"].get("resourceVersion", ""), include)
             return (dumps({"type": etype, "object": obj}) + "\n").encode()
 
         try:
@@ -382,9 +394,10 @@ class ApiServer:
         old = self.store.require(res, ns, name)
         given_rv = body.get("metadata", {}).get("resourceVersion")
         if given_rv and given_rv != old["metadata"]["resourceVersion"]:
-            raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
+            raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural}'
+                             f'{"." + res.group if res.group else ""} "{name}": the object '
                              "has been modified; please apply your changes to the latest version and try again",
-                             {"name": name, "kind": res.plural})
+                             {"name": name, **({"group": res.group} if res.group else {}), "kind": res.plural})
         return json_response(self.registry.update(res, old, body))
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
@@ -442,7 +455,11 @@ class ApiServer:
             replicas = (new_scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
                 raise StoreError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid '
-                                 f"value: {replicas!r}: must be greater than or equal to 0")
+                                 f"value: {replicas!r}: must be greater than or equal to 0",
+                                 {"name": name, "group": "autoscaling", "kind": "Scale",
+                                  "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: "
+                                              f"{replicas!r}: must be greater than or equal to 0",
+                                              "field": "spec.replicas"}]})
             obj = self.registry.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
                                        bump_generation=True) or obj
         return json_response(self._scale_obj(obj))
@@ -488,8 +505,8 @@ class ApiServer:
             await ws.close(code=1002, message=b"no supported subprotocol")
             return ws
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
-        tty = q.get("tty") in ("true", "1")
-        stdin_on = q.get("stdin") in ("true", "1")
+        tty = query_bool(q, "tty")
+        stdin_on = query_bool(q, "stdin")
         stdin: asyncio.Queue[bytes] = asyncio.Queue()
         if not stdin_on:
             stdin.put_nowait(b"")
@@ -523,7 +540,10 @@ class ApiServer:
             pod=name, namespace=ns, container=cname, pod_ip=runtime.ip if runtime else "",
             hostname=name, env=dict(container.process_env),
             files=container.files, resolver=dns.Resolver(self.network.hosts_file, ns), tty=tty,
-            stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b), stderr_writer=lambda b: send(2, b),
+            stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b),
+            # With a TTY there is one stream, as in a terminal: stderr is written to it, not to channel 2
+            # (kubectl discards channel 2 under -t, so error text would vanish).
+            stderr_writer=lambda b: send(1 if tty else 2, b),
             process_lister=lambda: self.kubelet.pod_processes(ns, name),
             signaller=lambda proc, sig: self.kubelet.signal_pod_process(ns, name, proc, sig),
         )
@@ -590,7 +610,7 @@ class ApiServer:
                 else "ContainerCreating"
             raise StoreError(400, "BadRequest", f'container "{cname}" in pod "{name}" is waiting to start: '
                              + ("trying and failing to pull image" if "Image" in reason else reason))
-        previous = q.get("previous") in ("true", "1")
+        previous = query_bool(q, "previous")
         if previous:
             if container.restart_count == 0:
                 raise StoreError(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not '
@@ -600,38 +620,49 @@ class ApiServer:
             path = container.log_path()
         try:
             with open(path, "rb") as fh:
-                data = fh.read()
+                raw = fh.read()
         except FileNotFoundError:
-            data = b""
-        # sinceSeconds/sinceTime are accepted and ignored: log lines carry no write time to filter on.
+            raw = b""
+        complete, _ = containerlog.split_complete(raw)
+        offset = len(complete)  # a record still being written is read by the follow loop, whole
+        since = self._log_since(q)
+        stamps = query_bool(q, "timestamps")
+        records = [r for r in containerlog.parse(complete) if since is None or self._after(r, since)]
         if q.get("tailLines"):
             n = int(q["tailLines"])
-            lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-n:]) if n > 0 else b""
-        if q.get("limitBytes"):
-            data = data[: int(q["limitBytes"])]
-        if q.get("timestamps") in ("true", "1"):
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-            data = b"".join(stamp.encode() + b" " + line for line in data.splitlines(keepends=True))
-        follow = q.get("follow") in ("true", "1") and not previous
+            records = records[-n:] if n > 0 else []
+        limit = int(q["limitBytes"]) if q.get("limitBytes") else None
+
+        def render(batch: list[containerlog.Record]) -> bytes:
+            return b"".join((r.time.encode() + b" " if stamps else b"") + r.text for r in batch)
+
+        data = render(records)
+        if limit is not None:
+            data = data[:limit]
+        follow = query_bool(q, "follow") and not previous
         if not follow:
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        sent = len(data)
         if data:
             await resp.write(data)
-        offset = os.path.getsize(path) if os.path.exists(path) else 0
         instance = container.restart_count
         try:
-            while True:
+            while limit is None or sent < limit:
                 await asyncio.sleep(0.1)
                 if os.path.exists(path) and os.path.getsize(path) > offset:
                     with open(path, "rb") as fh:
                         fh.seek(offset)
-                        chunk = fh.read()
+                        chunk, _ = containerlog.split_complete(fh.read())
                     offset += len(chunk)
-                    await resp.write(chunk)
+                    out = render(containerlog.parse(chunk))
+                    if limit is not None:
+                        out = out[: limit - sent]
+                    sent += len(out)
+                    if out:
+                        await resp.write(out)
                 alive = container.process is not None and container.process.returncode is None
                 if (not alive and container.restart_count == instance) or container.restart_count != instance \
                         or container.stopping:
@@ -641,6 +672,38 @@ class ApiServer:
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+    @staticmethod
+    def _log_since(q: Any) -> datetime | None:
+        """The time ``sinceSeconds`` or ``sinceTime`` asks for (only one may be given), or None."""
+        seconds, when = q.get("sinceSeconds"), q.get("sinceTime")
+        if seconds and when:
+            raise StoreError(422, "Invalid", 'PodLogOptions "" is invalid: []: Forbidden: at most one of '
+                             "`sinceTime` or `sinceSeconds` may be specified", {"kind": "PodLogOptions"})
+        if seconds:
+            try:
+                value = int(seconds)
+            except ValueError as exc:
+                raise StoreError(400, "BadRequest", f'strconv.ParseInt: parsing "{seconds}": invalid syntax'
+                                 ) from exc
+            if value < 1:
+                raise StoreError(422, "Invalid", 'PodLogOptions "" is invalid: sinceSeconds: Invalid value: '
+                                 f"{value}: must be greater than 0", {"kind": "PodLogOptions"})
+            return datetime.now(UTC) - timedelta(seconds=value)
+        if when:
+            try:
+                return containerlog.parse_stamp(when)
+            except ValueError as exc:
+                raise StoreError(400, "BadRequest", f'parsing time "{when}" as "2006-01-02T15:04:05Z07:00": '
+                                 "cannot parse") from exc
+        return None
+
+    @staticmethod
+    def _after(record: containerlog.Record, since: datetime) -> bool:
+        try:
+            return containerlog.parse_stamp(record.time) >= since
+        except ValueError:
+            return True
 
     async def _portforward(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         pod = self.store.require(PODS, ns, name)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import dns, envfrom, toolbox
+from . import containerlog, dns, envfrom, toolbox
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
 from .registry import Registry
@@ -98,6 +98,50 @@ class NodeConfig:
     """Multiplies every restart delay and back-off (tests use 0.25)."""
     python_path: str = ""
     """``PYTHONPATH`` of the containers: where this process imports ``labkit`` from."""
+
+
+class ContainerLogCopier:
+    """Copies a container's output pipe into its CRI log file, stamping each line as it arrives."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.writer = containerlog.LineWriter()
+        self.file = open(path, "ab", buffering=0)  # noqa: SIM115 - open as long as the container runs
+        os.set_blocking(fd, False)
+        self.loop = asyncio.get_running_loop()
+        self.open = True
+        self.loop.add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        while self.open:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return
+            self._write(self.writer.feed(data))
+
+    def _write(self, records: bytes) -> None:
+        if records:
+            with contextlib.suppress(OSError):
+                self.file.write(records)
+
+    def close(self) -> None:
+        """Copy what is left, then stop (the process ended; a child it left may still hold the pipe)."""
+        if not self.open:
+            return
+        self.open = False
+        self.loop.remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            while data := os.read(self.fd, 65536):
+                self._write(self.writer.feed(data))
+        self._write(self.writer.flush())
+        os.close(self.fd)
+        self.file.close()
 
 
 @dataclass
@@ -345,7 +389,7 @@ class Kubelet:
         while c.image is None and not c.stopping:
             self._record(c, "Normal", "Pulling", f'Pulling image "{image}"')
             msg = (f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": '
-                   f"{image}: not found (the sandbox runs only the Bookinfo and curl images)")
+                   f"{image}: not found (the sandbox runs only the Bookinfo, curl, busybox and nginx images)")
             c.state = {"waiting": {"reason": "ErrImagePull", "message": msg}}
             self._record(c, "Warning", "Failed", f'Failed to pull image "{image}": {msg}')
             self._record(c, "Warning", "Failed", "Error: ErrImagePull")
@@ -406,10 +450,7 @@ class Kubelet:
     async def _start_and_wait(self, c: Container, env: dict[str, str]) -> int | None:
         """Start the process, mark it ready when it says so, and return its exit code when it ends."""
         assert c.image is not None
-        command = list(c.spec.get("command") or []) + list(c.spec.get("args") or [])
-        if not c.spec.get("command") and c.spec.get("args"):
-            command = [c.image.default_command[0], *c.spec["args"]]
-        c.argv = command or list(c.image.default_command)
+        c.argv = c.image.command_line(list(c.spec.get("command") or []), list(c.spec.get("args") or []))
         c.comm = process_name_for(c.image, c.argv)
         os.makedirs(os.path.dirname(c.log_path()), exist_ok=True)
         ready_r, ready_w = os.pipe()
@@ -427,18 +468,22 @@ class Kubelet:
             "LABKIT_PROCESS_NAME": c.comm,
         }
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
+        # The container writes to a pipe; the kubelet stamps each line with its write time into the log file.
+        log_r, log_w = os.pipe()
         try:
-            with open(c.log_path(), "ab") as logf:
-                c.process = await self.runtime.run(
-                    LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), logf.fileno(), ready_w)
+            c.process = await self.runtime.run(
+                LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), log_w, ready_w)
         except OSError as exc:
             os.close(ready_r)
+            os.close(log_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
             self._record(c, "Warning", "Failed", f"Error: {exc}")
             c.pod.publish()
             return 128
         finally:
             os.close(ready_w)  # the child has its copy; ours must go so EOF reaches the reader
+            os.close(log_w)
+        log_copy = ContainerLogCopier(log_r, c.log_path())
         c.container_id = "labkit://" + hashlib.sha256(f"{c.pod.uid}/{c.name}/{c.restart_count}".encode()
                                                       ).hexdigest()
         c.started_at = time.time()
@@ -471,6 +516,7 @@ class Kubelet:
         proc = c.process
         returncode = await proc.wait()
         close_pipe()
+        log_copy.close()
         code = exit_code_of(returncode)
         c.ready, c.started = False, False
         terminated = {

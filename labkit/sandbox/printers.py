@@ -634,18 +634,25 @@ def _row_conditions(resource: Resource, obj: dict[str, Any]) -> list[dict[str, s
 
 
 def to_table(
-    resource: Resource, objects: list[dict[str, Any]], now: datetime, list_rv: str
+    resource: Resource,
+    objects: list[dict[str, Any]],
+    now: datetime,
+    list_rv: str,
+    include_object: str = "Metadata",
 ) -> dict[str, Any]:
     """A ``meta.k8s.io/v1`` Table of ``objects``, as the API server answers ``kubectl get``.
 
     Every column is computed, wide ones included; kubectl hides those of priority 1 unless ``-o wide``. Each
-    row's ``object`` is a ``PartialObjectMetadata`` holding a copy of the object's metadata.
+    row's ``object`` is, as the ``includeObject`` query parameter asks, a ``PartialObjectMetadata`` holding a
+    copy of the object's metadata (``Metadata``, the default), the whole object (``Object``: kubectl asks for it
+    with ``--sort-by``) or nothing (``None``).
 
     Args:
         resource: The resource type being listed (from :mod:`labkit.sandbox.resources`).
         objects: The objects, already filtered by selectors, in the order to print.
         now: The reference time for AGE and "ago" cells.
         list_rv: The list's resourceVersion, for ``metadata.resourceVersion``.
+        include_object: ``Metadata``, ``Object`` or ``None``.
 
     Returns:
         The Table, ready to be sent as JSON with Content-Type :data:`TABLE_CONTENT_TYPE`.
@@ -663,14 +670,15 @@ def to_table(
     _, printer = _printer(resource)
     rows = []
     for obj in objects:
-        row: dict[str, Any] = {
-            "cells": printer(obj, now),
-            "object": {
+        row: dict[str, Any] = {"cells": printer(obj, now)}
+        if include_object == "Object":
+            row["object"] = copy.deepcopy(obj)
+        elif include_object != "None":
+            row["object"] = {
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
                 "metadata": copy.deepcopy(obj.get("metadata") or {}),
-            },
-        }
+            }
         conditions = _row_conditions(resource, obj)
         if conditions:
             row["conditions"] = conditions

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from . import defaults, node
 from .resources import BY_PLURAL, REVIEW_KINDS, Resource
-from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found, now_rfc3339
+from .store import Obj, Store, StoreError, already_exists, labels_match, match_labels_selector, not_found, now_rfc3339
 
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
@@ -65,8 +65,9 @@ def controller_of(obj: Obj) -> Obj | None:
 def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
     """A 422 ``Invalid`` error like the API server's validation returns."""
     text = "; ".join(f"{f}: {m}" for f, m in causes)
+    bare, _, group = kind.partition(".")  # "Deployment.apps": details name the group on its own
     return StoreError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', {
-        "name": name, "kind": kind,
+        "name": name, "group": group, "kind": bare,
         "causes": [{"reason": "FieldValueRequired" if "Required" in m else
                     "FieldValueForbidden" if m.startswith("Forbidden") else "FieldValueInvalid",
                     "message": m, "field": f} for f, m in causes]})
@@ -215,13 +216,11 @@ class Registry:
         meta = obj["metadata"]
         if dry_run:
             if self.store.get(res, meta.get("namespace", ""), meta["name"]) is not None:
-                raise StoreError(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
-                                 {"name": meta["name"], "kind": res.plural})
+                raise already_exists(res, meta["name"])
             return obj
         if res is SERVICES and obj["spec"].get("clusterIP") != "None":
             if self.store.get(res, meta["namespace"], meta["name"]) is not None:
-                raise StoreError(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
-                                 {"name": meta["name"], "kind": res.plural})
+                raise already_exists(res, meta["name"])
             ip = self.service_ips.take()
             obj["spec"]["clusterIP"] = ip
             obj["spec"]["clusterIPs"] = [ip]
@@ -295,7 +294,7 @@ class Registry:
         if res is NAMESPACES:
             if name in INITIAL_NAMESPACES:
                 raise StoreError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be '
-                                 "deleted")
+                                 "deleted", {"name": name, "kind": "namespaces"})
             for other in NAMESPACE_CONTENTS:
                 for o in self.store.list(other, name):
                     self.delete(other, name, o["metadata"]["name"])

@@ -42,14 +42,21 @@ class StoreError(Exception):
 
     def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
 
 def not_found(res: Resource, name: str) -> StoreError:
     """The 404 the API server answers for a missing object (``deployments.apps "x" not found``)."""
     group = f".{res.group}" if res.group else ""
     return StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                      {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
+                      {"name": name, **({"group": res.group} if res.group else {}), "kind": res.plural})
+
+
+def already_exists(res: Resource, name: str) -> StoreError:
+    """The 409 the API server answers for a create over an existing object."""
+    group = f".{res.group}" if res.group else ""
+    return StoreError(409, "AlreadyExists", f'{res.plural}{group} "{name}" already exists',
+                      {"name": name, **({"group": res.group} if res.group else {}), "kind": res.plural})
 
 
 class SelectorError(ValueError):
@@ -418,8 +425,7 @@ class Store:
         key = self._key(res, obj)
         table = self._table(res)
         if key in table.objects:
-            raise StoreError(409, "AlreadyExists", f'{res.plural}{"." + res.group if res.group else ""} '
-                             f'"{meta["name"]}" already exists', {"name": meta["name"], "kind": res.plural})
+            raise already_exists(res, meta["name"])
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta.setdefault("generation", 1)

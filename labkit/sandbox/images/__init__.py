@@ -1,4 +1,4 @@
-"""The container images the sandbox can "pull": Bookinfo's four services and the curl tester.
+"""The container images the sandbox can "pull": Bookinfo's four services, the curl tester, busybox and nginx.
 
 A container in the sandbox is a local process. The kubelet looks the pod's ``image`` up with
 :func:`match_image`, then starts ``python -m labkit.sandbox.images.run <spec.name> <argv...>``, where ``argv``
@@ -11,7 +11,9 @@ Example:
     ('reviews', 'red')
     >>> process_name_for(spec, list(spec.default_command))
     'java'
-    >>> match_image("docker.io/library/nginx:1.27") is None
+    >>> match_image("docker.io/library/nginx:1.27").name
+    'nginx'
+    >>> match_image("docker.io/library/httpd:2.4") is None
     True
 
 This module is imported by every container process (it is the parent package of ``run``), so it stays small
@@ -33,7 +35,7 @@ class ImageSpec:
 
     Attributes:
         name: The program family, which is also the module under ``labkit.sandbox.images`` that runs it:
-            ``details``, ``ratings``, ``reviews``, ``productpage`` or ``curl``.
+            ``details``, ``ratings``, ``reviews``, ``productpage``, ``curl``, ``busybox`` or ``nginx``.
         module: The dotted module path of that program.
         process_name: The command name (``/proc/<pid>/comm``) the real image's main process shows, so that
             ``pkill ruby`` finds details. For the curl image it depends on the command; see
@@ -41,6 +43,8 @@ class ImageSpec:
         default_command: The image's ENTRYPOINT + CMD, used when the manifest gives no ``command``/``args``.
         env: The image's ENV defaults; the manifest's env is merged over them.
         ports: The ports the program listens on (informational, like ``EXPOSE``).
+        entrypoint: The image's ENTRYPOINT alone, which a manifest's ``args`` follow (``kubectl run x
+            --image=busybox -- sleep 3600`` runs ``sleep 3600``). None: the first word of ``default_command``.
     """
 
     name: str
@@ -49,6 +53,26 @@ class ImageSpec:
     default_command: tuple[str, ...]
     env: dict[str, str]
     ports: tuple[int, ...]
+    entrypoint: tuple[str, ...] | None = None
+
+    def command_line(self, command: list[str], args: list[str]) -> list[str]:
+        """The process's argv from a container's ``command`` and ``args``, by Kubernetes' rules.
+
+        ``command`` replaces the ENTRYPOINT and drops the image's CMD; ``args`` alone replace the CMD.
+
+        Examples:
+            >>> busybox = match_image("busybox")
+            >>> busybox.command_line([], ["sleep", "3600"]), busybox.command_line([], [])
+            (['sleep', '3600'], ['sh'])
+            >>> match_image("curlimages/curl").command_line([], ["sleep", "infinity"])
+            ['sleep', 'infinity']
+        """
+        if command:
+            return [*command, *args]
+        if args:
+            entry = self.default_command[:1] if self.entrypoint is None else self.entrypoint
+            return [*entry, *args]
+        return list(self.default_command)
 
 
 _BOOKINFO_PORT = 9080
@@ -56,6 +80,8 @@ _BOOKINFO_PORT = 9080
 # Commands the runtime provides in every image (see runtime.run_command); a container running one of them
 # shows that name rather than the image's server program.
 _BUILTIN_COMMANDS = frozenset({"sleep"})
+# Images whose main process is whatever command they are given (no server program of their own to show).
+_GENERAL_IMAGES = frozenset({"curl", "busybox", "nginx"})
 
 
 def _bookinfo(name: str, process_name: str, command: tuple[str, ...], env: dict[str, str]) -> ImageSpec:
@@ -124,6 +150,7 @@ _BOOKINFO_IMAGES: dict[str, ImageSpec] = {
 }
 
 # Keyed by the full repository path (namespace/name): "curl" alone is too common a name to match loosely.
+# The entrypoint scripts of these images end in ``exec "$@"``, so their ENTRYPOINT adds nothing to ``args``.
 _OTHER_IMAGES: dict[str, ImageSpec] = {
     "curlimages/curl": ImageSpec(
         name="curl",
@@ -132,6 +159,25 @@ _OTHER_IMAGES: dict[str, ImageSpec] = {
         default_command=("curl",),
         env={},
         ports=(),
+        entrypoint=(),
+    ),
+    "busybox": ImageSpec(
+        name="busybox",
+        module=f"{__name__}.busybox",
+        process_name="sh",
+        default_command=("sh",),
+        env={},
+        ports=(),
+        entrypoint=(),
+    ),
+    "nginx": ImageSpec(
+        name="nginx",
+        module=f"{__name__}.nginx",
+        process_name="nginx",
+        default_command=("nginx", "-g", "daemon off;"),
+        env={"NGINX_VERSION": "1.29.3", "NJS_VERSION": "0.9.4", "PKG_RELEASE": "1~trixie"},
+        ports=(80,),
+        entrypoint=(),
     ),
 }
 
@@ -193,5 +239,5 @@ def process_name_for(spec: ImageSpec, argv: list[str]) -> str:
         At most 15 characters, the kernel's limit for ``comm``.
     """
     program = os.path.basename(argv[0]) if argv else ""
-    runs_its_own = spec.name == "curl" or program in _BUILTIN_COMMANDS
+    runs_its_own = spec.name in _GENERAL_IMAGES or program in _BUILTIN_COMMANDS
     return ((program or spec.process_name) if runs_its_own else spec.process_name)[:15]

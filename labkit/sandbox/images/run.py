@@ -1,9 +1,9 @@
 """A container's main program: ``python -m labkit.sandbox.images.run <image> [argv...]``.
 
 ``<image>`` is an :class:`~labkit.sandbox.images.ImageSpec` name (``details``, ``ratings``, ``reviews``,
-``productpage`` or ``curl``); ``argv`` is the container's command line, which the image's ``main`` interprets
-the way the real image would (``ruby details.rb 9080``, ``sleep infinity``, ...). The process exits with
-``main``'s return code.
+``productpage``, ``curl``, ``busybox`` or ``nginx``); ``argv`` is the container's command line, which the
+image's ``main`` interprets the way the real image would (``ruby details.rb 9080``, ``sleep infinity``, ...).
+The process exits with ``main``'s return code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
+IMAGES = ("details", "ratings", "reviews", "productpage", "curl", "busybox", "nginx")
 
 
 def _skip_openssl() -> None:
