@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import Kubectl
@@ -112,14 +113,15 @@ def test_kubernetes_asyncio_lists_watches_execs_and_reads_logs(ready_sandbox: Sa
             text = await v1.read_namespaced_pod_log(nginx, "default", timestamps=True, since_seconds=3600)
             assert READY_LINE in [STAMPED.match(line).group(1) for line in text.splitlines()]  # type: ignore[union-attr]
             # follow=True (capital T) streams: the start-up lines come first, then the connection stays open.
-            resp = await v1.read_namespaced_pod_log(nginx, "default", follow=True, _preload_content=False)
+            resp: Any = await v1.read_namespaced_pod_log(nginx, "default", follow=True, _preload_content=False)
             got = b""
             while READY_LINE.encode() not in got:
                 got += await asyncio.wait_for(resp.content.readline(), 30)
             resp.close()
         async with WsApiClient(configuration=cfg) as ws_client:
+            command: Any = ["echo", "hi", "asyncio"]  # typed as str in the client, sent as repeated params
             out = await client.CoreV1Api(ws_client).connect_get_namespaced_pod_exec(
-                sleeper, "default", command=["echo", "hi", "asyncio"], stderr=True, stdin=False, stdout=True,
+                sleeper, "default", command=command, stderr=True, stdin=False, stdout=True,
                 tty=False)
             assert out == "hi asyncio\n"
 
