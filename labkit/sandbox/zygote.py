@@ -90,7 +90,8 @@ class LaunchSpec:
     """One container process to start.
 
     Attributes:
-        image: The image's program family (``details``, ``ratings``, ``reviews``, ``productpage``, ``curl``, ``busybox``, ``nginx``).
+        image: The image's program family (``details``, ``ratings``, ``reviews``, ``productpage``, ``curl``,
+            ``busybox``, ``nginx``).
         argv: The container's command line (command + args, or the image's default).
         env: The process's whole environment, as the kubelet computed it.
         cwd: The working directory.
