@@ -1,0 +1,477 @@
+"""The small GNU coreutils every image has: true, false, echo, sleep, hostname, env, printenv, cat, head, ls, wc.
+
+Each prints what GNU coreutils 9 prints for the options people type and returns its exit code; files are the
+container's in-memory files (:mod:`.fs`). Work is linear in the input, and inputs are bounded (the container's
+file cap, :data:`~.context.INPUT_LIMIT` for a whole stdin), so no tool here can hold the event loop for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import copy
+import posixpath
+import re
+import time
+
+from .context import ExecContext
+from .fs import (
+    STDIN_NAMES,
+    abspath,
+    bad_option,
+    dir_entries,
+    err,
+    is_dir,
+    is_file,
+    out,
+    read_input,
+    split_lines,
+    stdin_chunks,
+)
+from .registry import BIN_DIRS, NOT_FOUND, has_command, run, tool
+
+# ------------------------------------------------------------------------------------------------------------
+# true, false, echo, sleep, hostname, env, printenv
+
+
+@tool("true")
+async def _true(argv: list[str], ctx: ExecContext) -> int:
+    return 0
+
+
+@tool("false")
+async def _false(argv: list[str], ctx: ExecContext) -> int:
+    return 1
+
+
+_ECHO_ESCAPES = {
+    ord("\\"): b"\\", ord("a"): b"\a", ord("b"): b"\b", ord("e"): b"\x1b", ord("f"): b"\f", ord("n"): b"\n",
+    ord("r"): b"\r", ord("t"): b"\t", ord("v"): b"\v",
+}
+
+
+_OCTAL = re.compile(rb"[0-7]{0,3}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,2}")
+
+
+def _echo_unescape(raw: bytes) -> tuple[bytes, bool]:
+    """GNU ``echo -e`` escapes; the flag says ``\\c`` asked to stop all output there."""
+    result = bytearray()
+    i = 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte != 0x5C or i + 1 >= len(raw):  # not a backslash, or a trailing one
+            result.append(byte)
+            i += 1
+            continue
+        code = raw[i + 1]
+        i += 2
+        if code in _ECHO_ESCAPES:
+            result += _ECHO_ESCAPES[code]
+        elif code == ord("c"):
+            return bytes(result), True
+        elif code == ord("0"):
+            octal = _OCTAL.match(raw, i)
+            text = octal.group() if octal else b""
+            result.append(int(text or b"0", 8) & 0xFF)
+            i += len(text)
+        elif code == ord("x") and (hexa := _HEX.match(raw, i)):
+            result.append(int(hexa.group(), 16))
+            i += len(hexa.group())
+        else:
+            result += bytes([0x5C, code])
+    return bytes(result), False
+
+
+@tool("echo")
+async def _echo(argv: list[str], ctx: ExecContext) -> int:
+    args = argv[1:]
+    newline, escapes = True, False
+    while args and re.fullmatch(r"-[neE]+", args[0]):
+        for letter in args.pop(0)[1:]:
+            if letter == "n":
+                newline = False
+            else:
+                escapes = letter == "e"
+    text = b" ".join(a.encode("utf-8", "surrogateescape") for a in args)
+    if escapes:
+        text, stop = _echo_unescape(text)
+        if stop:
+            newline = False
+    await ctx.write_stdout(text + (b"\n" if newline else b""))
+    return 0
+
+
+_SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@tool("sleep")
+async def _sleep(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    if len(argv) < 2:
+        await err(ctx, f"{prog}: missing operand\nTry '{prog} --help' for more information.\n")
+        return 1
+    total = 0.0
+    for arg in argv[1:]:
+        # One way to read each digit string, so a long bad argument fails in linear time.
+        match = re.fullmatch(r"\+?([0-9]+(?:\.[0-9]*)?|\.[0-9]+|inf|infinity)([smhd]?)", arg, re.IGNORECASE)
+        if match is None:
+            await err(ctx, f"{prog}: invalid time interval '{arg}'\n"
+                            f"Try '{prog} --help' for more information.\n")
+            return 1
+        total += float(match.group(1)) * _SLEEP_UNITS[match.group(2).lower()]
+    if total == float("inf"):
+        await asyncio.Event().wait()  # forever, until the exec is cancelled
+    else:
+        await asyncio.sleep(total)
+    return 0
+
+
+@tool("hostname")
+async def _hostname(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    args = argv[1:]
+    flags = "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
+    names = [a for a in args if not a.startswith("-")]
+    if names:
+        await err(ctx, f"{prog}: you must be root to change the host name\n")
+        return 1
+    if "i" in flags or "I" in flags:
+        await out(ctx, f"{ctx.pod_ip or '127.0.0.1'}\n")
+    elif "s" in flags:
+        await out(ctx, ctx.hostname.split(".", 1)[0] + "\n")
+    else:
+        await out(ctx, ctx.hostname + "\n")
+    return 0
+
+
+@tool("env")
+async def _env(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    env = dict(ctx.env)
+    args = argv[1:]
+    while args and args[0].startswith("-") and args[0] != "-":
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        if opt in ("-i", "--ignore-environment"):
+            env.clear()
+        elif opt in ("-u", "--unset"):
+            if not args:
+                await err(ctx, f"{prog}: option requires an argument -- 'u'\n"
+                                f"Try '{prog} --help' for more information.\n")
+                return 125
+            env.pop(args.pop(0), None)
+        elif opt.startswith("-u"):
+            env.pop(opt[2:], None)
+        else:
+            letter = opt[2:] if opt.startswith("--") else opt[1:2]
+            text = f"unrecognized option '{opt}'" if opt.startswith("--") else f"invalid option -- '{letter}'"
+            await err(ctx, f"{prog}: {text}\nTry '{prog} --help' for more information.\n")
+            return 125
+    while args and "=" in args[0]:
+        key, _, value = args.pop(0).partition("=")
+        env.pop(key, None)  # an assignment moves the variable to the end, as real env prints it
+        env[key] = value
+    if not args:
+        await out(ctx, "".join(f"{k}={v}\n" for k, v in env.items()))
+        return 0
+    if not has_command(args[0]):
+        await err(ctx, f"{prog}: '{args[0]}': No such file or directory\n")
+        return NOT_FOUND
+    child = copy.copy(ctx)
+    child.env = env
+    return await run(args, child)
+
+
+@tool("printenv")
+async def _printenv(argv: list[str], ctx: ExecContext) -> int:
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    if not names:
+        await out(ctx, "".join(f"{k}={v}\n" for k, v in ctx.env.items()))
+        return 0
+    code = 0
+    for name in names:
+        if name in ctx.env:
+            await out(ctx, ctx.env[name] + "\n")
+        else:
+            code = 1
+    return code
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Files: cat, head, ls, wc, grep
+
+
+_CAT_LONG = {"--number": "n", "--show-ends": "E"}
+
+
+@tool("cat")
+async def _cat(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    number = show_ends = False
+    names: list[str] = []
+    for arg in argv[1:]:
+        if arg == "-" or not arg.startswith("-"):
+            names.append(arg)
+            continue
+        if arg.startswith("--") and arg not in _CAT_LONG:
+            return await bad_option(ctx, prog, arg)
+        letters = _CAT_LONG.get(arg, arg[1:])
+        for letter in letters:
+            if letter not in "nEu":  # -u (unbuffered) is accepted and changes nothing
+                return await bad_option(ctx, prog, "-" + letter)
+        number = number or "n" in letters
+        show_ends = show_ends or "E" in letters
+    code = 0
+    line_no = 0
+    for name in names or ["-"]:
+        if name in ("-", "/dev/stdin") and not (number or show_ends):
+            async for chunk in stdin_chunks(ctx):  # stream: an interactive `cat` echoes as it reads
+                await ctx.write_stdout(chunk)
+            continue
+        data = await read_input(ctx, name)
+        if isinstance(data, str):
+            await err(ctx, f"{prog}: {name}: {data}\n")
+            code = 1
+            continue
+        if number or show_ends:
+            rendered = bytearray()
+            for line in split_lines(data):
+                body = line.rstrip(b"\n")
+                end = b"$\n" if show_ends and line.endswith(b"\n") else line[len(body) :]
+                if number:
+                    line_no += 1
+                    rendered += f"{line_no:>6}\t".encode()
+                rendered += body + end
+            data = bytes(rendered)
+        await ctx.write_stdout(data)
+    return code
+
+
+def _parse_count(text: str) -> int | None:
+    match = re.fullmatch(r"(-?)([0-9]{1,18})([kKmM]?)", text)
+    if match is None:
+        return None
+    value = int(match.group(2)) * {"": 1, "k": 1024, "K": 1024, "m": 1 << 20, "M": 1 << 20}[match.group(3)]
+    return -value if match.group(1) else value
+
+
+async def _head_stream(ctx: ExecContext, lines: int) -> None:
+    """Copy the first ``lines`` lines of stdin as they arrive."""
+    remaining = lines
+    while remaining:
+        chunk = await ctx.read_stdin(65536)
+        if not chunk:
+            return
+        end = -1
+        while remaining and (end := chunk.find(b"\n", end + 1)) >= 0:
+            remaining -= 1
+        await ctx.write_stdout(chunk if remaining else chunk[: end + 1])
+
+
+@tool("head")
+async def _head(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    args = argv[1:]
+    lines: int | None = 10
+    count_bytes: int | None = None
+    names: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        option = value = None
+        if re.fullmatch(r"-\d+", arg):
+            option, value = "n", arg[1:]
+        elif arg in ("-n", "-c"):
+            if i >= len(args):
+                await err(ctx, f"{prog}: option requires an argument -- '{arg[1]}'\n"
+                                f"Try '{prog} --help' for more information.\n")
+                return 1
+            option, value = arg[1], args[i]
+            i += 1
+        elif arg.startswith(("-n", "-c")) and not arg.startswith("--"):
+            option, value = arg[1], arg[2:]
+        elif arg.startswith(("--lines=", "--bytes=")):
+            option, value = arg[2], arg.partition("=")[2]
+        elif arg in ("-q", "--quiet", "--silent", "-v", "--verbose"):
+            continue
+        elif arg.startswith("-") and arg != "-":
+            return await bad_option(ctx, prog, arg)
+        else:
+            names.append(arg)
+            continue
+        number = _parse_count(value)
+        if number is None:
+            await err(ctx, f"{prog}: invalid number of {'lines' if option == 'n' else 'bytes'}: '{value}'\n")
+            return 1
+        if option == "n":
+            lines, count_bytes = number, None
+        else:
+            lines, count_bytes = None, number
+    code = 0
+    names = names or ["-"]
+    for index, name in enumerate(names):
+        if len(names) > 1:
+            label = "standard input" if name == "-" else name
+            await out(ctx, f"{'' if index == 0 else chr(10)}==> {label} <==\n")
+        if name in STDIN_NAMES and lines is not None and lines >= 0:
+            await _head_stream(ctx, lines)  # only as much stdin as the answer needs, as head does on a pipe
+            continue
+        data = await read_input(ctx, name)
+        if isinstance(data, str):
+            await err(ctx, f"{prog}: cannot open '{name}' for reading: {data}\n")
+            code = 1
+            continue
+        if count_bytes is not None:
+            shown = data[:count_bytes] if count_bytes >= 0 else data[: max(len(data) + count_bytes, 0)]
+        else:
+            assert lines is not None
+            parts = split_lines(data)
+            shown = b"".join(parts[:lines] if lines >= 0 else parts[: max(len(parts) + lines, 0)])
+        await ctx.write_stdout(shown)
+    return code
+
+
+@tool("ls")
+async def _ls(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    long = show_all = one_per_line = dir_only = False
+    names: list[str] = []
+    for arg in argv[1:]:
+        if arg.startswith("-") and arg != "-" and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if letter == "l":
+                    long = True
+                elif letter in "aA":
+                    show_all = True
+                elif letter == "1":
+                    one_per_line = True
+                elif letter == "d":
+                    dir_only = True
+                elif letter not in "hFp":
+                    return await bad_option(ctx, prog, "-" + letter, code=2)
+        elif arg.startswith("--"):
+            if arg not in ("--all", "--almost-all"):
+                return await bad_option(ctx, prog, arg, code=2)
+            show_all = True
+        else:
+            names.append(arg)
+    now = time.strftime("%b %e %H:%M")
+
+    def describe(path: str, label: str) -> str:
+        if not long:
+            return label
+        if is_dir(ctx, path):
+            mode, size = "drwxr-xr-x", 4096
+        else:
+            executable = path.rpartition("/")[0] in BIN_DIRS
+            mode, size = ("-rwxr-xr-x" if executable else "-rw-r--r--"), len(ctx.files.get(path, b""))
+        return f"{mode} 1 root root {size:>5} {now} {label}"
+
+    def render(items: list[str]) -> str:
+        if not items:
+            return ""
+        sep = "\n" if long or one_per_line or not ctx.tty else "  "
+        return sep.join(items) + "\n"
+
+    code = 0
+    files: list[str] = []
+    folders: list[tuple[str, str]] = []
+    for name in names or ["."]:
+        path = abspath(name)
+        if is_file(ctx, path) or (dir_only and is_dir(ctx, path)):
+            files.append(describe(path, name))
+        elif is_dir(ctx, path):
+            folders.append((name, path))
+        else:
+            await err(ctx, f"{prog}: cannot access '{name}': No such file or directory\n")
+            code = 2
+    chunks: list[str] = []
+    if files:
+        chunks.append(render(files))
+    for name, path in folders:
+        entries = dir_entries(ctx, path)
+        items = [describe(posixpath.join(path, e), e) for e in ([".", ".."] if show_all else []) + entries]
+        header = f"{name}:\n" if len(folders) + len(files) > 1 else ""
+        total = f"total {4 * len(entries)}\n" if long else ""
+        chunks.append(header + total + render(items))
+    await out(ctx, "\n".join(chunks))
+    return code
+
+
+class _Counts:
+    """wc's counters, fed chunk by chunk so stdin of any length streams through."""
+
+    def __init__(self) -> None:
+        self.lines = self.words = self.chars = self.bytes = 0
+        self.in_word = False
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        self.lines += data.count(b"\n")
+        self.bytes += len(data)
+        self.chars += len(self.decoder.decode(data, final))
+        words = data.split()
+        self.words += len(words)
+        if words and self.in_word and not data[:1].isspace():
+            self.words -= 1  # the first word here continues the last one of the previous chunk
+        if data:
+            self.in_word = not data[-1:].isspace()
+
+    def column(self, letter: str) -> int:
+        return {"l": self.lines, "w": self.words, "m": self.chars, "c": self.bytes}[letter]
+
+
+@tool("wc")
+async def _wc(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    wanted = ""
+    names: list[str] = []
+    long = {"--lines": "l", "--words": "w", "--bytes": "c", "--chars": "m"}
+    for arg in argv[1:]:
+        if arg in long:
+            wanted += long[arg]
+        elif arg.startswith("-") and arg != "-" and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if letter not in "lwcm":
+                    return await bad_option(ctx, prog, "-" + letter)
+                wanted += letter
+        elif arg.startswith("--"):
+            return await bad_option(ctx, prog, arg)
+        else:
+            names.append(arg)
+    columns = [c for c in "lwmc" if c in wanted] or ["l", "w", "c"]
+    rows: list[tuple[list[int], str]] = []
+    code = 0
+    for name in names or ["-"]:
+        counts = _Counts()
+        if name in STDIN_NAMES:
+            async for chunk in stdin_chunks(ctx):
+                counts.feed(chunk)
+        else:
+            data = await read_input(ctx, name)
+            if isinstance(data, str):
+                await err(ctx, f"{prog}: {name}: {data}\n")
+                code = 1
+                continue
+            for start in range(0, len(data), 1 << 20):
+                counts.feed(data[start : start + (1 << 20)])
+                await asyncio.sleep(0)  # a big file never holds the event loop for long
+        counts.feed(b"", final=True)
+        rows.append(([counts.column(c) for c in columns], "" if name == "-" else name))
+    if len(names) > 1:
+        rows.append(([sum(r[0][i] for r in rows) for i in range(len(columns))], "total"))
+    if not rows:
+        return code
+    if len(columns) == 1 and len(rows) == 1:
+        width = 1
+    elif not names or "-" in names:
+        width = 7
+    else:
+        width = max(len(str(n)) for r in rows for n in r[0])
+    for counts_row, label in rows:
+        text = " ".join(f"{n:>{width}}" for n in counts_row)
+        await out(ctx, f"{text} {label}\n" if label else f"{text}\n")
+    return code
