@@ -136,7 +136,7 @@ class Matcher:
         return results
 
     async def _remote(self, mode: str, lines: list[bytes]) -> list[Any]:
-        request = marshal.dumps((self.pattern, self.flags, mode, lines, CPU_SECONDS))
+        request = marshal.dumps((self.pattern, int(self.flags), mode, lines, CPU_SECONDS))
         job = _Job(request)
         loop = asyncio.get_running_loop()
         try:
