@@ -126,8 +126,8 @@ async def grep(argv: list[str], ctx: ExecContext) -> int:
     if "w" in flags:
         source = rf"(?<!\w)(?:{source})(?!\w)"
     try:
-        matcher = await Matcher.compile(source.encode("utf-8", "surrogateescape"),
-                                        re.IGNORECASE if "i" in flags else 0)
+        matcher = Matcher.compile(source.encode("utf-8", "surrogateescape"),
+                                  re.IGNORECASE if "i" in flags else 0)
         return await _search(prog, ctx, matcher, flags, names or ["-"], max_count)
     except RegexError as exc:
         await err(ctx, f"{prog}: {exc}\n")

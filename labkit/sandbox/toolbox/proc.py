@@ -247,8 +247,8 @@ async def _process_match(argv: list[str], ctx: ExecContext, kill: bool) -> int:
     targets = [(" ".join(p.args) if "f" in flags and p.args else p.comm[:15]).encode("utf-8", "surrogateescape")
                for p in procs]
     try:
-        matcher = await Matcher.compile(patterns[0].encode("utf-8", "surrogateescape"),
-                                        re.IGNORECASE if "i" in flags else 0)
+        matcher = Matcher.compile(patterns[0].encode("utf-8", "surrogateescape"),
+                                  re.IGNORECASE if "i" in flags else 0)
         hits = await (matcher.fullmatch(targets) if "x" in flags else matcher.search(targets))
     except RegexError as exc:
         await err(ctx, f"{prog}: regex error: {exc}\n")

@@ -11,7 +11,7 @@ cancels (the client went away) kills its worker at once.
 
 Example::
 
-    matcher = await Matcher.compile(b"Book (Details|Reviews)", re.IGNORECASE)
+    matcher = Matcher.compile(b"Book (Details|Reviews)", re.IGNORECASE)
     await matcher.search([b"<h4>Book Details</h4>", b"<p>x</p>"])   # [True, False]
 """
 
@@ -92,18 +92,22 @@ class Matcher:
     local: re.Pattern[bytes] | None = field(default=None, repr=False)
 
     @classmethod
-    async def compile(cls, pattern: bytes, flags: int = 0) -> Matcher:
+    def compile(cls, pattern: bytes, flags: int = 0) -> Matcher:
         """Check and compile ``pattern``.
+
+        Compiling is linear in the pattern's length (which a command line bounds), so it happens here and a
+        syntax error is reported at once; only matching, which can backtrack without end, needs the worker.
 
         Raises:
             RegexError: The pattern is not a valid regular expression.
-            RegexLimitError: Compiling it alone passed a limit (e.g. ``a{1000}{1000}{1000}``).
         """
-        if is_plain(pattern):
-            return cls(pattern, flags, re.compile(pattern, flags))
-        matcher = cls(pattern, flags)
-        await matcher._remote("search", [])
-        return matcher
+        try:
+            compiled = re.compile(pattern, flags)
+        except re.error as exc:
+            raise RegexError(str(exc)) from None
+        except (RecursionError, OverflowError, MemoryError):
+            raise RegexError("regular expression is too big") from None
+        return cls(pattern, int(flags), compiled if is_plain(pattern) else None)
 
     async def search(self, lines: list[bytes]) -> list[bool]:
         """Whether the pattern occurs in each line."""
@@ -136,7 +140,7 @@ class Matcher:
         return results
 
     async def _remote(self, mode: str, lines: list[bytes]) -> list[Any]:
-        request = marshal.dumps((self.pattern, int(self.flags), mode, lines, CPU_SECONDS))
+        request = marshal.dumps((self.pattern, self.flags, mode, lines, CPU_SECONDS))
         job = _Job(request)
         loop = asyncio.get_running_loop()
         try:
