@@ -822,10 +822,14 @@ def test_curl_output_files_are_capped_per_container() -> None:
 
 
 def test_a_whole_stdin_past_the_input_limit_is_refused() -> None:
-    big = b"y\n" * (INPUT_LIMIT // 2 + 1)
-    result = execute(["cat", "-n"], stdin=big)
-    assert (result.code, result.out, result.stderr) == (1, b"", "cat: -: File too large\n")
-    assert execute(["wc", "-l"], stdin=big).stdout == f"{INPUT_LIMIT // 2 + 1}\n"  # wc streams: no limit
+    line = b"y" * 1023 + b"\n"
+    big = line * (INPUT_LIMIT // len(line) + 1)
+    result = execute(["head", "-n", "-1"], stdin=big)  # all but the last line: head must hold all of it
+    assert (result.code, result.out) == (1, b"")
+    assert result.stderr == "head: cannot open '-' for reading: File too large\n"
+    # Tools that stream have no limit.
+    assert execute(["wc", "-l"], stdin=big).stdout == f"{INPUT_LIMIT // len(line) + 1}\n"
+    assert execute(["cat", "-n"], stdin=big).out.endswith(f"{INPUT_LIMIT // len(line) + 1}\t".encode() + line)
 
 
 RUNAWAY = ["grep", "-E", "(a+)+$"]
@@ -878,3 +882,25 @@ def test_a_cancelled_grep_stops_its_worker() -> None:
         return await stops_when_cancelled(task)
 
     assert asyncio.run(main())
+
+
+def test_cat_numbers_and_head_cuts_lines_split_across_chunks() -> None:
+    async def main(argv: list[str], pieces: list[bytes]) -> bytes:
+        async def reader(n: int) -> bytes:
+            return pieces.pop(0) if pieces else b""
+
+        ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
+        await run(argv, ctx)
+        return bytes(ctx.stdout)
+
+    numbered = asyncio.run(main(["cat", "-nE"], [b"a\nb", b"c\n\nd"]))
+    assert numbered == b"     1\ta$\n     2\tbc$\n     3\t$\n     4\td"
+    assert asyncio.run(main(["head", "-c", "4"], [b"ab", b"cd", b"ef"])) == b"abcd"
+    assert execute(["head", "-n", "-1"], stdin=b"1\n2\n3\n").out == b"1\n2\n"
+    assert execute(["head", "-n", "-2"], stdin=b"1\n2\n3").out == b"1\n"
+    assert execute(["head", "-n", "-5"], stdin=b"1\n2\n3").out == b""
+    assert execute(["head", "-c", "-2"], stdin=b"abcd").out == b"ab"
+    files = {"/tmp/f": b"".join(f"{i}\n".encode() for i in range(100000))}
+    assert execute(["head", "-n", "2", "/tmp/f"], files=files).out == b"0\n1\n"
+    assert execute(["grep", "-c", "7", "/tmp/f"], files=files).out == b"40951\n"
+    assert execute(["grep", "-cE", "^9+$", "/tmp/f"], files=files).out == b"5\n"

@@ -1,8 +1,9 @@
 """The small GNU coreutils every image has: true, false, echo, sleep, hostname, env, printenv, cat, head, ls, wc.
 
 Each prints what GNU coreutils 9 prints for the options people type and returns its exit code; files are the
-container's in-memory files (:mod:`.fs`). Work is linear in the input, and inputs are bounded (the container's
-file cap, :data:`~.context.INPUT_LIMIT` for a whole stdin), so no tool here can hold the event loop for long.
+container's in-memory files (:mod:`.fs`). Inputs stream in chunks (``cat``, ``head -n 3`` and ``wc`` on an
+endless stdin work as on a pipe), work is linear in the input, and a whole input held in memory is bounded
+(:data:`~.context.INPUT_LIMIT`), so no tool here holds the event loop for long.
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ import copy
 import posixpath
 import re
 import time
+from collections.abc import AsyncIterator
 
 from .context import ExecContext
-from .fs import (
-    STDIN_NAMES,
-    abspath,
-    bad_option,
-    dir_entries,
-    err,
-    is_dir,
-    is_file,
-    out,
-    read_input,
-    split_lines,
-    stdin_chunks,
-)
+from .fs import abspath, bad_option, dir_entries, err, is_dir, is_file, open_input, out, read_input
 from .registry import BIN_DIRS, NOT_FOUND, has_command, run, tool
 
 # ------------------------------------------------------------------------------------------------------------
@@ -224,29 +214,42 @@ async def _cat(argv: list[str], ctx: ExecContext) -> int:
         number = number or "n" in letters
         show_ends = show_ends or "E" in letters
     code = 0
-    line_no = 0
+    lines = _LineDecorator(number, show_ends)
     for name in names or ["-"]:
-        if name in ("-", "/dev/stdin") and not (number or show_ends):
-            async for chunk in stdin_chunks(ctx):  # stream: an interactive `cat` echoes as it reads
-                await ctx.write_stdout(chunk)
-            continue
-        data = await read_input(ctx, name)
-        if isinstance(data, str):
-            await err(ctx, f"{prog}: {name}: {data}\n")
+        source = open_input(ctx, name)
+        if isinstance(source, str):
+            await err(ctx, f"{prog}: {name}: {source}\n")
             code = 1
             continue
-        if number or show_ends:
-            rendered = bytearray()
-            for line in split_lines(data):
-                body = line.rstrip(b"\n")
-                end = b"$\n" if show_ends and line.endswith(b"\n") else line[len(body) :]
-                if number:
-                    line_no += 1
-                    rendered += f"{line_no:>6}\t".encode()
-                rendered += body + end
-            data = bytes(rendered)
-        await ctx.write_stdout(data)
+        async for chunk in source:  # stdin streams: an interactive `cat` echoes as it reads
+            await ctx.write_stdout(lines.render(chunk) if number or show_ends else chunk)
     return code
+
+
+class _LineDecorator:
+    """``cat -n``/``-E`` over chunks: line numbers and ``$`` ends, lines split anywhere between chunks."""
+
+    def __init__(self, number: bool, show_ends: bool) -> None:
+        self.number = number
+        self.show_ends = show_ends
+        self.count = 0
+        self.at_line_start = True
+
+    def render(self, chunk: bytes) -> bytes:
+        pieces = chunk.split(b"\n")
+        rendered = bytearray()
+        for index, piece in enumerate(pieces):
+            complete = index < len(pieces) - 1
+            if self.number and self.at_line_start and (piece or complete):
+                self.count += 1
+                rendered += f"{self.count:>6}\t".encode()
+            rendered += piece
+            if complete:
+                rendered += b"$\n" if self.show_ends else b"\n"
+                self.at_line_start = True
+            elif piece:
+                self.at_line_start = False
+        return bytes(rendered)
 
 
 def _parse_count(text: str) -> int | None:
@@ -257,17 +260,41 @@ def _parse_count(text: str) -> int | None:
     return -value if match.group(1) else value
 
 
-async def _head_stream(ctx: ExecContext, lines: int) -> None:
-    """Copy the first ``lines`` lines of stdin as they arrive."""
+async def _head_lines(ctx: ExecContext, source: AsyncIterator[bytes], lines: int) -> None:
+    """Copy the first ``lines`` lines, reading no more input than they need (as head does on a pipe)."""
     remaining = lines
-    while remaining:
-        chunk = await ctx.read_stdin(65536)
-        if not chunk:
-            return
+    if not remaining:
+        return
+    async for chunk in source:
         end = -1
         while remaining and (end := chunk.find(b"\n", end + 1)) >= 0:
             remaining -= 1
         await ctx.write_stdout(chunk if remaining else chunk[: end + 1])
+        if not remaining:
+            return
+
+
+async def _head_bytes(ctx: ExecContext, source: AsyncIterator[bytes], count: int) -> None:
+    remaining = count
+    if not remaining:
+        return
+    async for chunk in source:
+        await ctx.write_stdout(chunk[:remaining])
+        remaining -= min(len(chunk), remaining)
+        if not remaining:
+            return
+
+
+def _all_but_last_lines(data: bytes, lines: int) -> bytes:
+    """``data`` without its last ``lines`` lines (a last line without a newline counts)."""
+    end = len(data)
+    if data.endswith(b"\n"):
+        end -= 1
+    for _ in range(lines):
+        if end < 0:
+            return b""
+        end = data.rfind(b"\n", 0, end)
+    return data[: end + 1] if end >= 0 else b""
 
 
 @tool("head")
@@ -316,21 +343,24 @@ async def _head(argv: list[str], ctx: ExecContext) -> int:
         if len(names) > 1:
             label = "standard input" if name == "-" else name
             await out(ctx, f"{'' if index == 0 else chr(10)}==> {label} <==\n")
-        if name in STDIN_NAMES and lines is not None and lines >= 0:
-            await _head_stream(ctx, lines)  # only as much stdin as the answer needs, as head does on a pipe
+        if (lines is not None and lines >= 0) or (count_bytes is not None and count_bytes >= 0):
+            source = open_input(ctx, name)
+            if isinstance(source, str):
+                await err(ctx, f"{prog}: cannot open '{name}' for reading: {source}\n")
+                code = 1
+            elif lines is not None:
+                await _head_lines(ctx, source, lines)
+            else:
+                await _head_bytes(ctx, source, count_bytes or 0)
             continue
-        data = await read_input(ctx, name)
+        data = await read_input(ctx, name)  # all but the last N: the whole input, bounded by INPUT_LIMIT
         if isinstance(data, str):
             await err(ctx, f"{prog}: cannot open '{name}' for reading: {data}\n")
             code = 1
-            continue
-        if count_bytes is not None:
-            shown = data[:count_bytes] if count_bytes >= 0 else data[: max(len(data) + count_bytes, 0)]
+        elif count_bytes is not None:
+            await ctx.write_stdout(data[: max(len(data) + count_bytes, 0)])
         else:
-            assert lines is not None
-            parts = split_lines(data)
-            shown = b"".join(parts[:lines] if lines >= 0 else parts[: max(len(parts) + lines, 0)])
-        await ctx.write_stdout(shown)
+            await ctx.write_stdout(_all_but_last_lines(data, -(lines or 0)))
     return code
 
 
@@ -447,18 +477,13 @@ async def _wc(argv: list[str], ctx: ExecContext) -> int:
     code = 0
     for name in names or ["-"]:
         counts = _Counts()
-        if name in STDIN_NAMES:
-            async for chunk in stdin_chunks(ctx):
-                counts.feed(chunk)
-        else:
-            data = await read_input(ctx, name)
-            if isinstance(data, str):
-                await err(ctx, f"{prog}: {name}: {data}\n")
-                code = 1
-                continue
-            for start in range(0, len(data), 1 << 20):
-                counts.feed(data[start : start + (1 << 20)])
-                await asyncio.sleep(0)  # a big file never holds the event loop for long
+        source = open_input(ctx, name)
+        if isinstance(source, str):
+            await err(ctx, f"{prog}: {name}: {source}\n")
+            code = 1
+            continue
+        async for chunk in source:
+            counts.feed(chunk)
         counts.feed(b"", final=True)
         rows.append(([counts.column(c) for c in columns], "" if name == "-" else name))
     if len(names) > 1:

@@ -7,6 +7,7 @@ and every tool is a file in the ``bin`` folders.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import re
 from collections.abc import AsyncIterator
@@ -58,13 +59,6 @@ async def read_all_stdin(ctx: ExecContext) -> bytes | str:
     return bytes(data)
 
 
-def split_lines(data: bytes) -> list[bytes]:
-    """Lines with their ``\\n`` kept; unlike ``bytes.splitlines`` a ``\\r`` does not end a line."""
-    lines = data.split(b"\n")
-    last = lines.pop()
-    return [line + b"\n" for line in lines] + ([last] if last else [])
-
-
 # -- paths and files ----------------------------------------------------------------------------------------
 
 
@@ -104,26 +98,42 @@ async def read_input(ctx: ExecContext, name: str) -> bytes | str:
     """The content of file ``name`` (``-`` and ``/dev/stdin`` read stdin), or the reason it cannot be read."""
     if name in STDIN_NAMES:
         return await read_all_stdin(ctx)
-    path = abspath(name)
-    if path in ctx.files:
-        return ctx.files[path]
-    if is_file(ctx, path):
-        return b""
-    if is_dir(ctx, path):
-        return "Is a directory"
-    return "No such file or directory"
+    return ctx.files.get(abspath(name), b"") or read_error(ctx, name) or b""
 
 
-def write_file(ctx: ExecContext, path: str, data: bytes) -> None:
-    """Store ``data`` as the file ``path`` (absolute), within the container's file cap.
+CHUNK = 64 << 10
+"""How much of an input a tool handles before it lets the event loop run others."""
 
-    Raises:
-        FileTooLarge: The container's files would pass :attr:`ExecContext.files_limit`.
+
+def open_input(ctx: ExecContext, name: str) -> AsyncIterator[bytes] | str:
+    """File ``name`` (``-`` and ``/dev/stdin``: stdin) as chunks, or the reason it cannot be read.
+
+    Files come in :data:`CHUNK`-sized pieces with a pause for the event loop between them, so a tool that
+    works through a big file never holds the loop for long.
     """
-    used = sum(len(content) for name, content in ctx.files.items() if name != path)
-    if used + len(data) > ctx.files_limit:
-        raise FileTooLarge(path)
-    ctx.files[path] = data
+    if name in STDIN_NAMES:
+        return stdin_chunks(ctx)
+    data = ctx.files.get(abspath(name))
+    if data is None:
+        found = read_error(ctx, name)
+        if found:
+            return found
+        data = b""
+    return _pieces(data)
+
+
+async def _pieces(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK):
+        yield data[start : start + CHUNK]
+        await asyncio.sleep(0)
+
+
+def read_error(ctx: ExecContext, name: str) -> str:
+    """Why file ``name`` cannot be read (``""`` when it can)."""
+    path = abspath(name)
+    if name in STDIN_NAMES or is_file(ctx, path):
+        return ""
+    return "Is a directory" if is_dir(ctx, path) else "No such file or directory"
 
 
 def files_room(ctx: ExecContext, path: str) -> int:

@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator
 
 from .context import ExecContext
-from .fs import STDIN_NAMES, UsageError, err, out, parse_uint, read_input, split_short_options, stdin_chunks
+from .fs import STDIN_NAMES, UsageError, err, open_input, out, parse_uint, split_short_options
 from .regex import Matcher, RegexError, RegexLimitError
 from .registry import tool
 
@@ -56,16 +56,10 @@ def bre_to_python(pattern: str) -> str:
     return "".join(parts)
 
 
-async def _batches(ctx: ExecContext, data: bytes | None) -> AsyncIterator[list[bytes]]:
-    """The lines of ``data`` without their newlines, or of stdin in the batches it arrives in."""
-    if data is not None:
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        yield lines
-        return
+async def _batches(source: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The lines of an input without their newlines, in the batches its chunks bring."""
     rest = b""
-    async for chunk in stdin_chunks(ctx):
+    async for chunk in source:
         *complete, rest = (rest + chunk).split(b"\n")
         if complete:
             yield complete
@@ -144,20 +138,17 @@ async def _search(prog: str, ctx: ExecContext, matcher: Matcher, flags: set[str]
     invert = "v" in flags
     selected_any = error = False
     for name in names:
-        data: bytes | None = None
-        if name not in STDIN_NAMES:
-            content = await read_input(ctx, name)
-            if isinstance(content, str):
-                if "s" not in flags:
-                    await err(ctx, f"{prog}: {name}: {content}\n")
-                error = True
-                continue
-            data = content
-        label = "(standard input)" if data is None else name
+        source = open_input(ctx, name)
+        if isinstance(source, str):
+            if "s" not in flags:
+                await err(ctx, f"{prog}: {name}: {source}\n")
+            error = True
+            continue
+        label = "(standard input)" if name in STDIN_NAMES else name
         prefix = f"{label}:".encode() if show_name else b""
         count = line_no = 0
         done = False
-        async for lines in _batches(ctx, data):
+        async for lines in _batches(source):
             hits = await (matcher.fullmatch(lines) if "x" in flags else matcher.search(lines))
             chosen = [(line_no + i + 1, line) for i, (line, hit) in enumerate(zip(lines, hits, strict=True))
                       if hit != invert]
