@@ -9,7 +9,10 @@ lesson.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from kubernetes import client
 from kubernetes.stream import stream
 
 from labkit.sandbox import Sandbox
+from labkit.sandbox.state import descendants
 from labkit.sandbox.toolbox import ExecContext, PodProcess, commands, run
 
 RATINGS_7 = '{"id":7,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
@@ -162,3 +166,47 @@ def test_fuzzed_exec_through_the_api_never_fails_the_server(ready_sandbox: Sandb
                  command=["curl", "-sS", "http://ratings:9080/ratings/7"], stderr=True, stdin=False, stdout=True,
                  tty=False)
     assert out == RATINGS_7
+
+
+def regex_workers(pid: int) -> set[int]:
+    found = set()
+    for child in descendants(pid):
+        try:
+            if b"_regex_worker.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(child)
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone(pids: set[int], timeout: float = 30) -> bool:
+    """True once none of ``pids`` is alive, within a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("ending", ["stop", "SIGKILL"])
+def test_regex_workers_die_with_the_sandbox(tmp_path: Path, ending: str) -> None:
+    sb = Sandbox(tmp_path / "sb", replicas=1, time_scale=0.25).start()
+    try:
+        kubectl = Kubectl(sb.kubeconfig, tmp_path / "cache")
+        result = kubectl("exec", the_tester(kubectl), "--", "grep", "-cE", "local(host)?", "/etc/hosts")
+        assert result.stdout == "2\n"
+        workers = regex_workers(sb.pid)
+        assert workers, "the pattern ran in a worker process"
+    finally:
+        if ending == "SIGKILL":
+            os.kill(sb.pid, signal.SIGKILL)
+        sb.stop()
+    assert gone(workers)
