@@ -9,9 +9,11 @@ inside a real image. Every image carries the same small set of tools, by family:
     cat  echo  env  false  head  hostname  ls       :mod:`.coreutils`
     printenv  sleep  true  wc
     grep                                            :mod:`.grep`
+    sh                                              :mod:`.shell`
 
-A command may also be named by path (``/usr/bin/curl``, ``/bin/sleep``). There is no shell, so
-``kubectl exec POD -- sh -c '...'`` fails the way it does against a distroless image, and pipes do not exist.
+A command may also be named by path (``/usr/bin/curl``, ``/bin/sleep``). ``sh`` is a small POSIX shell
+(pipelines, ``&&``, loops, variables, redirections) over these same tools, for ``kubectl exec POD -- sh -c
+'...'`` and an interactive ``kubectl exec -it POD -- sh``; there is no ``bash``.
 
 Each tool prints what the real one prints (curl 8, procps-ng, GNU coreutils and grep) for the options the
 lessons, the tests and workshop attendees use, and returns the real exit code. A tool never raises because of
@@ -38,7 +40,7 @@ Example, shaped like the lesson's first step::
 
 from __future__ import annotations
 
-from . import coreutils, grep, proc  # noqa: F401  (importing a family registers its commands)
+from . import coreutils, grep, proc, shell  # noqa: F401  (importing a family registers its commands)
 from .context import FILES_LIMIT, INPUT_LIMIT, ExecContext, PodProcess
 from .curl import CURL_VERSION
 from .registry import commands, has_command, not_found_message, run

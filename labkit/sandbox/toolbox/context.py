@@ -79,6 +79,7 @@ class ExecContext:
         signaller: Delivers a signal to one of those processes.
         stdout: What was written to stdout, when no ``stdout_writer`` is given.
         stderr: What was written to stderr, when no ``stderr_writer`` is given.
+        shell_depth: How many ``sh`` levels this command runs under (a shell refuses to nest without end).
     """
 
     pod: str = "pod"
@@ -99,6 +100,7 @@ class ExecContext:
     signaller: Callable[[PodProcess, int], None] | None = None
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
+    shell_depth: int = 0
     _stdin_offset: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
