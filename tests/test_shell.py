@@ -11,6 +11,8 @@ import time
 
 import pytest
 from conftest import Kubectl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from labkit.sandbox import Sandbox
 from labkit.sandbox.toolbox import ExecContext, has_command, run
@@ -191,3 +193,37 @@ def test_kubectl_exec_it_sh_is_an_interactive_shell(ready_sandbox: Sandbox, kube
     finally:
         code = term.close()
     assert code == 5
+
+
+# -- fuzzing the language -------------------------------------------------------------------------------------
+
+FUZZ_EXAMPLES = int(os.environ.get("LABKIT_FUZZ_EXAMPLES", "300"))
+SHELL_WORDS = ["echo", "x", "$x", "x=1", "|", ";", "&&", "||", "(", ")", "{", "}", "for", "i", "in", "do", "done",
+               "while", "until", "true", "false", "if", "then", "elif", "else", "fi", "!", "$(", "`", "'", '"',
+               "$((", "1+", "*", "))", ">", ">>", "/tmp/a", "<", "2>&1", ">&2", "\n", "break", "continue", "exit",
+               "[", "]", "-eq", "-z", "=", "read", "cat", "head", "-n", "1", "grep", "a", "wc", "${x:-d}", "${#x}",
+               "\\", "#", "sh", "-c", "export", "unset", "set", "--", "$?", "$1", "$@", ":", "cd", "/nope"]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(words=st.lists(st.sampled_from(SHELL_WORDS), max_size=14), stdin=st.binary(max_size=40))
+def test_any_script_gives_an_exit_code(words: list[str], stdin: bytes) -> None:
+    script = " ".join(words)
+    ctx = ExecContext(pod="p", stdin=stdin, files=dict(FILES), files_limit=4096)
+
+    async def bounded() -> int | None:
+        task = asyncio.create_task(run(["sh", "-c", script], ctx))
+        done, _ = await asyncio.wait({task}, timeout=3)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task}, timeout=30)
+        assert task.cancelled(), f"{script!r} did not stop when cancelled"
+        return None
+
+    code = asyncio.run(bounded())
+    if code is None:  # only a loop may run past the deadline
+        assert {"while", "until"} & set(words), f"{script!r} hung"
+    else:
+        assert 0 <= code <= 255, (script, code)
+    assert sum(len(v) for v in ctx.files.values()) <= 4096

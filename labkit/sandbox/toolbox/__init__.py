@@ -9,7 +9,7 @@ inside a real image. Every image carries the same small set of tools, by family:
     cat  echo  env  false  head  hostname  ls       :mod:`.coreutils`
     printenv  sleep  true  wc
     grep                                            :mod:`.grep`
-    sh                                              :mod:`.shell`
+    sh                                              :mod:`.shell`, :mod:`.shell_syntax`
 
 A command may also be named by path (``/usr/bin/curl``, ``/bin/sleep``). ``sh`` is a small POSIX shell
 (pipelines, ``&&``, loops, variables, redirections) over these same tools, for ``kubectl exec POD -- sh -c

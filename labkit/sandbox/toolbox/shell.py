@@ -26,24 +26,32 @@ import contextlib
 import copy
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from .context import INPUT_LIMIT, ExecContext
 from .fs import STDIN_NAMES, abspath, files_room, is_dir, read_error
 from .registry import lookup, tool
+from .shell_syntax import (
+    NAME,
+    AndOr,
+    CommandList,
+    For,
+    Group,
+    If,
+    Node,
+    Pipeline,
+    Redirect,
+    ShellSyntaxError,
+    Simple,
+    While,
+    parse,
+    scan_double_quotes,
+    scan_to_close,
+)
 
 _PIPE_BYTES = 64 << 10
 _BUSY_ITERATIONS = 500  # loop iterations between forced pauses when a loop never waits on anything
 _BUSY_PAUSE = 0.02
 _MAX_DEPTH = 20  # nesting of $(...) and sh inside sh
-
-
-class ShellSyntaxError(Exception):
-    """The script does not parse; ``incomplete`` when more input could complete it."""
-
-    def __init__(self, message: str, incomplete: bool = False) -> None:
-        super().__init__(message)
-        self.incomplete = incomplete
 
 
 class _Exit(Exception):
@@ -63,401 +71,6 @@ class _BrokenPipe(Exception):
 
 class _Fatal(Exception):
     """An error that stops the shell, e.g. a variable past the memory limit."""
-
-
-# -- syntax tree ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Redirect:
-    fd: int
-    op: str  # ">", ">>", "<", ">&", "&>"
-    target: str  # a word, or a file descriptor for ">&"
-
-
-@dataclass
-class _Simple:
-    assigns: list[str]
-    words: list[str]
-    redirects: list[_Redirect]
-
-
-@dataclass
-class _Pipeline:
-    commands: list[_Node]
-    negate: bool = False
-
-
-@dataclass
-class _AndOr:
-    first: _Pipeline
-    rest: list[tuple[str, _Pipeline]]
-
-
-@dataclass
-class _List:
-    items: list[_AndOr]
-
-
-@dataclass
-class _If:
-    branches: list[tuple[_List, _List]]
-    otherwise: _List | None
-
-
-@dataclass
-class _For:
-    name: str
-    words: list[str] | None
-    body: _List
-
-
-@dataclass
-class _While:
-    condition: _List
-    body: _List
-    until: bool
-
-
-@dataclass
-class _Group:
-    body: _List
-    subshell: bool
-    redirects: list[_Redirect] = field(default_factory=list)
-
-
-_Node = _Simple | _If | _For | _While | _Group
-
-
-# -- lexer ---------------------------------------------------------------------------------------------------
-
-_OPERATORS = ("&&", "||", ";;", ">>", ">&", "&>", "<&", "|", ";", "&", "(", ")", "<", ">", "\n")
-_RESERVED = frozenset({"if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "{", "}",
-                       "!"})
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-
-
-@dataclass
-class _Token:
-    kind: str  # "word", "op", "io" (a file descriptor number before a redirection)
-    text: str
-
-
-def _scan_to_close(text: str, i: int, opener: str, closer: str) -> int:
-    """Index just past the ``closer`` matching the ``opener`` before ``i`` (quotes and nesting respected)."""
-    depth = 1
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "'":
-            end = text.find("'", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("unterminated quoted string", incomplete=True)
-            i = end + 1
-            continue
-        if char == '"':
-            i = _scan_double_quotes(text, i + 1)
-            continue
-        if char == opener:
-            depth += 1
-        elif char == closer:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    raise ShellSyntaxError(f"missing '{closer}'", incomplete=True)
-
-
-def _scan_double_quotes(text: str, i: int) -> int:
-    """Index just past the ``"`` closing a double-quoted string that starts at ``i``."""
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-        elif char == '"':
-            return i + 1
-        elif text.startswith("$(", i):
-            i = _scan_to_close(text, i + 2, "(", ")")
-        elif char == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("unterminated backquote", incomplete=True)
-            i = end + 1
-        else:
-            i += 1
-    raise ShellSyntaxError("unterminated quoted string", incomplete=True)
-
-
-def tokenize(text: str) -> list[_Token]:
-    """Split a script into words and operators; quotes and substitutions stay inside their word."""
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char in " \t":
-            i += 1
-            continue
-        if char == "\\" and text.startswith("\\\n", i):
-            i += 2
-            continue
-        if char == "#":
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-            continue
-        op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
-        if op is not None:
-            tokens.append(_Token("op", op))
-            i += len(op)
-            continue
-        start = i
-        while i < len(text):
-            char = text[i]
-            if char in " \t\n" or any(text.startswith(o, i) for o in _OPERATORS if o != "\n"):
-                break
-            if char == "\\":
-                i += 2
-            elif char == "'":
-                end = text.find("'", i + 1)
-                if end < 0:
-                    raise ShellSyntaxError("unterminated quoted string", incomplete=True)
-                i = end + 1
-            elif char == '"':
-                i = _scan_double_quotes(text, i + 1)
-            elif text.startswith("$((", i):
-                i = _scan_to_close(text, i + 3, "(", ")")
-                if not text.startswith(")", i):
-                    raise ShellSyntaxError("missing '))'", incomplete=True)
-                i += 1
-            elif text.startswith("$(", i):
-                i = _scan_to_close(text, i + 2, "(", ")")
-            elif text.startswith("${", i):
-                end = text.find("}", i)
-                if end < 0:
-                    raise ShellSyntaxError("missing '}'", incomplete=True)
-                i = end + 1
-            elif char == "`":
-                end = text.find("`", i + 1)
-                if end < 0:
-                    raise ShellSyntaxError("unterminated backquote", incomplete=True)
-                i = end + 1
-            else:
-                i += 1
-        word = text[start:i]
-        if word.isdigit() and i < len(text) and text[i] in "<>":
-            tokens.append(_Token("io", word))
-        else:
-            tokens.append(_Token("word", word))
-    return tokens
-
-
-# -- parser --------------------------------------------------------------------------------------------------
-
-
-class _Parser:
-    def __init__(self, tokens: list[_Token]) -> None:
-        self.tokens = tokens
-        self.i = 0
-
-    def peek(self) -> _Token | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def at(self, kind: str, *texts: str) -> bool:
-        token = self.peek()
-        return token is not None and token.kind == kind and (not texts or token.text in texts)
-
-    def at_word(self, *texts: str) -> bool:
-        return self.at("word", *texts)
-
-    def take(self) -> _Token:
-        token = self.peek()
-        if token is None:
-            raise ShellSyntaxError("unexpected end of file", incomplete=True)
-        self.i += 1
-        return token
-
-    def expect_word(self, text: str) -> None:
-        token = self.peek()
-        if token is None:
-            raise ShellSyntaxError(f"unexpected end of file (expecting \"{text}\")", incomplete=True)
-        if token.kind != "word" or token.text != text:
-            raise ShellSyntaxError(f"unexpected {_shown(token)} (expecting \"{text}\")")
-        self.i += 1
-
-    def skip_newlines(self) -> None:
-        while self.at("op", "\n"):
-            self.i += 1
-
-    def script(self) -> _List:
-        body = self.compound_list(terminators=())
-        token = self.peek()
-        if token is not None:
-            raise ShellSyntaxError(f"unexpected {_shown(token)}")
-        return body
-
-    def compound_list(self, terminators: tuple[str, ...]) -> _List:
-        items: list[_AndOr] = []
-        self.skip_newlines()
-        while True:
-            token = self.peek()
-            if token is None or (token.kind == "word" and token.text in terminators) or self.at("op", ")"):
-                break
-            items.append(self.and_or())
-            if self.at("op", ";", "&", "\n"):
-                self.take()
-                self.skip_newlines()
-                continue
-            break
-        return _List(items)
-
-    def and_or(self) -> _AndOr:
-        first = self.pipeline()
-        rest: list[tuple[str, _Pipeline]] = []
-        while self.at("op", "&&", "||"):
-            op = self.take().text
-            self.skip_newlines()
-            rest.append((op, self.pipeline()))
-        return _AndOr(first, rest)
-
-    def pipeline(self) -> _Pipeline:
-        negate = False
-        if self.at_word("!"):
-            self.take()
-            negate = True
-        commands = [self.command()]
-        while self.at("op", "|"):
-            self.take()
-            self.skip_newlines()
-            commands.append(self.command())
-        return _Pipeline(commands, negate)
-
-    def command(self) -> _Node:
-        token = self.peek()
-        if token is None:
-            raise ShellSyntaxError("unexpected end of file", incomplete=True)
-        if token.kind == "op" and token.text == "(":
-            self.take()
-            body = self.compound_list(terminators=())
-            if not self.at("op", ")"):
-                if self.peek() is None:
-                    raise ShellSyntaxError("unexpected end of file (expecting \")\")", incomplete=True)
-                raise ShellSyntaxError(f"unexpected {_shown(self.take())} (expecting \")\")")
-            self.take()
-            return _Group(body, subshell=True, redirects=self.redirects())
-        if token.kind == "word":
-            if token.text == "{":
-                self.take()
-                body = self.compound_list(terminators=("}",))
-                self.expect_word("}")
-                return _Group(body, subshell=False, redirects=self.redirects())
-            if token.text == "if":
-                return self.if_clause()
-            if token.text == "for":
-                return self.for_clause()
-            if token.text in ("while", "until"):
-                self.take()
-                condition = self.compound_list(terminators=("do",))
-                self.expect_word("do")
-                body = self.compound_list(terminators=("done",))
-                self.expect_word("done")
-                return _While(condition, body, until=token.text == "until")
-            if token.text in _RESERVED - {"!", "{"}:
-                raise ShellSyntaxError(f"unexpected {_shown(token)}")
-        return self.simple()
-
-    def if_clause(self) -> _If:
-        self.expect_word("if")
-        branches: list[tuple[_List, _List]] = []
-        otherwise = None
-        while True:
-            condition = self.compound_list(terminators=("then",))
-            self.expect_word("then")
-            body = self.compound_list(terminators=("elif", "else", "fi"))
-            branches.append((condition, body))
-            token = self.take()
-            if token.text == "elif":
-                continue
-            if token.text == "else":
-                otherwise = self.compound_list(terminators=("fi",))
-                self.expect_word("fi")
-            break
-        return _If(branches, otherwise)
-
-    def for_clause(self) -> _For:
-        self.expect_word("for")
-        name = self.take()
-        if name.kind != "word" or not _NAME.fullmatch(name.text):
-            raise ShellSyntaxError(f"bad for loop variable: {name.text}")
-        words: list[str] | None = None
-        self.skip_newlines()
-        if self.at_word("in"):
-            self.take()
-            words = []
-            while self.at("word"):
-                words.append(self.take().text)
-        if self.at("op", ";", "\n"):
-            self.take()
-        self.skip_newlines()
-        self.expect_word("do")
-        body = self.compound_list(terminators=("done",))
-        self.expect_word("done")
-        return _For(name.text, words, body)
-
-    def redirects(self) -> list[_Redirect]:
-        found: list[_Redirect] = []
-        while self.at("io") or self.at("op", ">", ">>", "<", ">&", "&>", "<&"):
-            found.append(self.redirect())
-        return found
-
-    def redirect(self) -> _Redirect:
-        fd_text = self.take().text if self.at("io") else ""
-        op = self.take().text
-        target = self.take()
-        if target.kind != "word":
-            raise ShellSyntaxError(f"unexpected {_shown(target)}")
-        fd = int(fd_text) if fd_text and len(fd_text) < 3 else (0 if op in ("<", "<&") else 1)
-        return _Redirect(fd, ">&" if op == "<&" else op, target.text)
-
-    def simple(self) -> _Simple:
-        assigns: list[str] = []
-        words: list[str] = []
-        redirects: list[_Redirect] = []
-        while True:
-            if self.at("io") or self.at("op", ">", ">>", "<", ">&", "&>", "<&"):
-                redirects.append(self.redirect())
-            elif self.at("word"):
-                text = self.take().text
-                if not words and _ASSIGNMENT.match(text):
-                    assigns.append(text)
-                else:
-                    words.append(text)
-            else:
-                break
-        if not (assigns or words or redirects):
-            token = self.peek()
-            raise ShellSyntaxError(f"unexpected {_shown(token)}" if token else "unexpected end of file",
-                                   incomplete=token is None)
-        return _Simple(assigns, words, redirects)
-
-
-def _shown(token: _Token | None) -> str:
-    if token is None:
-        return "end of file"
-    return "newline" if token.text == "\n" else f'"{token.text}"'
-
-
-def parse(script: str) -> _List:
-    """The syntax tree of ``script``.
-
-    Raises:
-        ShellSyntaxError: It does not parse (``incomplete`` when it only lacks an ending).
-    """
-    try:
-        return _Parser(tokenize(script)).script()
-    except RecursionError:
-        raise ShellSyntaxError("nesting too deep") from None
 
 
 # -- arithmetic ----------------------------------------------------------------------------------------------
@@ -532,7 +145,7 @@ class _Arithmetic:
             return inner
         if token.isdigit():
             return _wrap(int(token[:20]))
-        if _NAME.fullmatch(token):
+        if NAME.fullmatch(token):
             text = self.lookup_var(token).strip() or "0"
             if not re.fullmatch(r"-?[0-9]{1,19}", text):
                 raise _Fatal(f"arithmetic syntax error: {token}={text}")
@@ -619,19 +232,19 @@ class Shell:
 
     # -- running trees
 
-    async def run_list(self, node: _List, ctx: ExecContext) -> int:
+    async def run_list(self, node: CommandList, ctx: ExecContext) -> int:
         for item in node.items:
             self.status = await self.run_and_or(item, ctx)
         return self.status
 
-    async def run_and_or(self, node: _AndOr, ctx: ExecContext) -> int:
+    async def run_and_or(self, node: AndOr, ctx: ExecContext) -> int:
         status = await self.run_pipeline(node.first, ctx)
         for op, pipeline in node.rest:
             if (op == "&&") == (status == 0):
                 status = await self.run_pipeline(pipeline, ctx)
         return status
 
-    async def run_pipeline(self, node: _Pipeline, ctx: ExecContext) -> int:
+    async def run_pipeline(self, node: Pipeline, ctx: ExecContext) -> int:
         if len(node.commands) == 1:
             status = await self.run_command(node.commands[0], ctx)
         else:
@@ -639,7 +252,7 @@ class Shell:
         self.status = int(not status) if node.negate else status
         return self.status
 
-    async def _run_stages(self, commands: list[_Node], ctx: ExecContext) -> int:
+    async def _run_stages(self, commands: list[Node], ctx: ExecContext) -> int:
         pipes = [_Pipe() for _ in commands[1:]]
 
         async def stage(index: int) -> int:
@@ -672,18 +285,18 @@ class Shell:
             raise
         return results[-1]
 
-    async def run_command(self, node: _Node, ctx: ExecContext) -> int:
+    async def run_command(self, node: Node, ctx: ExecContext) -> int:
         await self._pace()
-        if isinstance(node, _Simple):
+        if isinstance(node, Simple):
             return await self.run_simple(node, ctx)
-        if isinstance(node, _Group):
+        if isinstance(node, Group):
             return await self._with_redirects(node.redirects, ctx, lambda c: self._run_group(node, c))
-        if isinstance(node, _If):
+        if isinstance(node, If):
             for condition, body in node.branches:
                 if await self.run_list(condition, ctx) == 0:
                     return await self.run_list(body, ctx)
             return await self.run_list(node.otherwise, ctx) if node.otherwise else 0
-        if isinstance(node, _For):
+        if isinstance(node, For):
             words = self.args if node.words is None else [f for w in node.words for f in await self.expand(w, ctx)]
             status = 0
             for word in words:
@@ -700,7 +313,7 @@ class Shell:
             return status
         return await self._run_while(node, ctx)
 
-    async def _run_group(self, node: _Group, ctx: ExecContext) -> int:
+    async def _run_group(self, node: Group, ctx: ExecContext) -> int:
         if not node.subshell:
             return await self.run_list(node.body, ctx)
         sub = self.child()
@@ -709,7 +322,7 @@ class Shell:
         except _Exit as done:
             return done.code
 
-    async def _run_while(self, node: _While, ctx: ExecContext) -> int:
+    async def _run_while(self, node: While, ctx: ExecContext) -> int:
         status = 0
         while True:
             ok = await self.run_list(node.condition, ctx) == 0
@@ -733,7 +346,7 @@ class Shell:
         else:
             await asyncio.sleep(0)
 
-    async def run_simple(self, node: _Simple, ctx: ExecContext) -> int:
+    async def run_simple(self, node: Simple, ctx: ExecContext) -> int:
         words: list[str] = []
         for word in node.words:
             words += await self.expand(word, ctx)
@@ -786,7 +399,7 @@ class Shell:
 
     # -- redirections
 
-    async def _with_redirects(self, redirects: list[_Redirect], ctx: ExecContext,
+    async def _with_redirects(self, redirects: list[Redirect], ctx: ExecContext,
                               body: Callable[[ExecContext], Awaitable[int]]) -> int:
         if not redirects:
             return await body(ctx)
@@ -806,7 +419,7 @@ class Shell:
                 content = (old + bytes(buffer))[: max(room, 0)]
                 ctx.files[path] = content
 
-    async def _apply(self, redirect: _Redirect, ctx: ExecContext, files: list[tuple[str, bytearray, bool]]) -> str:
+    async def _apply(self, redirect: Redirect, ctx: ExecContext, files: list[tuple[str, bytearray, bool]]) -> str:
         fields = await self.expand(redirect.target, ctx)
         if len(fields) != 1:
             return f"{redirect.target}: bad redirect"
@@ -925,7 +538,7 @@ class Shell:
                 has_field = True
                 i = end + 1
             elif char == '"':
-                end = _scan_double_quotes(word, i + 1)
+                end = scan_double_quotes(word, i + 1)
                 add(await self._expand_quoted(word[i + 1 : end - 1], ctx), False)
                 has_field = True
                 i = end
@@ -964,12 +577,12 @@ class Shell:
             end = text.index("`", i + 1)
             return await self.capture(text[i + 1 : end], ctx), end + 1
         if text.startswith("$((", i):
-            end = _scan_to_close(text, i + 3, "(", ")")
+            end = scan_to_close(text, i + 3, "(", ")")
             inner = text[i + 3 : end - 1]
             expanded = await self._expand_quoted(inner, ctx)
             return str(_Arithmetic(expanded, self.lookup_var).value()), end + 1
         if text.startswith("$(", i):
-            end = _scan_to_close(text, i + 2, "(", ")")
+            end = scan_to_close(text, i + 2, "(", ")")
             return await self.capture(text[i + 2 : end - 1], ctx), end
         if text.startswith("${", i):
             end = text.index("}", i)
@@ -987,7 +600,7 @@ class Shell:
             raise _Fatal(f"syntax error: bad substitution: ${{{inside}}}")
         name, op, word = match.groups()
         value = self.lookup_var(name)
-        is_set = name in self.vars or not _NAME.fullmatch(name)
+        is_set = name in self.vars or not NAME.fullmatch(name)
         missing = (not value) if op and op.startswith(":") else not is_set
         if not op:
             return value
@@ -1008,7 +621,10 @@ class Shell:
         """``$(script)``: its stdout without trailing newlines; it runs in a subshell."""
         if self.depth >= _MAX_DEPTH:
             raise _Fatal("command substitution nested too deeply")
-        tree = parse(script)
+        try:
+            tree = parse(script)
+        except ShellSyntaxError as exc:
+            raise _Fatal(f"syntax error: {exc}") from None
         output = bytearray()
 
         async def collect(data: bytes) -> None:
@@ -1072,7 +688,7 @@ async def _export(shell: Shell, argv: list[str], ctx: ExecContext) -> int:
         if arg == "-p":
             continue
         name, eq, value = arg.partition("=")
-        if not _NAME.fullmatch(name):
+        if not NAME.fullmatch(name):
             await shell.error(ctx, f"export: {arg}: bad variable name")
             return 1
         if eq:
@@ -1217,7 +833,7 @@ async def _run_script(shell: Shell, script: str, ctx: ExecContext) -> int:
     return await _run_tree(shell, tree, ctx)
 
 
-async def _run_tree(shell: Shell, tree: _List, ctx: ExecContext) -> int:
+async def _run_tree(shell: Shell, tree: CommandList, ctx: ExecContext) -> int:
     try:
         return await shell.run_list(tree, ctx)
     except _LoopControl:
@@ -1341,7 +957,7 @@ async def _interactive(shell: Shell, ctx: ExecContext) -> int:
         shell.status = await _foreground(shell, tree, tty_ctx, terminal)
 
 
-async def _foreground(shell: Shell, tree: _List, ctx: ExecContext, terminal: _Terminal) -> int:
+async def _foreground(shell: Shell, tree: CommandList, ctx: ExecContext, terminal: _Terminal) -> int:
     """Run a command line; keys typed meanwhile become its stdin, Ctrl-C interrupts it (status 130)."""
     stdin = _Pipe()
     command_ctx = copy.copy(ctx)
