@@ -69,8 +69,8 @@ class RegexLimitError(Exception):
         """What the tools print after ``tool: ``."""
         if self.kind == "memory":
             return "memory exhausted"
-        return (f"regular expression stopped after {CPU_SECONDS:g} s of CPU time (the sandbox's limit per "
-                "command); it backtracks too much: simplify it, e.g. avoid nested repeats like (a+)+")
+        return (f"regular expression stopped after {CPU_SECONDS:g} s of CPU time (the sandbox's limit); it "
+                "backtracks too much: simplify it, e.g. avoid nested repeats like (a+)+")
 
 
 def is_plain(pattern: str | bytes) -> bool:
