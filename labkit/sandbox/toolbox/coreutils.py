@@ -190,7 +190,7 @@ async def _printenv(argv: list[str], ctx: ExecContext) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Files: cat, head, ls, wc, grep
+# Files: cat, head, ls, wc
 
 
 _CAT_LONG = {"--number": "n", "--show-ends": "E"}

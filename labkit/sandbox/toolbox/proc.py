@@ -19,6 +19,7 @@ from .fs import UsageError, err, out, parse_uint
 from .regex import Matcher, RegexError, RegexLimitError
 from .registry import tool
 
+# ------------------------------------------------------------------------------------------------------------
 # Signals: kill, pkill, pgrep
 
 # Linux's numbering, which is also what procps prints for `kill -l`.
@@ -578,7 +579,3 @@ async def _ps(argv: list[str], ctx: ExecContext) -> int:
         lines.append(" ".join(parts).rstrip())
     await out(ctx, "".join(f"{line}\n" for line in lines))
     return 0 if rows else 1
-
-
-# ------------------------------------------------------------------------------------------------------------
-# curl
