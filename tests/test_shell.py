@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import re
 import select
 import subprocess
 import time
@@ -132,10 +133,10 @@ def test_kubectl_exec_i_sh_reads_commands_from_stdin(ready_sandbox: Sandbox, kub
 class Terminal:
     """The real kubectl in a pseudo-terminal, as a person at a keyboard runs ``kubectl exec -it POD -- sh``."""
 
-    def __init__(self, kubectl: Kubectl, tester: str) -> None:
+    def __init__(self, kubectl: Kubectl, tester: str, command: tuple[str, ...] | list[str] = ("sh",)) -> None:
         master, slave = pty.openpty()
         self.fd = master
-        self.proc = subprocess.Popen([kubectl.binary, "exec", "-it", tester, "--", "sh"], env=kubectl.env,
+        self.proc = subprocess.Popen([kubectl.binary, "exec", "-it", tester, "--", *command], env=kubectl.env,
                                      stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         self.seen = b""
@@ -144,6 +145,7 @@ class Terminal:
         os.write(self.fd, keys)
 
     def wait_for(self, text: bytes, timeout: float = 60) -> bytes:
+        """Everything shown up to and including ``text``; what came after it stays for the next wait."""
         deadline = time.monotonic() + timeout
         while text not in self.seen:
             left = deadline - time.monotonic()
@@ -155,7 +157,8 @@ class Terminal:
                     self.seen += os.read(self.fd, 4096)
                 except OSError:  # the terminal closed: kubectl exited
                     raise AssertionError(f"terminal closed before {text!r}; it showed {self.seen!r}") from None
-        found, self.seen = self.seen, b""
+        end = self.seen.index(text) + len(text)
+        found, self.seen = self.seen[:end], self.seen[end:]
         return found
 
     def close(self) -> int:
@@ -195,6 +198,15 @@ def test_kubectl_exec_it_sh_is_an_interactive_shell(ready_sandbox: Sandbox, kube
     assert code == 5
 
 
+def test_kubectl_exec_it_shows_a_commands_errors(ready_sandbox: Sandbox, kubectl: Kubectl, tester: str) -> None:
+    term = Terminal(kubectl, tester, ["curl", "-sS", "http://nope:9080/"])
+    try:
+        assert b"curl: (6) Could not resolve host: nope\r\n" in term.wait_for(b"nope\r\n")
+    finally:
+        code = term.close()
+    assert code == 6
+
+
 # -- fuzzing the language -------------------------------------------------------------------------------------
 
 FUZZ_EXAMPLES = int(os.environ.get("LABKIT_FUZZ_EXAMPLES", "300"))
@@ -227,3 +239,14 @@ def test_any_script_gives_an_exit_code(words: list[str], stdin: bytes) -> None:
     else:
         assert 0 <= code <= 255, (script, code)
     assert sum(len(v) for v in ctx.files.values()) <= 4096
+
+
+def test_the_tools_of_counting_loops() -> None:
+    script = "for i in $(seq 1 5); do echo v$((i % 2 + 1)); done | sort | uniq -c | sort -rn"
+    assert sh(script) == (0, "      3 v2\n      2 v1\n", "")
+    assert sh("seq 10 -4 1; seq -s , 3; seq 1 1000000000000 | head -n 2") == (0, "10\n6\n2\n1,2,3\n1\n2\n", "")
+    assert sh("printf '%s=%03d|%-3s|\\n' a 7 b c 8 d; printf '100%%\\n'") == (0, "a=007|b  |\nc=008|d  |\n100%\n", "")
+    assert sh("printf '%d' x")[::2] == (1, "printf: x: invalid number\n")
+    assert sh("printf '%s\\n' b a b | sort -u") == (0, "a\nb\n", "")
+    code, out, _ = sh("date +%Y-%m-%d; date")
+    assert code == 0 and re.fullmatch(r"\d{4}-\d\d-\d\d\n\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC \d{4}\n", out)

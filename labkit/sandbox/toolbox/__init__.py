@@ -6,8 +6,9 @@ inside a real image. Every image carries the same small set of tools, by family:
 
     curl                                            :mod:`.curl`
     kill  pkill  pgrep  ps                          :mod:`.proc`
-    cat  echo  env  false  head  hostname  ls       :mod:`.coreutils`
-    printenv  sleep  true  wc
+    cat  date  echo  env  false  head  hostname     :mod:`.coreutils`
+    ls  printenv  printf  seq  sleep  sort  true
+    uniq  wc
     grep                                            :mod:`.grep`
     sh                                              :mod:`.shell`, :mod:`.shell_syntax`
 

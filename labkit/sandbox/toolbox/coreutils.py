@@ -1,4 +1,5 @@
-"""The small GNU coreutils every image has: true, false, echo, sleep, hostname, env, printenv, cat, head, ls, wc.
+"""The small GNU coreutils every image has: true, false, echo, sleep, hostname, env, printenv, cat, head, ls, wc,
+and for the loops of tutorials seq, sort, uniq, date and printf.
 
 Each prints what GNU coreutils 9 prints for the options people type and returns its exit code; files are the
 container's in-memory files (:mod:`.fs`). Inputs stream in chunks (``cat``, ``head -n 3`` and ``wc`` on an
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 
 from .context import ExecContext
-from .fs import abspath, bad_option, dir_entries, err, is_dir, is_file, open_input, out, read_input
+from .fs import abspath, bad_option, dir_entries, err, is_dir, is_file, open_input, out, parse_uint, read_input
 from .registry import BIN_DIRS, NOT_FOUND, has_command, run, tool
 
 # ------------------------------------------------------------------------------------------------------------
@@ -500,3 +501,212 @@ async def _wc(argv: list[str], ctx: ExecContext) -> int:
         text = " ".join(f"{n:>{width}}" for n in counts_row)
         await out(ctx, f"{text} {label}\n" if label else f"{text}\n")
     return code
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Text in loops: seq, sort, uniq, date, printf
+
+
+async def _bad_number(ctx: ExecContext, prog: str, text: str) -> int:
+    await err(ctx, f"{prog}: invalid floating point argument: '{text}'\nTry '{prog} --help' for more information.\n")
+    return 1
+
+
+@tool("seq")
+async def _seq(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    args = argv[1:]
+    separator = "\n"
+    if len(args) >= 2 and args[0] == "-s":
+        separator, args = args[1], args[2:]
+    if not 1 <= len(args) <= 3:
+        text = "missing operand" if not args else f"extra operand '{args[3]}'"
+        await err(ctx, f"{prog}: {text}\nTry '{prog} --help' for more information.\n")
+        return 1
+    numbers: list[int] = []
+    for arg in args:
+        if not re.fullmatch(r"[-+]?[0-9]{1,18}", arg):
+            return await _bad_number(ctx, prog, arg)
+        numbers.append(int(arg))
+    first, step, last = (1, 1, numbers[0]) if len(numbers) == 1 else (
+        (numbers[0], 1, numbers[1]) if len(numbers) == 2 else (numbers[0], numbers[1], numbers[2]))
+    if step == 0:
+        await err(ctx, f"{prog}: invalid Zero increment value: '{args[1]}'\n")
+        return 1
+    value, batch = first, []
+    while (step > 0 and value <= last) or (step < 0 and value >= last):
+        batch.append(str(value))
+        value += step
+        if len(batch) == 1000:  # stream a long sequence in pieces; a closed pipe stops it
+            await out(ctx, separator.join(batch) + separator)
+            batch = []
+            await asyncio.sleep(0)
+    if batch:
+        await out(ctx, separator.join(batch) + "\n")
+    elif separator != "\n" and value != first:
+        await out(ctx, "\n")
+    return 0
+
+
+@tool("sort")
+async def _sort(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    flags = ""
+    names: list[str] = []
+    for arg in argv[1:]:
+        if arg.startswith("-") and arg != "-" and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if letter not in "nrufb":
+                    return await bad_option(ctx, prog, "-" + letter, code=2)
+            flags += arg[1:]
+        elif arg in ("--numeric-sort", "--reverse", "--unique"):
+            flags += arg[2]
+        elif arg.startswith("--"):
+            return await bad_option(ctx, prog, arg, code=2)
+        else:
+            names.append(arg)
+    lines: list[bytes] = []
+    for name in names or ["-"]:
+        data = await read_input(ctx, name)
+        if isinstance(data, str):
+            await err(ctx, f"{prog}: cannot read: {name}: {data}\n")
+            return 2
+        lines += data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
+
+    def key(line: bytes) -> tuple[float, bytes]:
+        text = line.strip() if "b" in flags else line
+        if "f" in flags:
+            text = text.lower()
+        if "n" in flags:
+            number = re.match(rb"\s*(-?[0-9]+(?:\.[0-9]*)?)", line)
+            return (float(number.group(1)) if number else 0.0), line
+        return 0.0, text
+
+    lines.sort(key=key, reverse="r" in flags)
+    if "u" in flags:
+        unique: list[bytes] = []
+        for line in lines:
+            if not unique or key(unique[-1]) != key(line):
+                unique.append(line)
+        lines = unique
+    await ctx.write_stdout(b"".join(line + b"\n" for line in lines))
+    return 0
+
+
+@tool("uniq")
+async def _uniq(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    count = False
+    names: list[str] = []
+    for arg in argv[1:]:
+        if arg in ("-c", "--count"):
+            count = True
+        elif arg.startswith("-") and arg != "-":
+            return await bad_option(ctx, prog, arg)
+        else:
+            names.append(arg)
+    if len(names) > 1:
+        await err(ctx, f"{prog}: extra operand '{names[1]}'\nTry '{prog} --help' for more information.\n")
+        return 1
+    name = names[0] if names else "-"
+    source = open_input(ctx, name)
+    if isinstance(source, str):
+        await err(ctx, f"{prog}: {name}: {source}\n")
+        return 1
+    previous: bytes | None = None
+    seen = 0
+
+    async def emit() -> None:
+        if previous is not None:
+            await ctx.write_stdout((f"{seen:>7} ".encode() if count else b"") + previous + b"\n")
+
+    rest = b""
+    async for chunk in source:
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            if line == previous:
+                seen += 1
+                continue
+            await emit()
+            previous, seen = line, 1
+    if rest:
+        if rest == previous:
+            seen += 1
+        else:
+            await emit()
+            previous, seen = rest, 1
+    await emit()
+    return 0
+
+
+@tool("date")
+async def _date(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    fmt = "%a %b %e %H:%M:%S UTC %Y"
+    for arg in argv[1:]:
+        if arg.startswith("+"):
+            fmt = arg[1:]
+        elif arg in ("-u", "--utc", "-R"):
+            if arg == "-R":
+                fmt = "%a, %d %b %Y %H:%M:%S +0000"
+        else:
+            await err(ctx, f"{prog}: invalid date '{arg}'\n")
+            return 1
+    try:
+        text = time.strftime(fmt.replace("%N", "000000000"), time.gmtime())
+    except ValueError:
+        text = fmt
+    await out(ctx, text + "\n")
+    return 0
+
+
+_PRINTF_SPEC = re.compile(r"%([-+ 0#]{0,5}[0-9]{0,4}(?:\.[0-9]{1,4})?)([sdiuxXc%])")
+
+
+def _printf_once(fmt: str, args: list[str]) -> tuple[str, int, list[str]]:
+    """One pass of ``fmt`` over ``args``: ``(text, arguments used, bad numbers)``."""
+    used = 0
+    bad: list[str] = []
+    parts: list[str] = []
+    position = 0
+    for match in _PRINTF_SPEC.finditer(fmt):
+        parts.append(fmt[position : match.start()])
+        position = match.end()
+        flags, kind = match.groups()
+        if kind == "%":
+            parts.append("%")
+            continue
+        value = args[used] if used < len(args) else ""
+        used += 1
+        if kind == "s":
+            parts.append(f"%{flags}s" % value)
+        elif kind == "c":
+            parts.append(value[:1])
+        else:
+            number = parse_uint(value.lstrip("+-")) if value else 0
+            if number is None:
+                bad.append(value)
+                number = 0
+            parts.append(f"%{flags}{'d' if kind in 'diu' else kind}" % (-number if value.startswith("-") else number))
+    parts.append(fmt[position:])
+    return "".join(parts), used, bad
+
+
+@tool("printf")
+async def _printf(argv: list[str], ctx: ExecContext) -> int:
+    prog = argv[0]
+    if len(argv) < 2:
+        await err(ctx, f"{prog}: missing operand\nTry '{prog} --help' for more information.\n")
+        return 1
+    fmt, args = argv[1], argv[2:]
+    code = 0
+    while True:  # the format is reused while arguments remain, as printf(1) does
+        text, used, bad = _printf_once(fmt, args)
+        unescaped, stop = _echo_unescape(text.encode("utf-8", "surrogateescape"))
+        await ctx.write_stdout(unescaped)
+        for value in bad:
+            await err(ctx, f"{prog}: {value}: invalid number\n")
+            code = 1
+        args = args[used:]
+        if stop or not args or not used:
+            return code

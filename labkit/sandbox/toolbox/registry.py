@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from collections.abc import Awaitable, Callable
 
@@ -82,6 +83,10 @@ async def run(argv: list[str], ctx: ExecContext) -> int:
         await run(["pkill", "ruby"], ctx)  # 0 when a ruby process was signalled, 1 when none matched
     """
     name = argv[0] if argv else ""
+    if ctx.tty and ctx.stdout_writer is not None and ctx.stderr_writer is not ctx.stdout_writer:
+        # A terminal is one device for both streams: kubectl shows only stdout under -t, as a pty would.
+        ctx = copy.copy(ctx)
+        ctx.stderr_writer = ctx.stdout_writer
     found = lookup(name)
     if found is None:
         await ctx.write_stderr((not_found_message(name) + "\n").encode("utf-8", "surrogateescape"))
