@@ -248,5 +248,13 @@ def test_the_tools_of_counting_loops() -> None:
     assert sh("printf '%s=%03d|%-3s|\\n' a 7 b c 8 d; printf '100%%\\n'") == (0, "a=007|b  |\nc=008|d  |\n100%\n", "")
     assert sh("printf '%d' x")[::2] == (1, "printf: x: invalid number\n")
     assert sh("printf '%s\\n' b a b | sort -u") == (0, "a\nb\n", "")
+    big = asyncio.run(_sorted(b"x\n" * (600 << 10)))
+    assert big == (2, b"", b"sort: -: input past 1 MiB, the sandbox's limit for sort\n")
     code, out, _ = sh("date +%Y-%m-%d; date")
     assert code == 0 and re.fullmatch(r"\d{4}-\d\d-\d\d\n\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC \d{4}\n", out)
+
+
+async def _sorted(stdin: bytes) -> tuple[int, bytes, bytes]:
+    ctx = ExecContext(pod="p", stdin=stdin)
+    code = await run(["sort"], ctx)
+    return code, bytes(ctx.stdout), bytes(ctx.stderr)

@@ -548,6 +548,9 @@ async def _seq(argv: list[str], ctx: ExecContext) -> int:
     return 0
 
 
+_SORT_LIMIT = 1 << 20
+
+
 @tool("sort")
 async def _sort(argv: list[str], ctx: ExecContext) -> int:
     prog = argv[0]
@@ -566,10 +569,15 @@ async def _sort(argv: list[str], ctx: ExecContext) -> int:
         else:
             names.append(arg)
     lines: list[bytes] = []
+    size = 0
     for name in names or ["-"]:
         data = await read_input(ctx, name)
         if isinstance(data, str):
             await err(ctx, f"{prog}: cannot read: {name}: {data}\n")
+            return 2
+        size += len(data)
+        if size > _SORT_LIMIT:  # sorting runs on the event loop: keep it short
+            await err(ctx, f"{prog}: {name}: input past {_SORT_LIMIT >> 20} MiB, the sandbox's limit for sort\n")
             return 2
         lines += data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
 
