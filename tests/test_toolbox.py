@@ -30,6 +30,7 @@ from labkit.sandbox.toolbox import (
     commands,
     has_command,
     not_found_message,
+    regex,
     run,
 )
 
@@ -871,7 +872,9 @@ def test_a_backtracking_pkill_pattern_is_cut_and_kills_nothing(
 
 
 def test_a_cancelled_grep_stops_its_worker() -> None:
-    async def main() -> bool:
+    regex.shutdown()  # start from no worker, so the one this grep uses is known
+
+    async def main() -> tuple[bool, int]:
         pieces = [RUNAWAY_INPUT]
 
         async def reader(n: int) -> bytes:
@@ -879,9 +882,17 @@ def test_a_cancelled_grep_stops_its_worker() -> None:
 
         ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
         task = asyncio.create_task(run(RUNAWAY, ctx))
-        return await stops_when_cancelled(task)
+        while not regex.worker_pids():
+            await asyncio.sleep(0.01)
+        worker = regex.worker_pids()[0]
+        return await stops_when_cancelled(task), worker
 
-    assert asyncio.run(main())
+    stopped, worker = asyncio.run(main())
+    assert stopped
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{worker}").exists(), "the cancelled grep's worker was killed and reaped"
 
 
 def test_cat_numbers_and_head_cuts_lines_split_across_chunks() -> None:
