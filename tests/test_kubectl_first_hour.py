@@ -172,9 +172,11 @@ def run_pods(sandbox: Sandbox, kubectl: Kubectl) -> Iterator[None]:
     kubectl("run", "b", "--image=busybox", "--", "sleep", "3600")
     kubectl("run", "nginx", "--image=nginx")
     kubectl("run", "unknown", "--image=registry.example.com/team/unknown:1.0")
+    kubectl("run", "loop", "--image=busybox", "--", "sh", "-c",
+            "for i in 1 2 3; do echo tick $i; done; while true; do sleep 3600; done")
     kubectl("wait", "--for=condition=Ready", "pod/x", "pod/b", "pod/nginx", "--timeout=60s")
     yield
-    kubectl("delete", "pod", "x", "b", "nginx", "unknown", "--wait=false")
+    kubectl("delete", "pod", "x", "b", "nginx", "unknown", "loop", "--wait=false")
     kubectl("delete", "service", "nginx", "--ignore-not-found")
 
 
@@ -186,6 +188,7 @@ def test_kubectl_run_pods_run_their_commands(run_pods: None, kubectl: Kubectl) -
         assert command in [line.strip() for line in ps], (pod, ps)
     listed = {line.split()[0]: line.split() for line in kubectl("get", "pods").stdout.splitlines()[1:]}
     assert listed["x"][1:3] == ["1/1", "Running"] and listed["b"][1:3] == ["1/1", "Running"]
+    eventually(lambda: kubectl("logs", "loop").stdout == "tick 1\ntick 2\ntick 3\n", what="busybox sh's loop")
     eventually(lambda: kubectl("get", "pod", "unknown", "-o",
                                "jsonpath={.status.containerStatuses[0].state.waiting.reason}").stdout
                in ("ErrImagePull", "ImagePullBackOff"), what="the unknown image failing to pull")
