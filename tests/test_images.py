@@ -414,10 +414,21 @@ def test_match_image_knows_every_lesson_image(image: str, name: str, comm: str, 
     assert spec.ports == (() if name == "curl" else (9080,))
 
 
+def test_match_image_knows_busybox_and_nginx() -> None:
+    for image, name in (("busybox", "busybox"), ("docker.io/library/busybox:1.36", "busybox"),
+                        ("nginx", "nginx"), ("nginx:1.27-alpine", "nginx")):
+        spec = match_image(image)
+        assert spec is not None and spec.name == name, image
+    nginx = match_image("nginx")
+    assert nginx is not None and nginx.command_line([], []) == ["nginx", "-g", "daemon off;"]
+    assert nginx.command_line(["sleep"], ["60"]) == ["sleep", "60"]
+
+
 def test_match_image_rejects_unknown_images() -> None:
     for image in (
-        "nginx",
-        "docker.io/library/busybox:1.36",
+        "httpd",
+        "docker.io/library/redis:7",
+        "someone/busybox",
         "istio/examples-bookinfo-details-v9",
         "curl",
         "",
