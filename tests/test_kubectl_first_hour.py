@@ -76,6 +76,12 @@ def test_boolean_query_parameters_parse_as_go_does(ready_sandbox: Sandbox, api: 
     for spelling in ("0", "f", "F", "FALSE", "false", "False"):
         listed = api.get("/api/v1/namespaces/default/pods", params={"watch": spelling}).json()
         assert listed["kind"] == "PodList", spelling
+    # previous=True asks for the last terminated container: none yet, as the real kubelet answers.
+    pod = api.get("/api/v1/namespaces/default/pods", params={"labelSelector": "app=details"}).json()["items"][0]
+    name = pod["metadata"]["name"]
+    previous = api.get(f"/api/v1/namespaces/default/pods/{name}/log", params={"previous": "True"})
+    assert previous.status_code == 400
+    assert previous.json()["message"] == f'previous terminated container "details" in pod "{name}" not found'
     bad = api.get("/api/v1/namespaces/default/pods", params={"watch": "yes"})
     assert bad.status_code == 400
     assert bad.json()["message"] == 'strconv.ParseBool: parsing "yes": invalid syntax'
