@@ -89,6 +89,34 @@ WATCH_SECONDS = 240
 """How long one watch request lasts before the server ends it and :class:`PodWatch` resumes it."""
 
 
+def exec_exit_status(error_channel: str) -> tuple[int | None, str]:
+    """The exit code an exec's error channel reports, and the text of a failure that is no exit code.
+
+    A command that ran ends with ``Success`` or ``NonZeroExitCode`` (its code in ``details.causes``). An exec the
+    container runtime could not start at all (the image has no such command) ends with an ``InternalError``
+    whose message kubectl prints; it is reported here as exit code 127 with that message, as a shell would.
+
+    Examples:
+        >>> exec_exit_status('{"status":"Success"}')
+        (0, '')
+        >>> exec_exit_status('{"status":"Failure","reason":"InternalError","message":"exec: no bash"}')
+        (127, 'exec: no bash\\n')
+    """
+    if not error_channel.strip():
+        return None, ""
+    try:
+        status = json.loads(error_channel)
+    except ValueError:
+        return None, error_channel
+    if status.get("status") == "Success":
+        return 0, ""
+    causes = (status.get("details") or {}).get("causes") or []
+    for cause in causes:
+        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).lstrip("-").isdigit():
+            return int(cause["message"]), ""
+    return 127, f"{status.get('message', 'exec failed')}\n"
+
+
 def selector_text(selector: str | Mapping[str, str] | None) -> str:
     """A label selector string from ``"app=details"``, ``{"app": "details"}`` or None (everything)."""
     if selector is None:
@@ -547,7 +575,8 @@ class Client:
                     result = ExecResult(args, -1, out, err, pod, cname, time.perf_counter() - started, ns)
                     raise ExecTimeout(f"`{shlex.join(args)}` in pod {pod} did not finish within {timeout} s",
                                       result)
-                code = ws.returncode
+                code, failed = exec_exit_status(str(ws.read_channel(3)))
+                err += failed
             finally:
                 if ws.is_open():
                     ws.close()

@@ -152,21 +152,25 @@ def run_in_terminal(kubectl: Kubectl, *args: str) -> str:
 
 
 def test_tty_exec_shows_error_text(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
-    """Under ``-it`` a terminal has one stream: the runtime's error reaches it (kubectl drops channel 2)."""
-    out = run_in_terminal(kubectl, "exec", "-it", sleep_pod(kubectl), "--", "nosuchcommand")
-    assert 'exec: "nosuchcommand": executable file not found in $PATH' in out
-    assert "command terminated with exit code 127" in out
+    """Under ``-it`` a terminal has one stream: the command's stderr reaches it (kubectl drops channel 2)."""
+    out = run_in_terminal(kubectl, "exec", "-it", sleep_pod(kubectl), "--", "cat", "/etc/no-such-file")
+    assert "cat: /etc/no-such-file: No such file or directory" in out
+    assert "command terminated with exit code 1" in out
     # Without a terminal, stderr stays on its own stream.
-    plain = kubectl("exec", sleep_pod(kubectl), "--", "nosuchcommand", check=False)
-    assert 'exec: "nosuchcommand"' in plain.stderr and plain.stdout == ""
+    plain = kubectl("exec", sleep_pod(kubectl), "--", "cat", "/etc/no-such-file", check=False)
+    assert plain.stderr.startswith("cat: /etc/no-such-file: No such file or directory") and plain.stdout == ""
 
 
 def test_kubectl_cp_fails_with_the_real_message(ready_sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path) -> None:
-    """kubectl cp runs tar in the container; the curl image has none here, and kubectl says so as on a cluster."""
-    out = kubectl("cp", f"{sleep_pod(kubectl)}:/etc/hostname", str(tmp_path / "hostname"), check=False)
-    assert out.returncode != 0
-    assert 'exec: "tar": executable file not found in $PATH' in out.stdout + out.stderr
-    assert out.stderr.strip().endswith("command terminated with exit code 127")
+    """kubectl cp runs tar in the container; the curl image has none here, and kubectl says what containerd says."""
+    pod = sleep_pod(kubectl)
+    for args in ((f"{pod}:/etc/hostname", str(tmp_path / "hostname")), (str(tmp_path), f"{pod}:/tmp/x")):
+        out = kubectl("cp", *args, check=False)
+        assert out.returncode == 1
+        assert re.fullmatch(r'error: Internal error occurred: error executing command in container: failed to exec '
+                            r'in container: failed to start exec "[0-9a-f]{64}": OCI runtime exec failed: exec '
+                            r'failed: unable to start container process: exec: "tar": executable file not found in '
+                            r'\$PATH: unknown\n', out.stderr), out.stderr
 
 
 # --------------------------------------------------------------------------------------------- kubectl run

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,17 @@ class ApiServer:
         await ws.prepare(request)
         if ws.ws_protocol is None:
             await ws.close(code=1002, message=b"no supported subprotocol")
+            return ws
+        if not toolbox.has_command(command[0]):
+            # containerd fails the exec before any process starts; the kubelet reports it on the error channel
+            # and kubectl prints "error: Internal error occurred: ..." (kubectl cp without tar says this too).
+            cause = (f"error executing command in container: failed to exec in container: failed to start exec "
+                     f'"{secrets.token_hex(32)}": {toolbox.not_found_message(command[0])}')
+            failure = {"metadata": {}, "status": "Failure", "message": f"Internal error occurred: {cause}",
+                       "reason": "InternalError", "details": {"causes": [{"message": cause}]}, "code": 500}
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(b"\x03" + dumps(failure).encode())
+                await ws.close(code=1000)
             return ws
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
         tty = query_bool(q, "tty")
