@@ -26,6 +26,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -168,12 +169,11 @@ def _manifest_text(source: str | os.PathLike[str]) -> tuple[str, str]:
         return source, "the manifest text"
     path = Path(source).expanduser()
     if not path.exists() and isinstance(source, str) and os.sep not in source:
-        from . import manifest_path
-
-        try:
-            path = manifest_path(source)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"no manifest {str(source)!r}: no such file, and {exc}") from exc
+        shipped = Path(str(resources.files("labkit.sandbox") / "manifests" / source))
+        if not shipped.exists():
+            raise FileNotFoundError(f"no manifest {source!r}: no such file, and labkit ships none of that name "
+                                    "(it has bookinfo.yaml, reviews-v2-v3.yaml and sleep.yaml)")
+        path = shipped
     if not path.exists():
         raise FileNotFoundError(f"no manifest {str(source)!r}: give a file, YAML text, or the name of one labkit "
                                 "ships (labkit.manifest_path('bookinfo.yaml'))")
