@@ -288,8 +288,9 @@ def _rolled_out(dep: Mapping[str, Any]) -> bool:
 
 def wait_rollout(lab: Client, deployment: str, *, namespace: str | None = None,
                  timeout: float = 120.0) -> pd.DataFrame:
-    """``kubectl rollout status deploy/NAME``: wait (by watches) until every replica is updated and available and
-    no surplus pod is left; return the Deployment's pods (:data:`~labkit.client.POD_COLUMNS`).
+    """``kubectl rollout status deploy/NAME``: wait (by watches) until every replica is updated and available, and
+    exactly that many pods match its selector, all Ready (no surplus left, a released pod replaced); return the
+    Deployment's pods (:data:`~labkit.client.POD_COLUMNS`).
 
     Raises:
         NotFound: no such Deployment, or it was deleted while waiting.
@@ -331,14 +332,23 @@ def wait_rollout(lab: Client, deployment: str, *, namespace: str | None = None,
                           f"look with lab.pods() and `kubectl rollout status deploy/{deployment}`")
     match = dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
     if match:
-        _wait_at_most(lab, match, int((dep.get("spec") or {}).get("replicas", 1)), ns,
+        _wait_pods(lab, match, int((dep.get("spec") or {}).get("replicas", 1)), ns,
                       max(0.5, deadline - time.monotonic()), deployment)
     return pods_frame(_selected_pods(lab, dep, ns))
 
 
-def _wait_at_most(lab: Client, match: dict[str, str], count: int, ns: str, timeout: float, deployment: str) -> None:
-    """Wait until at most ``count`` pods match (the surplus of a scale-down or a rollout has terminated)."""
+def _wait_pods(lab: Client, match: dict[str, str], count: int, ns: str, timeout: float, deployment: str) -> None:
+    """Wait until exactly ``count`` pods match, all Ready and none terminating: the surplus of a scale-down or a
+    rollout is gone and a pod released from the ReplicaSet has been replaced (read from the pods themselves, not
+    the Deployment's status, which the controllers update a moment later)."""
+    from .kubestatus import is_pod_ready
+
     pods: dict[str, Pod] = {}
+
+    def settled() -> bool:
+        return len(pods) == count and all(is_pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+                                          for p in pods.values())
+
     for event in lab.watch_pods(match, namespace=ns, timeout=timeout):
         if event.type == "LIST":
             pods = {str(p["metadata"]["name"]): p for p in event.pods}
@@ -346,11 +356,10 @@ def _wait_at_most(lab: Client, match: dict[str, str], count: int, ns: str, timeo
             pods.pop(str(event.pod["metadata"]["name"]), None)
         else:
             pods[str(event.pod["metadata"]["name"])] = event.pod
-        if len(pods) <= count:
+        if settled():
             return
-    if len(lab.list_pods(match, namespace=ns).items) > count:
-        raise WaitTimeout(f'deployment "{deployment}" still has more than {count} pods after {timeout:.0f} s: '
-                          f"{', '.join(sorted(pods))}")
+    raise WaitTimeout(f'deployment "{deployment}" does not have {count} Ready pods after {timeout:.0f} s: '
+                      f"{', '.join(sorted(pods)) or 'none'}; look with lab.pods({selector_text(match)!r})")
 
 
 def _selected_pods(lab: Client, dep: Mapping[str, Any], ns: str) -> list[Pod]:
