@@ -56,11 +56,11 @@ OWNER_COLUMNS: dict[str, str] = {
     "name": "string",
     "app": "string",
     "version": "string",
-    "status": "string",
-    "ip": "string",
-    "controlled_by": "string",
+    "owner": "string",
 }
-"""The columns of :func:`owners`: controlled_by is ``ReplicaSet/NAME``, or "" for a pod no controller owns."""
+"""The columns of :func:`owners`, kubectl's ``custom-columns`` of the lesson: owner is the name of the pod's
+controller (its ReplicaSet), "" for a pod no controller owns (kubectl prints ``<none>``)."""
+
 
 FIELD_MANAGER = "labkit"
 _TIMEOUT = (10, 60)
@@ -480,18 +480,21 @@ def pod_ip(lab: Client, selector: str | Mapping[str, str], *, namespace: str | N
 
 def owners(lab: Client, selector: str | Mapping[str, str] | None = None, *,
            namespace: str | None = None) -> pd.DataFrame:
-    """The matching pods with their controller (:data:`OWNER_COLUMNS`), like ``kubectl get pods -o
-    custom-columns=NAME:.metadata.name,APP:.metadata.labels.app,OWNER:.metadata.ownerReferences[0].name``."""
+    """The matching pods with their controller (:data:`OWNER_COLUMNS`), sorted by name, like ``kubectl get pods -o
+    custom-columns=NAME:.metadata.name,APP:.metadata.labels.app,VERSION:.metadata.labels.version,OWNER:.metadata.ownerReferences[0].name``.
+
+    Example:
+        >>> lab.owners("version=v2")       # a released pod has no owner
+    """
     ns = namespace or lab.namespace
-    items = lab.list_pods(selector, namespace=ns).items
-    frame = pods_frame(items)
-    by_name = {str(p["metadata"]["name"]): p for p in items}
     rows = []
-    for _, row in frame.iterrows():
-        refs = by_name[str(row["name"])]["metadata"].get("ownerReferences") or []
-        ctl = next((f"{r.get('kind')}/{r.get('name')}" for r in refs if r.get("controller")), "")
-        rows.append({"name": row["name"], "app": row["app"], "version": row["version"], "status": row["status"],
-                     "ip": row["ip"], "controlled_by": ctl})
+    for pod in sorted(lab.list_pods(selector, namespace=ns).items, key=lambda p: str(p["metadata"]["name"])):
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        refs = meta.get("ownerReferences") or []
+        owner = next((str(r.get("name", "")) for r in refs if r.get("controller")), "")
+        rows.append({"name": meta["name"], "app": labels.get("app", ""), "version": labels.get("version", ""),
+                     "owner": owner})
     return pd.DataFrame(rows, columns=list(OWNER_COLUMNS)).astype(OWNER_COLUMNS)
 
 

@@ -94,8 +94,10 @@ def test_the_lesson_moves_judged_by_kubectl(lab: labkit.Lab, kubectl: Kubectl) -
     assert pod["metadata"]["labels"]["app"] == "reviews" and not pod["metadata"].get("ownerReferences")
     assert "Controlled By" not in kubectl("describe", "pod", hidden_pod).stdout
     owners = lab.owners("version=v2").set_index("name")
-    assert owners.loc[hidden_pod, "controlled_by"] == ""
-    assert owners.loc[pods["name"].iloc[0], "controlled_by"].startswith("ReplicaSet/reviews-v2-")
+    assert list(owners.columns) == list(deploy.OWNER_COLUMNS)[1:] and owners.loc[hidden_pod, "owner"] == ""
+    assert str(owners.loc[pods["name"].iloc[0], "owner"]).startswith("reviews-v2-")
+    custom = "custom-columns=NAME:.metadata.name,OWNER:.metadata.ownerReferences[0].name"
+    assert f"{hidden_pod}   <none>" in kubectl("get", "pods", "-l", "version=v2", "-o", custom).stdout
     eventually(lambda: ip in kubectl("get", "endpoints", "reviews", "-o",
                                      "jsonpath={.subsets[*].addresses[*].ip}").stdout, what="the released pod's IP "
                "in the reviews endpoints")

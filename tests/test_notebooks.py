@@ -252,6 +252,34 @@ def test_lesson_6_gives_a_verdict_and_a_journal(runs: dict[str, lessons.LessonRu
         assert text.startswith("✗ not answered yet") and "Hint:" in text
 
 
+def test_lesson_7_releases_one_pod_of_v2(runs: dict[str, lessons.LessonRun]) -> None:
+    nb = runs["07-new-version-of-reviews"].nb
+
+    def text(source_start: str) -> str:
+        return "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(nb, source_start))
+
+    assert text("lab.apply(MANIFEST, selector=\"app=reviews_test") == "deployment.apps/reviews-v2 created"
+    hidden = _plain_table(_outputs(nb, "hidden = "))
+    assert [(r["version"], r["share"]) for r in hidden] == [("v1", "1.0")]  # nobody reaches v2 through the Service
+    assert '"rating": {"stars": 5, "color": "black"}' in text("lab.request(f\"http://{v2_ip}")
+    assert text("lessons.status_codes(").split() == ["200"] * 10
+    assert re.fullmatch(r"pod/reviews-v2-\S+ labeled", text("lab.label("))
+    owners = text("lab.wait_rollout(\"reviews-v2\")\nlab.owners(")
+    assert "reviews_test" in owners and re.search(r"reviews-v2-\S+\s+reviews\s+v2\s+<NA>|reviews\s+v2\s*$", owners,
+                                                  re.MULTILINE), owners
+    released = {r["version"]: r for r in _plain_table(_outputs(nb, "released = "))}
+    assert set(released) == {"v1", "v2"} and released["v2"]["pods"] == "1" and 0 < float(released["v2"]["share"]) < 1
+    scaled = {r["version"]: r for r in _plain_table(_outputs(nb, "scaled = "))}
+    assert scaled["v2"]["pods"] == "3" and scaled["v1"]["pods"] == "3"
+    only_v2 = _plain_table(_outputs(nb, "lab.delete_deployment(\"reviews-v1\")"))
+    assert [(r["version"], r["share"]) for r in only_v2] == [("v2", "1.0")]
+    final = _plain_table(_outputs(nb, "lab.apply(\"bookinfo.yaml\""))
+    assert [r["version"] for r in final] == ["v1"] * 3 and all(r["status"] == "Running" for r in final)
+    for start in ("my_selector", "my_share", "my_answer"):
+        shown = _outputs(nb, start)[0]["data"]["text/plain"]
+        assert shown.startswith("✗ not answered yet") and "Hint:" in shown
+
+
 # ------------------------------------------------------------------------------------------------ the checks
 
 
