@@ -239,7 +239,7 @@ def _apply_one(lab: Client, obj: dict[str, Any], ns_default: str) -> Applied:
 
     kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
     ns = str(obj["metadata"].get("namespace") or ns_default)
-    body = json.loads(json.dumps(obj))  # a deep, JSON-clean copy
+    body = json.loads(json.dumps(obj, default=str))  # a deep, JSON-clean copy (YAML dates become strings)
     body.setdefault("apiVersion", KINDS[kind][0])
     body["metadata"]["namespace"] = ns
     path = f"{_collection(kind, ns)}/{name}"
