@@ -280,6 +280,37 @@ def test_lesson_7_releases_one_pod_of_v2(runs: dict[str, lessons.LessonRun]) -> 
         assert shown.startswith("✗ not answered yet") and "Hint:" in shown
 
 
+ISTIO_ADD_VERSION_COMMANDS = [
+    "sed 's/app: reviews/app: reviews_test/' | kubectl apply -l app=reviews_test,version=v2 -f -",
+    "REVIEWS_V2_POD_IP=$(kubectl get pod -l app=reviews_test,version=v2 -o jsonpath='{.items[0].status.podIP}')",
+    "echo $REVIEWS_V2_POD_IP",
+    '-- curl -sS "$REVIEWS_V2_POD_IP:9080/reviews/7"',
+    "-- sh -c \"for i in 1 2 3 4 5 6 7 8 9 10; do curl -o /dev/null -s -w '%{http_code}\\n' "
+    "$REVIEWS_V2_POD_IP:9080/reviews/7; done\"",
+    "kubectl label pods -l version=v2 app=reviews --overwrite",
+    "kubectl delete deployment reviews-v2",
+    "kubectl delete pod -l app=reviews,version=v2",
+    "kubectl apply -l app=reviews,version=v2 -f ",
+    "kubectl scale deployment reviews-v2 --replicas=3",
+    "kubectl delete deployment reviews-v1",
+]
+"""The commands of istio.io's "Add a new version of reviews", in its order (the tester pod is ``sleep`` here)."""
+
+
+def test_lesson_7_hugo_page_shows_istios_commands(runs: dict[str, lessons.LessonRun]) -> None:
+    from labkit import export
+
+    page = export.to_hugo(runs["07-new-version-of-reviews"].nb)
+    assert export.hugo_problems(page.text, images=set(page.images)) == []
+    commands = [line.strip()[2:] for line in page.text.splitlines() if line.strip().startswith("$ ")]
+    found = [next((i for i, c in enumerate(commands) if wanted in c), -1) for wanted in ISTIO_ADD_VERSION_COMMANDS]
+    assert -1 not in found, [w for w, i in zip(ISTIO_ADD_VERSION_COMMANDS, found, strict=True) if i < 0]
+    assert found == sorted(found), "the commands come in istio.io's order"
+    text = page.text
+    assert "deployment.apps/reviews-v2 created" in text and re.search(r"pod/reviews-v2-\S+ labeled", text)
+    assert '"rating": {"stars": 5, "color": "black"}' in text and "<none>" in text  # the released pod's owner
+
+
 # ------------------------------------------------------------------------------------------------ the checks
 
 
