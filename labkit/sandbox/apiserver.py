@@ -639,10 +639,11 @@ class ApiServer:
         offset = len(complete)  # a record still being written is read by the follow loop, whole
         since = self._log_since(q)
         stamps = query_bool(q, "timestamps")
-        records = [r for r in containerlog.parse(complete) if since is None or self._after(r, since)]
-        if q.get("tailLines"):
+        records = containerlog.parse(complete)
+        if q.get("tailLines"):  # the kubelet takes the tail first, then skips lines older than since
             n = int(q["tailLines"])
             records = records[-n:] if n > 0 else []
+        records = [r for r in records if since is None or self._after(r, since)]
         limit = int(q["limitBytes"]) if q.get("limitBytes") else None
 
         def render(batch: list[containerlog.Record]) -> bytes:
