@@ -244,3 +244,14 @@ def test_log_timestamps_are_write_times_and_since_filters_on_them(run_pods: None
     assert kubectl("logs", "nginx", "--since=1h").stdout == kubectl("logs", "nginx").stdout
     both = api.get(path, params={"sinceTime": request_time, "sinceSeconds": "10"})
     assert both.status_code == 422
+
+
+
+def test_container_logs_on_disk_are_cri_records_with_their_stream(run_pods: None, sandbox: Sandbox) -> None:
+    """The kubelet writes ``TIME stream F text`` as containerd does: nginx's notices go to stderr, access to stdout."""
+    [log_file] = sandbox.dir.glob("**/logs/default_nginx_*/nginx/0.log")
+    records = [line.split(" ", 3) for line in log_file.read_text().splitlines()]
+    assert all(STAMP.match(f"{r[0]} x") and r[1] in ("stdout", "stderr") and r[2] in ("P", "F") for r in records)
+    streams = {r[3]: r[1] for r in records}
+    assert streams["/docker-entrypoint.sh: Configuration complete; ready for start up"] == "stdout"
+    assert {stream for text, stream in streams.items() if "[notice]" in text} == {"stderr"}

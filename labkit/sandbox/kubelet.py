@@ -103,9 +103,10 @@ class NodeConfig:
 class ContainerLogCopier:
     """Copies a container's output pipe into its CRI log file, stamping each line as it arrives."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(self, fd: int, path: str, stream: str) -> None:
         self.fd = fd
-        self.writer = containerlog.LineWriter()
+        self.writer = containerlog.LineWriter(stream)
+        # Unbuffered and O_APPEND: each record is one write, so stdout's and stderr's never interleave mid-line.
         self.file = open(path, "ab", buffering=0)  # noqa: SIM115 - open as long as the container runs
         os.set_blocking(fd, False)
         self.loop = asyncio.get_running_loop()
@@ -470,12 +471,14 @@ class Kubelet:
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         # The container writes to a pipe; the kubelet stamps each line with its write time into the log file.
         log_r, log_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             c.process = await self.runtime.run(
-                LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), log_w, ready_w)
+                LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), log_w, ready_w, err_w)
         except OSError as exc:
             os.close(ready_r)
             os.close(log_r)
+            os.close(err_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
             self._record(c, "Warning", "Failed", f"Error: {exc}")
             c.pod.publish()
@@ -483,7 +486,9 @@ class Kubelet:
         finally:
             os.close(ready_w)  # the child has its copy; ours must go so EOF reaches the reader
             os.close(log_w)
-        log_copy = ContainerLogCopier(log_r, c.log_path())
+            os.close(err_w)
+        log_copies = (ContainerLogCopier(log_r, c.log_path(), "stdout"),
+                      ContainerLogCopier(err_r, c.log_path(), "stderr"))
         c.container_id = "labkit://" + hashlib.sha256(f"{c.pod.uid}/{c.name}/{c.restart_count}".encode()
                                                       ).hexdigest()
         c.started_at = time.time()
@@ -516,7 +521,8 @@ class Kubelet:
         proc = c.process
         returncode = await proc.wait()
         close_pipe()
-        log_copy.close()
+        for copier in log_copies:
+            copier.close()
         code = exit_code_of(returncode)
         c.ready, c.started = False, False
         terminated = {

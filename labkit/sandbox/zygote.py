@@ -213,7 +213,8 @@ class _Zygote:
         with contextlib.suppress(Exception):
             self.loop.remove_writer(self.sock.fileno())
 
-    async def start(self, spec: LaunchSpec, title: list[str], log_fd: int, ready_fd: int) -> ZygoteProcess:
+    async def start(self, spec: LaunchSpec, title: list[str], log_fd: int, ready_fd: int,
+                    err_fd: int | None = None) -> ZygoteProcess:
         if not self.alive:
             raise ZygoteError("the zygote is gone")
         self.next_id += 1
@@ -222,7 +223,8 @@ class _Zygote:
         self.pending[rid] = fut
         msg = {"id": rid, "image": spec.image, "argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
                "title": title}
-        self.outbox.append((rid, json.dumps(msg).encode(), [log_fd, ready_fd]))
+        fds = [log_fd, ready_fd] if err_fd is None else [log_fd, ready_fd, err_fd]
+        self.outbox.append((rid, json.dumps(msg).encode(), fds))
         self._flush()
         pid = await fut  # the fds are in the zygote once it answers: the caller may close its copies then
         child = ZygoteProcess(pid, self.loop.create_future())
@@ -340,8 +342,11 @@ class ContainerRuntime:
         z = await self._starting
         return z if z is not None and z.alive else None
 
-    async def run(self, spec: LaunchSpec, log_fd: int, ready_fd: int) -> ContainerProcess:
+    async def run(self, spec: LaunchSpec, log_fd: int, ready_fd: int,
+                  err_fd: int | None = None) -> ContainerProcess:
         """Start one container process with stdout/stderr on ``log_fd`` and the readiness pipe ``ready_fd``.
+
+        ``err_fd``, when given, takes stderr on its own (the kubelet labels each log line with its stream).
 
         The caller keeps ownership of both fds and closes them once this returns.
 
@@ -351,7 +356,7 @@ class ContainerRuntime:
         z = await self._current()
         if z is not None:
             try:
-                proc = await z.start(spec, spawn_command(spec), log_fd, ready_fd)
+                proc = await z.start(spec, spawn_command(spec), log_fd, ready_fd, err_fd)
             except ZygoteError as exc:
                 log.warning("zygote could not start %s (%s); spawning it", spec.image, exc)
             else:
@@ -360,7 +365,8 @@ class ContainerRuntime:
         self.spawned += 1
         env = {**spec.env, "LABKIT_READY_FD": str(ready_fd), "LABKIT_PARENT_PID": str(os.getpid())}
         return await asyncio.create_subprocess_exec(
-            *spawn_command(spec), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+            *spawn_command(spec), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd,
+            stderr=log_fd if err_fd is None else err_fd,
             pass_fds=(ready_fd,), start_new_session=True, cwd=spec.cwd)
 
     async def close(self) -> None:

@@ -186,7 +186,7 @@ def set_title(argv: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def _child(req: dict[str, Any], log_fd: int, ready_fd: int, zygote_pid: int,
-           codes: dict[str, tuple[_Pristine, CodeType]]) -> None:
+           codes: dict[str, tuple[_Pristine, CodeType]], err_fd: int | None = None) -> None:
     """In the forked child: become the container process, run the image, exit with its code. Never returns."""
     code = 1
     try:
@@ -200,7 +200,7 @@ def _child(req: dict[str, Any], log_fd: int, ready_fd: int, zygote_pid: int,
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
+        os.dup2(log_fd if err_fd is None else err_fd, 2)
         os.dup2(ready_fd, READY_FD)
         os.closerange(READY_FD + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
         os.chdir(req["cwd"])
@@ -280,16 +280,17 @@ def serve(sock: socket.socket) -> int:
                         os.read(wake_r, 4096)
                     reap()
                     continue
-                data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, 2)
+                data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, 3)
                 if not data:
                     return 0
                 req = json.loads(data)
-                if len(fds) != 2:
+                if len(fds) not in (2, 3):
                     for fd_ in fds:
                         os.close(fd_)
                     send({"id": req.get("id"), "error": "expected the log file and the readiness pipe"})
                     continue
-                log_fd, ready_fd = fds
+                log_fd, ready_fd = fds[0], fds[1]
+                err_fd = fds[2] if len(fds) == 3 else None  # stderr's own pipe, when the kubelet gives one
                 if _threads() > 1:
                     send({"id": req["id"], "error": "the zygote has threads: fork is not safe"})
                 else:
@@ -300,11 +301,11 @@ def serve(sock: socket.socket) -> int:
                     else:
                         if pid == 0:
                             sock.close()
-                            _child(req, log_fd, ready_fd, me, codes)
+                            _child(req, log_fd, ready_fd, me, codes, err_fd)
                         children.add(pid)
                         send({"id": req["id"], "pid": pid})
-                os.close(log_fd)
-                os.close(ready_fd)
+                for fd_ in fds:
+                    os.close(fd_)
             reap()
     except (BrokenPipeError, ConnectionResetError):
         return 0
