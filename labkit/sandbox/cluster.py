@@ -19,6 +19,7 @@ from labkit.kubestatus import is_pod_ready
 from .controllers import Controllers
 from .events import EventRecorder
 from .kubelet import Kubelet, NodeConfig
+from .mesh import MeshControl
 from .network import Network
 from .node import Heartbeat, NodeFacts
 from .registry import Registry
@@ -46,6 +47,7 @@ class Cluster:
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.network,
                                NodeConfig(state_dir=state_dir, time_scale=time_scale, python_path=PYTHON_PATH))
         self.controllers = Controllers(self.store, self.registry, self.events, self.network, ca_pem=ca_pem)
+        self.mesh = MeshControl(self.store, self.network)
         self.heartbeat = Heartbeat(self.registry, BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io",
                                                                                       "leases")])
 
@@ -55,6 +57,7 @@ class Cluster:
         self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23",
                                        f"127.{a}.{b + 2}.1")
         self.controllers.start()
+        self.mesh.start()
         self.kubelet.start()
         self.heartbeat.start()
 
