@@ -127,12 +127,12 @@ class ServicePort:
             await writer.drain()
         writer.close()
 
-    async def _to_sidecar(self, sidecar: tuple[str, int], reader: asyncio.StreamReader,
+    async def _to_sidecar(self, sidecar: tuple[str, int], peer: str, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         """A meshed pod's connection: its own sidecar applies the mesh's rules per request (Istio's iptables
         redirect to Envoy's outbound port), told the original destination in a first line."""
         try:
-            up_reader, up_writer = await asyncio.open_connection(*sidecar)
+            up_reader, up_writer = await asyncio.open_connection(*sidecar, local_addr=(peer, 0))
         except OSError:
             _reset(writer)
             return
@@ -148,7 +148,7 @@ class ServicePort:
             peer = writer.get_extra_info("peername")
             sidecar = self.sidecars.get(peer[0]) if peer else None
             if sidecar is not None:
-                await self._to_sidecar(sidecar, reader, writer)
+                await self._to_sidecar(sidecar, peer[0], reader, writer)
                 return
         if not self.backends:
             await self._unavailable(writer)

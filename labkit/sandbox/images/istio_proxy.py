@@ -161,8 +161,12 @@ class Outbound(runtime.Handler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
-    def _attempt(self, endpoint: tuple[str, int], body: bytes, timeout: float | None, result: _Result) -> None:
-        conn = http.client.HTTPConnection(endpoint[0], endpoint[1], timeout=timeout)
+    def _attempt(self, endpoint: tuple[str, int], body: bytes, timeout: float | None, result: _Result,
+                 passthrough: bool) -> None:
+        # From the pod's address, as Envoy's upstream connections are; a passthrough goes back to the Service
+        # address, so it must not come from the pod (the network would hand it to this sidecar again).
+        source = None if passthrough else (runtime.pod_ip(), 0)
+        conn = http.client.HTTPConnection(endpoint[0], endpoint[1], timeout=timeout, source_address=source)
         try:
             conn.connect()
             sock = conn.sock
@@ -207,7 +211,7 @@ class Outbound(runtime.Handler):
             result.flags = []
             retry_this = False
             try:
-                self._attempt(endpoint, body, timeout, result)
+                self._attempt(endpoint, body, timeout, result, decision.cluster == "PassthroughCluster")
                 result.details = "via_upstream"
                 retry_this = _retryable(retry.retry_on, retry.codes, result.status)
             except TimeoutError:
