@@ -59,7 +59,7 @@ def test_jason_goes_to_v2_and_everyone_else_to_v1() -> None:
     cfg = _config("destination-rule-all.yaml", "virtual-service-reviews-test-v2.yaml")
     jason = _route(cfg, "default/reviews", {"end-user": "jason"})
     assert jason.cluster == "outbound|9080|v2|reviews.default.svc.cluster.local"
-    assert [e for e in cfg.services["default/reviews"][9080] if (e.ip, e.port) in jason.endpoints][0] \
+    assert next(e for e in cfg.services["default/reviews"][9080] if (e.ip, e.port) in jason.endpoints) \
         .labels["version"] == "v2"
     for headers in ({}, {"end-user": "Jason"}, {"end-user": "jason2"}):
         assert _route(cfg, "default/reviews", headers).cluster.split("|")[2] == "v1"

@@ -186,7 +186,7 @@ def validate(kind: str, obj: Obj) -> list[Problem]:
                                "mesh gateway"))
         http = spec.get("http")
         if http is not None and not isinstance(http, list):
-            return out + [Problem("spec.http", "must be a list of HTTPRoute", True)]
+            return [*out, Problem("spec.http", "must be a list of HTTPRoute", True)]
         for i, rule in enumerate(http or []):
             out += _http_route(rule, f"spec.http[{i}]")
     elif kind == "DestinationRule":
@@ -362,7 +362,7 @@ def _match_one(m: Obj, method: str, path: str, headers: Mapping[str, str], sourc
         if _str_match(hm or {}, headers.get(name.lower())):
             return False
     if m.get("queryParams"):
-        params = dict(p.split("=", 1) if "=" in p else (p, "") for p in query.split("&") if p)
+        params = {p.partition("=")[0]: p.partition("=")[2] for p in query.split("&") if p}
         for name, qm in m["queryParams"].items():
             if not _str_match(qm or {}, params.get(name)):
                 return False
@@ -370,10 +370,7 @@ def _match_one(m: Obj, method: str, path: str, headers: Mapping[str, str], sourc
         return False
     if m.get("sourceNamespace") and m["sourceNamespace"] != source[0]:
         return False
-    for key, value in (m.get("sourceLabels") or {}).items():
-        if source[1].get(key) != value:
-            return False
-    return True
+    return all(source[1].get(key) == value for key, value in (m.get("sourceLabels") or {}).items())
 
 
 def _applies_to_mesh(vs: Obj) -> bool:

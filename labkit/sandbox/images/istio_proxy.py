@@ -306,7 +306,7 @@ class Outbound(runtime.Handler):
         dest_ns, dest_name = (key or "unknown/unknown").split("/", 1)
         dest_labels: dict[str, str] = {}
         if result.upstream != "-" and key is not None:
-            ip, _, port = result.upstream.rpartition(":")
+            ip, _, _port = result.upstream.rpartition(":")
             for eps in config.services.get(key, {}).values():
                 dest_labels = next((e.labels for e in eps if e.ip == ip), dest_labels)
         METRICS.record({
