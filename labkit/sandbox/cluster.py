@@ -12,6 +12,7 @@ recorder are given the store to read and the registry to write, never this objec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from labkit.kubestatus import is_pod_ready
@@ -22,7 +23,7 @@ from .kubelet import Kubelet, NodeConfig
 from .mesh import MeshControl
 from .network import Network
 from .node import Heartbeat, NodeFacts
-from .registry import Registry
+from .registry import INJECTION_LABEL, Registry
 from .resources import BY_PLURAL
 from .store import Store
 
@@ -53,6 +54,9 @@ class Cluster:
 
     def start(self) -> None:
         self.registry.create_initial_namespaces()
+        if os.environ.get("LABKIT_SANDBOX_MESH") == "1":  # every pod of "default" gets an istio-proxy sidecar
+            self.registry.mutate(BY_PLURAL[("", "namespaces")], "", "default",
+                                 lambda ns: ns["metadata"]["labels"].update({INJECTION_LABEL: "enabled"}))
         a, b = self.network.subnet
         self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23",
                                        f"127.{a}.{b + 2}.1")
