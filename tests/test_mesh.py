@@ -18,6 +18,8 @@ import pytest
 from conftest import FAST, Kubectl, start_sandbox
 from helpers import eventually
 
+import labkit
+from labkit import mesh as labmesh
 from labkit.sandbox import Sandbox
 
 ISTIO = Path(__file__).parent.parent / "labkit" / "sandbox" / "manifests" / "istio"
@@ -239,3 +241,32 @@ spec:
         return last if out == "upstream request timeout" and " 504 UT,URX upstream_per_try_timeout " in last else None
 
     eventually(retried, what="a request retried twice after per-try timeouts")
+
+
+def test_library_verbs_rules_access_log_and_metrics(rules: Kubectl, sandbox: Sandbox) -> None:
+    lab = labkit.connect(sandbox_dir=sandbox.dir)
+    try:
+        assert labmesh.apply(lab, (ISTIO / "virtual-service-all-v1.yaml").read_text())[1] == \
+            "virtualservice.networking.istio.io/reviews created"
+        assert labmesh.apply(lab, {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                                   "metadata": {"name": "reviews"},
+                                   "spec": {"hosts": ["reviews"], "http": [{"route": [
+                                       {"destination": {"host": "reviews", "subset": "v3"}}]}]}}) == \
+            ["virtualservice.networking.istio.io/reviews configured"]
+        frame = labmesh.rules(lab)
+        vs = frame[frame.kind == "VirtualService"].set_index("name")
+        assert vs.loc["reviews", "rules"] == "* -> reviews/v3" and vs.loc["reviews", "hosts"] == "reviews"
+        assert set(frame[frame.kind == "DestinationRule"].name) == {"productpage", "reviews", "ratings", "details"}
+        with pytest.raises(labmesh.MeshRuleError, match="not an Istio traffic rule"):
+            labmesh.apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})
+        eventually(lambda: _stars(_page(sandbox)) == {"red"}, what="red stars")
+        log = labmesh.access_log(lab, "app=productpage")
+        last = log[log.service == "reviews"].iloc[-1]
+        assert (last.code, last.subset, last.method, last.path) == (200, "v3", "GET", "/reviews/0")
+        requests = labmesh.metrics(lab, "app=productpage")
+        v3 = requests[(requests.destination_service_name == "reviews") & (requests.destination_version == "v3")]
+        assert v3.value.sum() >= 1 and set(v3.reporter) == {"source"} and set(v3.response_code) == {"200"}
+        assert sorted(labmesh.remove(lab, "VirtualService")) == ["details", "productpage", "ratings", "reviews"]
+        assert labmesh.rules(lab).query("kind == 'VirtualService'").empty
+    finally:
+        lab.close()
