@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, portforward, printers, toolbox
+from . import discovery, portforward, printers, toolbox, validation
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
@@ -36,6 +35,7 @@ DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
+BY_KIND_SCALE = Resource("scale", "Scale", group="autoscaling")
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
@@ -64,7 +64,8 @@ class ApiServer:
         self.cluster = cluster
         self.store = cluster.store
         self.token = token
-        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=32 * 1024 * 1024)
+        self.app = web.Application(middlewares=[self._errors, self._auth, self._checked],
+                                   client_max_size=validation.MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._route)
         self.server_address = "127.0.0.1:6443"
         self._proxy_session: ClientSession | None = None
@@ -80,6 +81,25 @@ class ApiServer:
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
             return error(401, "Unauthorized", "Unauthorized")
         return await handler(request)
+
+    @web.middleware
+    async def _checked(self, request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Query parameters and body size are checked before any handler runs (service proxy queries pass)."""
+        if "/proxy" in request.path:
+            return await handler(request)
+        length = request.content_length
+        if length is not None and length > validation.MAX_BODY_BYTES:
+            return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
+                         f"{validation.MAX_BODY_BYTES}")
+        query = validation.parse_query(list(request.query.items()))
+        if query.changed:
+            request = request.clone(rel_url=request.rel_url.with_query(query.normalised))
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
+                         f"{validation.MAX_BODY_BYTES}")
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -280,20 +300,18 @@ class ApiServer:
         return resp
 
     # -- writes
-    async def _body(self, request: web.Request) -> Obj:
+    async def _body(self, request: web.Request, kind: str | None = None) -> Obj:
+        """The decoded body, checked as plain JSON and, given its kind, for the types of the fields read."""
         raw = await request.read()
         if not raw:
             return {}
-        try:
-            body = yaml.safe_load(raw) if "yaml" in request.content_type else json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise StoreError(400, "BadRequest", f"the request body could not be decoded: {exc}") from exc
-        if not isinstance(body, dict):
-            raise StoreError(400, "BadRequest", "the request body must be a JSON object")
+        body: Obj = validation.decode_body(raw, request.content_type)
+        if kind is not None:
+            validation.check_types(kind, body)
         return body
 
     async def _create(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, res.kind)
         kind = body.get("kind")
         if kind and kind != res.kind:
             raise StoreError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not "
@@ -301,22 +319,28 @@ class ApiServer:
                              if body.get("apiVersion") != res.api_version else
                              f"the kind in the data ({kind}) does not match the URL ({res.plural})")
         dry = request.query.get("dryRun") == "All"
+        validation.validate_object(res.kind, body, namespaced=res.namespaced)
+        validation.check_storable(res.kind, body)
         created = self.cluster.create(res, body, ns if res.namespaced else None, dry_run=dry)
         return json_response(created, 201)
 
     async def _replace(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, res.kind)
         old = self.store.get(res, ns, name)
         if old is None:
             raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found', {"name": name, "kind": res.plural})
+        given_name = body.get("metadata", {}).get("name")
+        if given_name and given_name != name:
+            raise validation.bad_request(f"the name of the object ({given_name}) does not match the name on the "
+                                         f"URL ({name})", "metadata.name")
         given_rv = body.get("metadata", {}).get("resourceVersion")
         if given_rv and given_rv != old["metadata"]["resourceVersion"]:
             raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
                              "has been modified; please apply your changes to the latest version and try again",
                              {"name": name, "kind": res.plural})
-        return json_response(self._store_update(res, old, body))
+        return json_response(self._store_update(res, old, body, dry=request.query.get("dryRun") == "All"))
 
-    def _store_update(self, res: Resource, old: Obj, new: Obj) -> Obj:
+    def _store_update(self, res: Resource, old: Obj, new: Obj, *, dry: bool = False) -> Obj:
         new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
         meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
@@ -339,39 +363,63 @@ class ApiServer:
         bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
         if new == old:
             return old
+        validation.validate_object(res.kind, new, namespaced=res.namespaced)
+        validation.check_storable(res.kind, new)
+        if dry:
+            return new
         return self.store.replace(res, new, bump_generation=bump)
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
                      status_only: bool = False) -> web.Response:
         raw = await request.read()
         ctype = request.content_type
+        dry = request.query.get("dryRun") == "All"
+        patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
         old = self.store.get(res, ns, name)
         if old is None:
             if ctype == "application/apply-patch+yaml":
-                body = yaml.safe_load(raw) or {}
-                return json_response(self.cluster.create(res, body, ns if res.namespaced else None), 201)
+                validation.check_types(res.kind, patch)
+                patch.setdefault("metadata", {}).setdefault("name", name)
+                validation.validate_object(res.kind, patch, namespaced=res.namespaced)
+                validation.check_storable(res.kind, patch)
+                return json_response(self.cluster.create(res, patch, ns if res.namespaced else None,
+                                                         dry_run=dry), 201)
             group = f".{res.group}" if res.group else ""
             raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
                              {"name": name, "kind": res.plural})
-        try:
-            new = apply_patch(old, raw, ctype)
-        except ValueError as exc:
-            raise StoreError(422 if "test" in str(exc) else 400, "BadRequest", str(exc)) from exc
+        new = self._apply_patch(res, old, patch, ctype)
         if status_only:
             return json_response(old)
-        return json_response(self._store_update(res, old, new))
+        return json_response(self._store_update(res, old, new, dry=dry))
+
+    @staticmethod
+    def _apply_patch(res: Resource, old: Obj, patch: Any, ctype: str) -> Obj:
+        """Apply a decoded patch; what it makes must be an object of the right field types."""
+        # The body was decoded and checked once; the patch code gets it back as JSON (apply is a merge patch).
+        as_json = "application/merge-patch+json" if "yaml" in ctype else ctype
+        try:
+            new = apply_patch(old, dumps(patch).encode(), as_json)
+        except ValueError as exc:
+            raise StoreError(422 if "test" in str(exc) else 400, "BadRequest", str(exc)) from exc
+        except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            raise validation.bad_request(f"the patch cannot be applied to {res.kind} "
+                                         f'"{old["metadata"]["name"]}": {type(exc).__name__}: {exc}') from exc
+        if not isinstance(new, dict):
+            raise validation.bad_request(f"the patch turns {res.kind} \"{old['metadata']['name']}\" into "
+                                         "something that is not an object", "<root>")
+        validation.check_json_value(new, f"the patched {res.kind}")
+        validation.check_types(res.kind, new)
+        return new
 
     async def _delete(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        opts = await self._body(request)
-        grace = request.query.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
-        propagation = request.query.get("propagationPolicy", opts.get("propagationPolicy") or "Background")
-        if request.query.get("dryRun") == "All" or opts.get("dryRun"):
+        opts = validation.delete_options(request.query, await self._body(request))
+        if opts.dry_run:
             obj = self.store.get(res, ns, name)
             if obj is None:
                 raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found',
                                  {"name": name, "kind": res.plural})
             return json_response(obj)
-        obj = self.cluster.delete(res, ns, name, None if grace is None else int(grace), propagation)
+        obj = self.cluster.delete(res, ns, name, opts.grace, opts.propagation)
         if obj.get("kind") in ("Pod", "Deployment", "ReplicaSet", "Service"):
             return json_response(obj)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -379,13 +427,16 @@ class ApiServer:
 
     async def _delete_collection(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
         labels, fields = self._selectors(request)
+        opts = validation.delete_options(request.query, await self._body(request))
         items = self.store.list(res, ns, labels, fields)
-        grace = request.query.get("gracePeriodSeconds")
+        if opts.dry_run:
+            return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
+                                  "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
         gone = []
         for obj in items:
             with contextlib.suppress(StoreError):
                 gone.append(self.cluster.delete(res, obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
-                                                None if grace is None else int(grace)))
+                                                opts.grace, opts.propagation))
         return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
 
@@ -397,12 +448,20 @@ class ApiServer:
         if request.method in ("PATCH", "PUT"):
             raw = await request.read()
             current = self._scale_obj(obj)
-            new_scale = apply_patch(current, raw, request.content_type) if request.method == "PATCH" \
-                else json.loads(raw)
+            ctype = request.content_type
+            if request.method == "PATCH":
+                patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
+                new_scale = self._apply_patch(BY_KIND_SCALE, current, patch, ctype)
+            else:
+                new_scale = validation.decode_body(raw, ctype)
+                validation.check_types("Scale", new_scale)
             replicas = (new_scale.get("spec") or {}).get("replicas")
-            if not isinstance(replicas, int) or replicas < 0:
-                raise StoreError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid '
-                                 f"value: {replicas!r}: must be greater than or equal to 0")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) \
+                    or not 0 <= replicas <= validation.MAX_REPLICAS:
+                raise validation.invalid("Scale", name, [validation.invalid_value(
+                    "spec.replicas", replicas, f"must be between 0 and {validation.MAX_REPLICAS}, inclusive")])
+            if request.query.get("dryRun") == "All":
+                return json_response({**current, "spec": {"replicas": replicas}})
             obj = self.store.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
                                     bump_generation=True) or obj
         elif request.method != "GET":

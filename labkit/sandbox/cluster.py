@@ -226,7 +226,7 @@ class Cluster:
 
     # -- helpers for the API server
     def resolver_for(self, namespace: str) -> dns.Resolver:
-        return dns.Resolver(self.network.hosts_file, namespace)
+        return dns.Resolver(self.network.hosts_file, namespace, self.network.pod_network)
 
     def pod_processes(self, namespace: str, name: str) -> list[toolbox.PodProcess]:
         """The live processes of a pod as ``ps`` inside it shows them (main processes are pids 1, 2, ...)."""

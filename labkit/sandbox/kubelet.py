@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import dns
 from .images import ImageSpec, match_image, process_name_for
+from .images.runtime import process_environ
 from .resources import BY_PLURAL
 from .store import Obj, WatchEvent, now_rfc3339
 
@@ -364,8 +365,7 @@ class Kubelet:
         c.comm = process_name_for(c.image, c.argv)
         os.makedirs(os.path.dirname(c.log_path()), exist_ok=True)
         ready_r, ready_w = os.pipe()
-        full_env = {
-            **env,
+        full_env = process_environ(env, {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": self.cluster.python_path,
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -376,7 +376,8 @@ class Kubelet:
             "LABKIT_READY_FD": str(ready_w),
             "LABKIT_PARENT_PID": str(os.getpid()),
             "LABKIT_PROCESS_NAME": c.comm,
-        }
+            "LABKIT_POD_NETWORK": self.cluster.network.pod_network,
+        })
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
             with open(c.log_path(), "ab") as logf:

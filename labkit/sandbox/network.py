@@ -153,6 +153,8 @@ class Network:
         self.subnet = (a, b)
         self.pods = AddressPool([f"127.{a}.{b + i}.{n}" for i in (0, 1) for n in range(2, 255)])
         self.services = AddressPool([f"127.{a}.{b + 2}.{n}" for n in range(10, 255)])
+        self.pod_network = f"127.{a}.{b}.0/22"
+        """The block a pod may reach: its own pods (first two /24s) and Services (the third)."""
         self.hosts_file = os.path.join(state_dir, "network", "hosts")
         os.makedirs(os.path.dirname(self.hosts_file), exist_ok=True)
         self._dns: dict[tuple[str, str], str] = {}  # (namespace, service) -> cluster IP

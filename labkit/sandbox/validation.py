@@ -332,6 +332,9 @@ SCHEMAS: dict[str, Spec] = {
     "ServiceAccount": {"secrets": (ANYOBJ,), "imagePullSecrets": ({"name": STR},),
                        "automountServiceAccountToken": BOOL},
     "ConfigMap": {"data": MAPSTR, "binaryData": MAPSTR, "immutable": BOOL},
+    "DeleteOptions": {"gracePeriodSeconds": INT, "propagationPolicy": STR, "dryRun": (STR,),
+                      "orphanDependents": BOOL, "preconditions": {"uid": STR, "resourceVersion": STR}},
+    "Scale": {"spec": {"replicas": INT}},
 }
 _GO_TYPE = {STR: "string", INT: "int64", BOOL: "bool", NUM: "float64", ANYOBJ: "map[string]interface {}",
             MAPSTR: "map[string]string", INTSTR: "intstr.IntOrString"}
@@ -760,3 +763,38 @@ def parse_query(items: list[tuple[str, str]]) -> QueryParams:
                 raise bad_request(f"{key}: Invalid value: {_quote(value)}: {exc}", key) from None
         out.append((key, value))
     return QueryParams(ints, bools, out, changed)
+
+
+@dataclass(frozen=True)
+class DeleteOptions:
+    """What a DELETE asks for, from its query and its ``DeleteOptions`` body (the query wins)."""
+
+    grace: int | None
+    propagation: str
+    dry_run: bool
+
+
+def delete_options(query: Mapping[str, str], body: dict[str, Any]) -> DeleteOptions:
+    """Check a DELETE's options; the grace period is capped at :data:`MAX_GRACE_SECONDS`.
+
+    Raises:
+        ValidationError: 400 naming the bad option.
+    """
+    check_types("DeleteOptions", body)
+    grace: int | None = body.get("gracePeriodSeconds")
+    if "gracePeriodSeconds" in query:
+        grace = int(query["gracePeriodSeconds"])  # parse_query checked it
+    if grace is not None and grace < 0:
+        grace = 0  # the real API server treats a negative grace period as "now"
+    if grace is not None:
+        grace = min(grace, MAX_GRACE_SECONDS)
+    propagation = query.get("propagationPolicy") or body.get("propagationPolicy") or "Background"
+    if propagation not in ENUM_PARAMS["propagationPolicy"]:
+        raise bad_request(f"propagationPolicy: Unsupported value: {_quote(propagation)}: supported values: "
+                          '"Background", "Foreground", "Orphan"', "propagationPolicy", "FieldValueNotSupported")
+    dry = body.get("dryRun") or []
+    for value in dry:
+        if value != "All":
+            raise bad_request(f'dryRun: Unsupported value: {_quote(value)}: supported values: "All"', "dryRun",
+                              "FieldValueNotSupported")
+    return DeleteOptions(grace, propagation, query.get("dryRun") == "All" or bool(dry))
