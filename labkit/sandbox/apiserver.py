@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, portforward, printers, toolbox, validation
+from . import discovery, limits, portforward, printers, toolbox, validation
 from .cluster import PODS, Cluster
 from .patch import apply_patch
 from .resources import BY_PLURAL, Resource, lookup
@@ -68,6 +68,7 @@ class ApiServer:
                                    client_max_size=validation.MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._route)
         self.server_address = "127.0.0.1:6443"
+        self.guard = limits.ConnectionGuard()
         self._proxy_session: ClientSession | None = None
 
     # -- middlewares
@@ -80,6 +81,7 @@ class ApiServer:
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
             return error(401, "Unauthorized", "Unauthorized")
+        self.guard.authenticated(request.transport)
         return await handler(request)
 
     @web.middleware

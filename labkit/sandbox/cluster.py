@@ -65,6 +65,7 @@ class Cluster:
 
     async def shutdown(self) -> None:
         self.controllers.stop()
+        self.events.close()
         await self.kubelet.shutdown()
         self.store.close_all_watches()
         await self.network.close()

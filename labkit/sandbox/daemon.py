@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from aiohttp import ClientSession, TCPConnector, web
 
+from . import limits
 from . import state as st
 from .apiserver import ApiServer, make_ssl_context
 from .cluster import Cluster
@@ -97,9 +98,10 @@ async def serve(args: argparse.Namespace) -> int:
     cluster = Cluster(str(paths.root), time_scale=args.time_scale)
     cluster.start()
     server = ApiServer(cluster, token)
-    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           keepalive_timeout=limits.IDLE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.api_port, ssl_context=make_ssl_context(
+    site = limits.GuardedSite(runner, "127.0.0.1", args.api_port, guard=server.guard, ssl_context=make_ssl_context(
         str(paths.cert), str(paths.key)), backlog=256, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
@@ -186,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.parent_pid:
         tie_to_parent(args.parent_pid)
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.FileHandler(Path(args.dir) / "sandbox.log")])
+    st.make_private_dirs(Path(args.dir))
+    handler = logging.FileHandler(Path(args.dir) / "sandbox.log")
+    handler.addFilter(limits.RateLimitFilter())  # a flood of bad requests must not fill the disk
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
+    limits.raise_fd_limit()
     if sys.version_info < (3, 12):
         with contextlib.suppress(Exception):
             import warnings

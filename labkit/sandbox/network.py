@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from . import dns
 
 log = logging.getLogger("labkit.sandbox.network")
+MAX_PROXY_CONNECTIONS = 512
+"""Connections at once through one Service port or the ingress; more are reset (each holds two descriptors)."""
 
 
 def pick_subnet() -> tuple[int, int]:
@@ -91,6 +93,7 @@ class ServicePort:
     backends: list[tuple[str, int]] = field(default_factory=list)
     server: asyncio.Server | None = None
     connections: int = 0
+    active: int = 0
     ingress: bool = False
     """An ingress answers 503 "no healthy upstream" (as Envoy does) where a Service would refuse or reset."""
 
@@ -127,6 +130,16 @@ class ServicePort:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.active >= MAX_PROXY_CONNECTIONS:
+            _reset(writer)
+            return
+        self.active += 1
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.backends:
             await self._unavailable(writer)
             return
