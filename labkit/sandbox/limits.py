@@ -1,7 +1,8 @@
 """Connection hygiene: what keeps a flood of connections or errors from taking the sandbox down.
 
-- :class:`ConnectionGuard` caps the connections that have not yet shown a valid token (and the connections in
-  all), and closes one that shows none within :data:`AUTH_DEADLINE` seconds, so idle sockets cannot use up the
+- :class:`ConnectionGuard` caps the connections that have not yet shown a valid token (the oldest is closed to
+  make room for a new one) and the connections in all, and closes one that shows no token within
+  :data:`AUTH_DEADLINE` seconds, so idle sockets cannot use up the
   file descriptors the API server, the ingress and exec need.
 - :class:`GuardedSite` is aiohttp's ``TCPSite`` with the guard in front and a TLS handshake deadline.
 - :class:`RateLimitFilter` lets the log say a thing a few times a minute, then counts the repeats, so a flood of
@@ -50,10 +51,17 @@ class ConnectionGuard:
         return len(self._pending)
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
-        """Whether a new connection may be served; it then has :attr:`auth_deadline` seconds to authenticate."""
-        if self.open >= self.max_connections or len(self._pending) >= self.max_unauthenticated:
+        """Whether a new connection may be served; it then has :attr:`auth_deadline` seconds to authenticate.
+
+        At the cap of unauthenticated connections the oldest of them is closed to make room, so idle sockets
+        cannot lock out a client that is about to show its token.
+        """
+        if self.open >= self.max_connections:
             self.refused += 1
             return False
+        if len(self._pending) >= self.max_unauthenticated:
+            oldest = next(iter(self._pending))
+            self._expire(oldest)
         self.open += 1
         loop = asyncio.get_running_loop()
         self._pending[transport] = loop.call_later(self.auth_deadline, self._expire, transport)
