@@ -61,7 +61,7 @@ class RawApi:
                 | None = None, content_type: str = "application/json", token: str | None = "") -> Reply:
         """Send one request; ``body`` may be bytes (sent as they are) or a JSON value."""
         if query:
-            path = f"{path}?{urlencode(query, doseq=True)}"
+            path = f"{path}?{urlencode(query, doseq=True, errors='surrogatepass')}"
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         given = self.token if token == "" else token

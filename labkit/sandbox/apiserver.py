@@ -102,6 +102,13 @@ class ApiServer:
         except web.HTTPRequestEntityTooLarge:
             return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
                          f"{validation.MAX_BODY_BYTES}")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own answers (a path its router cannot match...) leave as a Status too.
+            reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status, "BadRequest")
+            message = "the server could not find the requested resource" if exc.status == 404 else exc.reason
+            return error(exc.status, reason, message)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -316,10 +323,12 @@ class ApiServer:
         body = await self._body(request, res.kind)
         kind = body.get("kind")
         if kind and kind != res.kind:
-            raise StoreError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not "
-                             f"match the expected API version ({res.api_version}) for kind {res.kind}"
-                             if body.get("apiVersion") != res.api_version else
-                             f"the kind in the data ({kind}) does not match the URL ({res.plural})")
+            wrong_version = body.get("apiVersion") != res.api_version
+            raise validation.bad_request(
+                f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version "
+                f"({res.api_version}) for kind {res.kind}" if wrong_version else
+                f"the kind in the data ({kind}) does not match the URL ({res.plural})",
+                "apiVersion" if wrong_version else "kind")
         dry = request.query.get("dryRun") == "All"
         validation.validate_object(res.kind, body, namespaced=res.namespaced)
         validation.check_storable(res.kind, body)
@@ -402,10 +411,13 @@ class ApiServer:
         try:
             new = apply_patch(old, dumps(patch).encode(), as_json)
         except ValueError as exc:
-            raise StoreError(422 if "test" in str(exc) else 400, "BadRequest", str(exc)) from exc
+            code = 422 if "test" in str(exc) else 400
+            raise validation.ValidationError(code, "Invalid" if code == 422 else "BadRequest", str(exc), {
+                "causes": [{"reason": "FieldValueInvalid", "message": str(exc), "field": "<patch>"}]}) from exc
         except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
             raise validation.bad_request(f"the patch cannot be applied to {res.kind} "
-                                         f'"{old["metadata"]["name"]}": {type(exc).__name__}: {exc}') from exc
+                                         f'"{old["metadata"]["name"]}": {type(exc).__name__}: {exc}',
+                                         "<patch>") from exc
         if not isinstance(new, dict):
             raise validation.bad_request(f"the patch turns {res.kind} \"{old['metadata']['name']}\" into "
                                          "something that is not an object", "<root>")
@@ -486,8 +498,8 @@ class ApiServer:
         names = [c["name"] for c in pod["spec"]["containers"]]
         if requested:
             if requested not in names:
-                raise StoreError(400, "BadRequest", f"container {requested} is not valid for pod "
-                                 f"{pod['metadata']['name']}")
+                raise validation.bad_request(f"container {requested} is not valid for pod "
+                                             f"{pod['metadata']['name']}", "container")
             return requested
         default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
         return default if default in names else names[0]
@@ -499,14 +511,14 @@ class ApiServer:
         q = request.query
         command = q.getall("command", [])
         if not command:
-            raise StoreError(400, "BadRequest", "you must specify at least 1 command")
+            raise validation.bad_request("you must specify at least 1 command", "command")
         cname = self._pick_container(pod, q.get("container"))
         runtime = self.cluster.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or container.process is None or container.process.returncode is not None:
-            raise StoreError(400, "BadRequest", f'container not found ("{cname}")')
+            raise validation.bad_request(f'container not found ("{cname}")', "container")
         if "upgrade" not in request.headers.get("Connection", "").lower():
-            raise StoreError(400, "BadRequest", "Upgrade request required")
+            raise validation.bad_request("Upgrade request required", "Upgrade")
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, heartbeat=None)
         await ws.prepare(request)
         if ws.ws_protocol is None:
@@ -604,24 +616,25 @@ class ApiServer:
         if not cname:
             default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
             if len(names) > 1 and default not in names:
-                raise StoreError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one "
-                                 f"of: [{' '.join(names)}]")
+                raise validation.bad_request(f"a container name must be specified for pod {name}, choose one "
+                                             f"of: [{' '.join(names)}]", "container")
             cname = default if default in names else names[0]
         if cname not in names:
-            raise StoreError(400, "BadRequest", f"container {cname} is not valid for pod {name}")
+            raise validation.bad_request(f"container {cname} is not valid for pod {name}", "container")
         runtime = self.cluster.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or (container.restart_count == 0 and not container.started
                                  and not container.last_state):
             reason = (container.state.get("waiting") or {}).get("reason", "ContainerCreating") if container \
                 else "ContainerCreating"
-            raise StoreError(400, "BadRequest", f'container "{cname}" in pod "{name}" is waiting to start: '
-                             + ("trying and failing to pull image" if "Image" in reason else reason))
+            raise validation.bad_request(f'container "{cname}" in pod "{name}" is waiting to start: '
+                                         + ("trying and failing to pull image" if "Image" in reason else reason),
+                                         "container")
         previous = q.get("previous") in ("true", "1")
         if previous:
             if container.restart_count == 0:
-                raise StoreError(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not '
-                                 "found")
+                raise validation.bad_request(f'previous terminated container "{cname}" in pod "{name}" not '
+                                             "found", "previous")
             path = container.log_path(container.restart_count - 1)
         else:
             path = container.log_path()
@@ -675,7 +688,7 @@ class ApiServer:
             raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":
-            raise StoreError(400, "BadRequest", f"pod {name} is not running, cannot forward ports")
+            raise validation.bad_request(f"pod {name} is not running, cannot forward ports", "status.phase")
         # Like a kubelet, any port the pod listens on can be forwarded, declared or not.
         request["streaming"] = True
         return await portforward.handle(request, ip, None)

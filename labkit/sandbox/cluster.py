@@ -77,7 +77,9 @@ class Cluster:
         if res.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
                 raise StoreError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                 "namespace sent on the request")
+                                 "namespace sent on the request", {"causes": [{
+                                     "reason": "FieldValueInvalid", "field": "metadata.namespace",
+                                     "message": "does not match the namespace sent on the request"}]})
             meta["namespace"] = namespace or meta.get("namespace") or "default"
             if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
                 raise StoreError(404, "NotFound", f'namespaces "{meta["namespace"]}" not found',
