@@ -82,7 +82,7 @@ def main() -> int:
         try:
             time.sleep(1.0)  # let start-up garbage settle before measuring
             before = resources(sb)
-            start_restarts = {r["pod"]: int(r["restarts"]) for _, r in lab.pods().iterrows()}
+            start_restarts = {r["name"]: int(r["restarts"]) for _, r in lab.pods().iterrows()}
             rec = lab.record()
             traffic = Traffic(sb)
             traffic.start()
