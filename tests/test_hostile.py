@@ -318,3 +318,28 @@ def test_a_folder_labkit_creates_is_private(tmp_path: Path) -> None:
 
 def test_everything_is_ready_at_the_end(ready_sandbox: Sandbox) -> None:
     wait_all_ready(ready_sandbox)
+
+
+def test_exec_stdin_that_the_command_never_reads_is_bounded(api: RawApi, ready_sandbox: Sandbox) -> None:
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    from labkit.sandbox.apiserver import EXEC_STDIN_LIMIT
+
+    api_client = config.new_client_from_config(config_file=str(ready_sandbox.kubeconfig))
+    try:
+        core = client.CoreV1Api(api_client)
+        resp = stream(core.connect_get_namespaced_pod_exec, a_pod(api, "sleep"), "default",
+                      command=["sleep", "30"], stdin=True, stdout=True, stderr=True, tty=False,
+                      _preload_content=False)
+        chunk = b"x" * (1 << 20)
+        for _ in range(EXEC_STDIN_LIMIT // len(chunk) + 2):
+            if not resp.is_open():
+                break
+            resp.write_stdin(chunk)
+        resp.run_forever(timeout=20)
+        assert "bytes of stdin left unread" in resp.read_stderr()
+        assert resp.returncode not in (None, 0)
+        resp.close()
+    finally:
+        api_client.close()

@@ -37,6 +37,8 @@ SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
 BY_KIND_SCALE = Resource("scale", "Scale", group="autoscaling")
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+EXEC_STDIN_LIMIT = 16 * 1024 * 1024
+"""Bytes of stdin an exec may buffer for a command that does not read them; beyond, the exec is stopped."""
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
 
@@ -532,6 +534,7 @@ class ApiServer:
             stdin.put_nowait(b"")
         send_lock = asyncio.Lock()
         pending = bytearray()
+        queued = [0]  # bytes of stdin received and not yet read by the command
 
         async def send(channel: int, data: bytes) -> None:
             if not data or ws.closed:
@@ -548,6 +551,7 @@ class ApiServer:
                 del pending[:n]
                 return chunk
             data = await stdin.get()
+            queued[0] -= len(data)
             if not data:
                 stdin.put_nowait(b"")  # EOF stays EOF for later reads
                 return b""
@@ -572,6 +576,11 @@ class ApiServer:
                     continue
                 channel, payload = data[0], data[1:]
                 if channel == 0 and payload:
+                    queued[0] += len(payload)
+                    if queued[0] > EXEC_STDIN_LIMIT:  # the command does not read its stdin: a bounded buffer
+                        await send(2, f"error: more than {EXEC_STDIN_LIMIT} bytes of stdin left unread\n".encode())
+                        task.cancel()
+                        break
                     stdin.put_nowait(bytes(payload))
                 elif channel == 255 and v5 and payload[:1] == b"\x00":
                     stdin.put_nowait(b"")
