@@ -3,6 +3,8 @@
 HTTPS on 127.0.0.1 with a self-signed certificate and a bearer token. Requests are routed by hand from the path
 (``/api/v1/namespaces/NS/pods/NAME/exec``...), because the Kubernetes URL space is regular enough that one parser
 covers every kind in :mod:`.resources`. Errors leave as ``Status`` objects shaped like the real API server's.
+Query parameters, bodies and objects are checked by :mod:`.validation` before anything is stored; connections
+pass the guard of :mod:`.limits`.
 """
 
 from __future__ import annotations

@@ -753,7 +753,8 @@ def parse_query(items: list[tuple[str, str]]) -> QueryParams:
         elif key in ENUM_PARAMS and value not in ENUM_PARAMS[key]:
             raise bad_request(f"{key}: Unsupported value: {_quote(value)}: supported values: "
                               + ", ".join(f'"{v}"' for v in ENUM_PARAMS[key]), key, "FieldValueNotSupported")
-        elif key == "resourceVersion" and value and not re.fullmatch(r"[0-9]{1,19}", value):
+        elif key == "resourceVersion" and value and not re.fullmatch(r"-?[0-9]{1,18}", value):
+            # (a negative version is older than any history: the watch answers 410 Gone, as before)
             raise bad_request(f"resourceVersion: Invalid value: {_quote(value)}: must be a decimal resource "
                               "version", key)
         elif key in ("labelSelector", "fieldSelector"):
