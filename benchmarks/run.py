@@ -197,8 +197,8 @@ def bench_recorder() -> dict[str, Any]:
             for pod in lab.pod_names("app=details"):
                 lab.exec(pod, ["pkill", "ruby"])
                 t_exec = time.time()
-                row = rec.wait_for(lambda r, p=pod: r["pod"] == p and not r["ready"], timeout=5)
-                t_row = pd_timestamp(row["time"])
+                row = rec.wait_for(lambda s, p=pod: s.pod == p and not s.ready, timeout=5)
+                t_row = pd_timestamp(row.time)
                 deadline = time.monotonic() + 5
                 while pod not in first_down and time.monotonic() < deadline:
                     time.sleep(0.001)

@@ -5,6 +5,17 @@ Example:
     >>> lab = labkit.connect()              # the embedded sandbox, started if needed
     >>> lab.pods("app=details")             # kubectl get pods -l app=details, as a DataFrame
     >>> lab.request("http://ratings:9080/ratings/7").stdout
+
+The library's layers (each imports only the layers below it; ``tests/test_layers.py`` and the import-linter
+contract ``layers`` in pyproject.toml check it)::
+
+    faces     cli, lessons, export           commands, the tour, publishing
+    display   plots, widgets, experiment     what notebooks show and run
+    facade    lab                            Lab: one object, every verb, delegating below
+    features  chaos, observe, traffic, page  kill/delete, recorder and waits, traffic, the product page
+    core      client, records, progress      connection, pods, exec, the one pod watch, the error boundary;
+                                             the records that cross modules (PodState, ChaosAction, recovery)
+    facts     kubestatus, bookinfo, errors   pod status as kubectl computes it, Bookinfo's facts, the errors
 """
 
 from __future__ import annotations
@@ -30,13 +41,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .lab import POD_COLUMNS, ExecResult, Lab, connect
+    from .client import POD_COLUMNS
+    from .lab import Lab, connect
+    from .records import ExecResult
 
 __version__ = "0.1.0"
 
 # The library's heavy parts (pandas, the kubernetes client) load on first use: the sandbox's container processes
 # import labkit.sandbox and must stay small and quick to start.
-_LAZY = {"POD_COLUMNS": "lab", "ExecResult": "lab", "Lab": "lab", "connect": "lab"}
+_LAZY = {"POD_COLUMNS": "client", "ExecResult": "records", "Lab": "lab", "connect": "lab"}
 
 
 def __getattr__(name: str) -> object:

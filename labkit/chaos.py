@@ -25,26 +25,20 @@ Example:
 
 from __future__ import annotations
 
-import html
-import json
 import math
 import os
 import random
 import signal as _signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Literal
 
-import pandas as pd
-
-from . import kubestatus
-from .errors import ApiError, ExecError, SafetyError, translate
-from .lab import selector_text
-
-if TYPE_CHECKING:
-    from .lab import Lab
+from .bookinfo import TESTER_APPS
+from .client import Client, Pod, selector_text
+from .errors import ApiError, ExecError, LabkitError, SafetyError
+from .progress import Progress
+from .records import ChaosAction, PodHit, PodState, now, publish_action, went_down
 
 __all__ = [
     "MODES",
@@ -52,6 +46,7 @@ __all__ = [
     "PROTECTED_NAMESPACES",
     "TESTER_APPS",
     "ChaosAction",
+    "PodHit",
     "Repeater",
     "delete_pods",
     "kill",
@@ -64,99 +59,7 @@ MODES: tuple[str, ...] = ("one", "all", "fixed", "percent")
 ORDERS: tuple[str, ...] = ("first", "random", "oldest")
 PROTECTED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease", "istio-system")
 """Namespaces no chaos action touches (nor any other ``kube-*``)."""
-TESTER_APPS: tuple[str, ...] = ("sleep", "curl")
-"""``app`` labels of the lesson's tester pod (``sleep`` before Istio 1.24, ``curl`` after): never a target."""
-
-
-@dataclass(repr=False)
-class ChaosAction:
-    """What a chaos action did (or would do, in a dry run).
-
-    Attributes:
-        time: when the action ran (UTC).
-        action: ``"kill"`` (a process in the pod) or ``"delete"`` (the pod).
-        selector: the label selector it was given.
-        namespace: where.
-        mode: one, all, fixed or percent.
-        pods: the pods hit (or that would be hit in a dry run), in the order they were hit.
-        process: the process name given to ``pkill`` (kill only).
-        signal: e.g. ``"SIGTERM"`` (kill only).
-        grace_period: seconds given to the pod to stop (delete only; None = the pod's own).
-        dry_run: nothing was done.
-        results: one dict per pod: pod, returncode, stderr, ok, plus time (ISO, when that pod was hit) and note.
-        skipped: pods the selector matched that were left alone, each with why.
-    """
-
-    time: pd.Timestamp
-    action: Literal["kill", "delete"]
-    selector: str
-    namespace: str
-    mode: str
-    pods: list[str]
-    process: str | None = None
-    signal: str | None = None
-    grace_period: int | None = None
-    dry_run: bool = False
-    results: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when every pod was hit (always True for a dry run)."""
-        return self.dry_run or (bool(self.results) and all(r.get("ok") for r in self.results))
-
-    def summary(self) -> str:
-        """One line: what, where, how many, and whether it worked."""
-        what = (f"pkill -{(self.signal or 'SIGTERM').removeprefix('SIG')} {self.process}" if self.action == "kill"
-                else "delete pod" + (f" --grace-period={self.grace_period}" if self.grace_period is not None else ""))
-        verb = "would hit" if self.dry_run else "hit"
-        hit = sum(bool(r.get("ok")) for r in self.results)
-        tail = "" if self.dry_run else f" ({hit}/{len(self.pods)} ok)"
-        return (f"{'[dry run] ' if self.dry_run else ''}{what} · {self.selector or 'all pods'} in {self.namespace} · "
-                f"mode {self.mode} · {verb} {len(self.pods)} pod{'s' if len(self.pods) != 1 else ''}{tail}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the time as ISO 8601), e.g. for an experiment's journal."""
-        return {
-            "time": self.time.isoformat(),
-            "action": self.action,
-            "selector": self.selector,
-            "namespace": self.namespace,
-            "mode": self.mode,
-            "pods": list(self.pods),
-            "process": self.process,
-            "signal": self.signal,
-            "grace_period": self.grace_period,
-            "dry_run": self.dry_run,
-            "results": [dict(r) for r in self.results],
-            "skipped": list(self.skipped),
-            "ok": self.ok,
-        }
-
-    def __repr__(self) -> str:
-        pods = ", ".join(self.pods) or "none"
-        skipped = f"; skipped {', '.join(self.skipped)}" if self.skipped else ""
-        return f"<ChaosAction {self.time:%H:%M:%S} {self.summary()}: {pods}{skipped}>"
-
-    def _repr_html_(self) -> str:
-        colour = "#2e7d32" if self.ok else "#c62828"
-        rows = []
-        by_pod = {r["pod"]: r for r in self.results}
-        for pod in self.pods:
-            r = by_pod.get(pod)
-            if r is None:
-                result = "<i>would be hit</i>" if self.dry_run else "<i>not run</i>"
-            else:
-                mark = "#2e7d32" if r.get("ok") else "#c62828"
-                result = (f"<span style='color:{mark}'>{html.escape(str(r.get('note') or ''))}</span>"
-                          + (f" <small>(exit {r['returncode']})</small>" if r.get("returncode") is not None else ""))
-            rows.append(f"<tr><td><code>{html.escape(pod)}</code></td><td>{result}</td></tr>")
-        for s in self.skipped:
-            rows.append(f"<tr><td colspan=2 style='color:#777'>skipped: {html.escape(s)}</td></tr>")
-        when = f"{self.time:%H:%M:%S.%f}"[:-3]
-        return (f"<div><b style='color:{colour}'>{html.escape(self.summary())}</b> <small>at {when} UTC</small>"
-                f"<table><tr><th style='text-align:left'>pod</th><th style='text-align:left'>result</th></tr>"
-                f"{''.join(rows)}</table></div>")
+Selector = str | Mapping[str, str]
 
 
 # -- argument checks (before anything touches the cluster)
@@ -198,7 +101,7 @@ def _check_selection(mode: str, count: int, percent: float | None, order: str) -
         raise ValueError(f"percent={percent} applies to mode='percent'; pass mode='percent', percent={percent}")
 
 
-def _check_namespace(lab: Lab, namespace: str | None) -> str:
+def _check_namespace(lab: Client, namespace: str | None) -> str:
     ns = namespace or lab.namespace
     if ns != lab.namespace:
         raise SafetyError(f"chaos is allowed only in the lab namespace {lab.namespace!r}, not {ns!r}. To work in "
@@ -210,7 +113,7 @@ def _check_namespace(lab: Lab, namespace: str | None) -> str:
     return ns
 
 
-def _guard_all(lab: Lab, verb: str, selector: str, hit: int, total: int | None) -> None:
+def _guard_all(lab: Client, verb: str, selector: str, hit: int, total: int | None) -> None:
     counted = f" ({hit} of {total})" if total is not None else ""
     raise SafetyError(f"{verb} would hit every pod matching {selector or 'any label'!r}{counted} in namespace "
                       f"{lab.namespace} on the cluster {lab.server or lab.context}: the whole service goes down. "
@@ -225,26 +128,18 @@ def _hits_all(mode: str, percent: float | None) -> bool:
 
 # -- choosing the pods
 
-def _list_pods(lab: Lab, ns: str, selector: str) -> list[dict[str, Any]]:
-    try:
-        resp = lab.core.list_namespaced_pod(ns, label_selector=selector or None, _preload_content=False)
-    except Exception as exc:
-        translate(exc, f"listing pods{f' matching {selector!r}' if selector else ''} in namespace {ns}")
-    return list(json.loads(resp.data)["items"])
-
-
 def _own_pod_names() -> set[str]:
     return {v for v in (os.environ.get("POD_NAME"), os.environ.get("HOSTNAME")) if v}
 
 
-def _select(lab: Lab, ns: str, selector: str, verb: str, *, mode: str, count: int, percent: float | None,
-            order: str, confirm: bool, dry_run: bool) -> tuple[list[dict[str, Any]], list[str]]:
+def _select(lab: Client, ns: str, selector: str, verb: str, *, mode: str, count: int, percent: float | None,
+            order: str, confirm: bool, dry_run: bool) -> tuple[list[Pod], list[str]]:
     """The pods to hit (API JSON, in order) and the pods skipped (with why), after every guard rail."""
-    items = _list_pods(lab, ns, selector)
+    items = lab.list_pods(selector, namespace=ns).items
     if not items:
         raise lab.no_match(selector, ns)
     own = _own_pod_names()
-    candidates: list[dict[str, Any]] = []
+    candidates: list[Pod] = []
     skipped: list[str] = []
     protected: list[str] = []
     for pod in sorted(items, key=lambda p: p["metadata"]["name"]):
@@ -292,21 +187,14 @@ def _select(lab: Lab, ns: str, selector: str, verb: str, *, mode: str, count: in
     return chosen, skipped
 
 
-def _mark(lab: Lab, action: ChaosAction) -> None:
-    from .observe import active_recorders
-
-    for recorder in active_recorders(lab):
-        if recorder.namespace == action.namespace:
-            recorder.mark(action)
-
-
-def _now() -> pd.Timestamp:
-    return pd.Timestamp(time.time_ns(), unit="ns", tz="UTC")
+def _mark(lab: Client, action: ChaosAction) -> None:
+    # Running recorders of this cluster and namespace subscribed to actions (see labkit.records): they get it.
+    publish_action(action, lab.server)
 
 
 # -- the actions
 
-def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mode: Mode = "one", count: int = 1,
+def kill(lab: Client, selector: Selector, process: str = "ruby", *, mode: Mode = "one", count: int = 1,
          percent: float | None = None, signal: str | int = "TERM", order: Order = "first",
          container: str | None = None, dry_run: bool = False, confirm: bool = False,
          namespace: str | None = None, verify: bool = True) -> ChaosAction:
@@ -360,20 +248,20 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
     chosen, skipped = _select(lab, ns, sel, "kill", mode=mode, count=count, percent=percent, order=order,
                               confirm=confirm, dry_run=dry_run)
     pods = [p["metadata"]["name"] for p in chosen]
-    action = ChaosAction(time=_now(), action="kill", selector=sel, namespace=ns, mode=mode, pods=pods,
+    action = ChaosAction(time=now(), action="kill", selector=sel, namespace=ns, mode=mode, pods=pods,
                          process=process, signal=sig, dry_run=dry_run, skipped=skipped)
     if dry_run:
         return action
     short = sig.removeprefix("SIG")
     for pod in pods:
-        hit_at = _now()
+        hit_at = now()
         try:
             r = lab.exec(pod, ["pkill", f"-{short}", process], container=container, namespace=ns, timeout=15)
         except (ExecError, ApiError) as exc:
             # Already down (restarting, CrashLoopBackOff) or gone: worth reporting, not worth stopping the others.
-            action.results.append({"pod": pod, "returncode": None, "stderr": str(exc), "ok": False,
-                                   "time": hit_at.isoformat(), "note": "not run: the container is not running"
-                                   if isinstance(exc, ExecError) else f"not run: {exc}"})
+            action.results.append(PodHit(pod, hit_at, ok=False, stderr=str(exc),
+                                         note="not run: the container is not running"
+                                         if isinstance(exc, ExecError) else f"not run: {exc}"))
             continue
         if r.returncode == 0:
             note = f"{process} got {sig}"
@@ -382,8 +270,8 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
                     f"lab.exec({pod!r}, 'ps')")
         else:
             note = f"pkill failed (exit {r.returncode})"
-        action.results.append({"pod": pod, "returncode": r.returncode, "stderr": r.stderr.strip(),
-                               "ok": r.returncode == 0, "time": hit_at.isoformat(), "note": note})
+        action.results.append(PodHit(pod, hit_at, ok=r.returncode == 0, returncode=r.returncode,
+                                     stderr=r.stderr.strip(), note=note))
     if verify:
         _verify_kills(lab, ns, sel, {p["metadata"]["name"]: p for p in chosen}, action.results, VERIFY_TIMEOUT,
                       repr(process))
@@ -391,7 +279,7 @@ def kill(lab: Lab, selector: str | dict[str, str], process: str = "ruby", *, mod
     return action
 
 
-def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one", count: int = 1,
+def delete_pods(lab: Client, selector: Selector, *, mode: Mode = "one", count: int = 1,
                 percent: float | None = None, order: Order = "first", grace_period: int | None = None,
                 dry_run: bool = False, confirm: bool = False, namespace: str | None = None) -> ChaosAction:
     """Delete one, some or all pods matching ``selector`` (``kubectl delete pod``); their ReplicaSet replaces them.
@@ -424,24 +312,16 @@ def delete_pods(lab: Lab, selector: str | dict[str, str], *, mode: Mode = "one",
     chosen, skipped = _select(lab, ns, sel, "delete_pods", mode=mode, count=count, percent=percent,
                               order=order, confirm=confirm, dry_run=dry_run)
     pods = [p["metadata"]["name"] for p in chosen]
-    action = ChaosAction(time=_now(), action="delete", selector=sel, namespace=ns, mode=mode, pods=pods,
+    action = ChaosAction(time=now(), action="delete", selector=sel, namespace=ns, mode=mode, pods=pods,
                          grace_period=grace_period, dry_run=dry_run, skipped=skipped)
     if dry_run:
         return action
     for pod in pods:
-        hit_at = _now()
-        try:
-            lab.core.delete_namespaced_pod(pod, ns, grace_period_seconds=grace_period, _preload_content=False)
-        except Exception as exc:
-            from kubernetes.client.exceptions import ApiException
-
-            if isinstance(exc, ApiException) and exc.status == 404:
-                action.results.append({"pod": pod, "returncode": None, "stderr": "already gone", "ok": False,
-                                       "time": hit_at.isoformat(), "note": "already gone"})
-                continue
-            translate(exc, f'deleting pod "{pod}" in namespace {ns}')
-        action.results.append({"pod": pod, "returncode": 0, "stderr": "", "ok": True, "time": hit_at.isoformat(),
-                               "note": "deleted"})
+        hit_at = now()
+        if lab.delete_pod(pod, namespace=ns, grace_period=grace_period):
+            action.results.append(PodHit(pod, hit_at, ok=True, returncode=0, note="deleted"))
+        else:
+            action.results.append(PodHit(pod, hit_at, ok=False, stderr="already gone", note="already gone"))
     _mark(lab, action)
     return action
 
@@ -450,60 +330,47 @@ VERIFY_TIMEOUT = 10.0
 """Seconds :func:`kill` waits to see each hit container down or restarted (a real kubelet notices within ~1 s)."""
 
 
-def _went_down(now: dict[str, Any] | None, before: dict[str, Any]) -> bool:
-    """Whether a pod shows the kill: gone or replaced, more restarts, or a container not running."""
-    if now is None or now["metadata"].get("uid") != before["metadata"].get("uid"):
-        return True
-    if kubestatus.summarize_pod(now).restarts > kubestatus.summarize_pod(before).restarts:
-        return True
-    return any("running" not in (cs.get("state") or {})
-               for cs in (now.get("status") or {}).get("containerStatuses") or [])
-
-
-def _verify_kills(lab: Lab, ns: str, selector: str, before: dict[str, dict[str, Any]],
-                  results: list[dict[str, Any]], timeout: float, process_hint: str) -> None:
-    """Mark each landed kill ``observed`` once the API server shows it (list, then watch; no polling)."""
-    from kubernetes import watch
-
-    pending = {r["pod"]: r for r in results if r.get("ok")}
+def _verify_kills(lab: Client, ns: str, selector: str, before: dict[str, Pod], results: list[PodHit],
+                  timeout: float, process_hint: str) -> None:
+    """Mark each landed kill ``observed`` once the API server shows the pod down (:func:`~labkit.records.went_down`),
+    with the one pod watch (list, then watch; no polling)."""
+    pending = {r.pod: r for r in results if r.ok}
     if not pending:
         return
-    deadline = time.monotonic() + timeout
+    restarts = {name: PodState.of(pod, "ADDED").restarts for name, pod in before.items()}
 
-    def check(name: str, pod: dict[str, Any] | None) -> None:
-        if name in pending and _went_down(pod, before[name]):
-            result = pending.pop(name)
-            result["observed"], result["observed_at"] = True, _now().isoformat()
+    def check(name: str, pod: Pod | None) -> None:
+        hit = pending.get(name)
+        if hit is None:
+            return
+        if pod is None or (pod.get("metadata") or {}).get("uid") != before[name]["metadata"].get("uid"):
+            down = True  # gone, or replaced by a pod of the same name
+        else:
+            down = went_down(PodState.of(pod, "MODIFIED"), restarts[name])
+        if down:
+            del pending[name]
+            hit.observed, hit.observed_at = True, now()
 
+    problem = ""
     try:
-        resp = lab.core.list_namespaced_pod(ns, label_selector=selector or None, _preload_content=False)
-        doc = json.loads(resp.data)
-        listed = {p["metadata"]["name"]: p for p in doc["items"]}
-        for name in list(pending):
-            check(name, listed.get(name))
-        rv = doc["metadata"].get("resourceVersion")
-        while pending and (remaining := deadline - time.monotonic()) > 0:
-            w = watch.Watch()
-            for ev in w.stream(lab.core.list_namespaced_pod, ns, label_selector=selector or None,
-                               resource_version=rv, timeout_seconds=max(1, math.ceil(remaining)),
-                               _request_timeout=(10, max(remaining, 0.05))):
-                obj = ev.get("raw_object") or {}
-                rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
-                name = (obj.get("metadata") or {}).get("name", "")
-                check(name, None if ev["type"] == "DELETED" else obj)
-                if not pending or time.monotonic() >= deadline:
-                    w.stop()
-                    break
-    except Exception as exc:
-        # The kills did happen: a watch that fails (410, the read timeout at the deadline, a dropped connection)
-        # leaves them unconfirmed, which the results say, instead of losing the action's record.
-        problem = "" if "timed out" in str(exc).lower() else f"; the check failed: {exc}"
-    else:
-        problem = ""
-    for result in pending.values():
-        result["observed"] = False
-        result["note"] += (f" (not seen down or restarted within {timeout:g} s{problem}: is {process_hint}"
-                           f" the main process of {result['pod']}?)")
+        for event in lab.watch_pods(selector, namespace=ns, timeout=timeout):
+            if event.type == "LIST":
+                listed = {str(p["metadata"]["name"]): p for p in event.pods}
+                for name in list(pending):
+                    check(name, listed.get(name))
+            else:
+                check(str(event.pod.get("metadata", {}).get("name", "")),
+                      None if event.type == "DELETED" else event.pod)
+            if not pending:
+                break
+    except LabkitError as exc:
+        # The kills did happen: a watch that fails leaves them unconfirmed, which the results say, instead of
+        # losing the action's record.
+        problem = f"; the check failed: {exc}"
+    for hit in pending.values():
+        hit.observed = False
+        hit.note += (f" (not seen down or restarted within {timeout:g} s{problem}: is {process_hint}"
+                     f" the main process of {hit.pod}?)")
 
 
 # -- repetition
@@ -536,8 +403,6 @@ def repeat(fn: Callable[[], ChaosAction], *, every: float, duration: float,
     Example:
         >>> chaos.repeat(lambda: chaos.kill(lab, "app=details", mode="all"), every=2, duration=20)
     """
-    from .progress import Progress
-
     _check_timing(every, duration)
     bar = Progress(progress)
     actions: list[ChaosAction] = []

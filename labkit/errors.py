@@ -79,9 +79,9 @@ class NoPodsMatch(LabkitError):
 
 
 class ExecError(LabkitError):
-    """A command in a pod failed; carries the :class:`~labkit.execution.ExecResult`."""
+    """A command in a pod failed; carries the :class:`~labkit.records.ExecResult`."""
 
-    def __init__(self, message: str, result: Any = None) -> None:
+    def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
 
@@ -99,7 +99,11 @@ class WaitTimeout(LabkitError):
 
 
 class HypothesisFailed(LabkitError):
-    """An experiment's steady-state hypothesis did not hold."""
+    """An experiment's steady-state hypothesis did not hold; carries the experiment's ``journal``."""
+
+    def __init__(self, message: str, journal: object = None) -> None:
+        super().__init__(message)
+        self.journal = journal
 
 
 def _status_message(body: Any) -> tuple[str, str]:

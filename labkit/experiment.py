@@ -30,7 +30,6 @@ from __future__ import annotations
 import html
 import inspect
 import json
-import math
 import os
 import platform
 import tempfile
@@ -42,17 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 
+from . import observe
+from .bookinfo import SECTIONS
+from .client import Client
 from .errors import HypothesisFailed, LabkitError
+from .page import ProductPage, fetch_page, host_url
+from .progress import Progress
+from .records import ChaosAction, json_safe
+from .traffic import Traffic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from .chaos import ChaosAction
-    from .lab import Lab
-    from .page import ProductPage
 
 __all__ = [
     "DuringCheck",
@@ -118,13 +119,11 @@ class ProbeResult:
 class _Round:
     """One evaluation of a hypothesis: the product page is fetched at most once however many probes read it."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Client) -> None:
         self.lab = lab
         self._pages: dict[tuple[str, str | None, float], ProductPage] = {}
 
     def page(self, via: Via, url: str | None, timeout: float) -> ProductPage:
-        from .page import fetch_page
-
         key = (via, url, timeout)
         if key not in self._pages:
             self._pages[key] = fetch_page(self.lab, via=via, url=url, timeout=timeout)
@@ -148,7 +147,7 @@ class Probe:
     """
 
     def __init__(self, name: str, check: Check, expected: Any, *, during: bool = True,
-                 tolerance: float | None = None, section: str | None = None) -> None:
+                 tolerance: float | None = None, section: str | None = None, host_page: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a probe needs a name that says what it claims, like 'reviews healthy'; got {name!r}")
         _check_tolerance(tolerance, allow_none=True)
@@ -157,6 +156,7 @@ class Probe:
         self.during = during
         self.tolerance = tolerance
         self.section = section  # the page section it is about, if any (the verdict names the others)
+        self.host_page = host_page  # it requests the product page from this machine (needs lab.productpage_url)
         self._check = check
 
     def run(self, ctx: _Round) -> ProbeResult:
@@ -169,7 +169,7 @@ class Probe:
             ok, value, error = False, None, f"{type(exc).__name__}: {exc}"
         return ProbeResult(self.name, bool(ok), value, self.expected, when, error, time.perf_counter() - started)
 
-    def __call__(self, lab: Lab) -> ProbeResult:
+    def __call__(self, lab: Client) -> ProbeResult:
         return self.run(_Round(lab))
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def http_ok(url: str | None = None, *, expect: int | Iterable[int] = 200, via: V
             error = "" if status else "no response"
         return status in accepted, status, ("" if status in accepted else error)
 
-    return Probe(label, check, shown, during=during, tolerance=tolerance)
+    return Probe(label, check, shown, during=during, tolerance=tolerance, host_page=url is None and via == "host")
 
 
 def _host_status(url: str, timeout: float) -> tuple[int, str]:
@@ -250,8 +250,6 @@ def section_healthy(section: str, *, via: Via = "host", timeout: float = 5.0, du
         >>> experiment.section_healthy("details")(lab).value
         'ok'
     """
-    from .page import SECTIONS
-
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; the product page has {', '.join(SECTIONS)}")
     if via not in ("host", "tester"):
@@ -267,7 +265,8 @@ def section_healthy(section: str, *, via: Via = "host", timeout: float = 5.0, du
         if state is False:
             return False, "error notice shown", ""
         return False, "not shown on the page", page.error
-    return Probe(f"{section} healthy", check, "ok", during=during, tolerance=tolerance, section=section)
+    return Probe(f"{section} healthy", check, "ok", during=during, tolerance=tolerance, section=section,
+                 host_page=via == "host")
 
 
 def pods_ready(selector: str, *, min_ready: int | None = None, during: bool = True,
@@ -450,7 +449,7 @@ class Hypothesis:
     def required(self, probe: Probe) -> float:
         return probe.tolerance if probe.tolerance is not None else self.tolerance
 
-    def check(self, lab: Lab, phase: Phase = "before") -> SteadyState:
+    def check(self, lab: Client, phase: Phase = "before") -> SteadyState:
         """Check every probe once (one page fetch shared by the probes that read the page)."""
         ctx = _Round(lab)
         when = _now()
@@ -474,7 +473,7 @@ class Hypothesis:
 class _Sampler:
     """Checks the probes that must hold during the method, several times a second, in a background thread."""
 
-    def __init__(self, lab: Lab, probes: list[Probe], every: float) -> None:
+    def __init__(self, lab: Client, probes: list[Probe], every: float) -> None:
         self.lab = lab
         self.probes = probes
         self.every = every
@@ -562,9 +561,7 @@ def _as_step(item: Step | Callable[[], Any], index: int) -> Step:
     return Step(name if name and name != "<lambda>" else f"step {index + 1}", item)
 
 
-def _actions_in(output: Any) -> list[ChaosAction]:
-    from .chaos import ChaosAction
-
+def _actions_in(output: object) -> list[ChaosAction]:
     if isinstance(output, ChaosAction):
         return [output]
     if isinstance(output, (list, tuple)):
@@ -575,38 +572,7 @@ def _actions_in(output: Any) -> list[ChaosAction]:
 # ------------------------------------------------------------------------------------------------ journal
 
 
-def _clean(value: Any) -> Any:
-    """A JSON-ready copy: timestamps as ISO 8601, NaN/NA as None, numpy scalars as numbers, records as dicts."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if value is pd.NaT:
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) or math.isinf(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (pd.Timestamp,)):
-        return None if pd.isna(value) else value.isoformat()
-    if isinstance(value, (pd.Timedelta,)):
-        return None if pd.isna(value) else value.total_seconds()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_clean(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _clean(value.to_dict(orient="records"))
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return _clean(value.to_dict())
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return repr(value)
+_clean = json_safe
 
 
 @dataclass
@@ -670,7 +636,7 @@ class Journal:
         if len(timeline):
             restarts = {str(k): int(v) for k, v in timeline.groupby("pod")["restarts"].max().items()}
             statuses = sorted({str(s) for s in timeline["status"]})
-        return _clean({
+        out = _clean({
             "labkit-version": __version__,
             "platform": platform.platform(),
             "node": platform.node(),
@@ -706,6 +672,8 @@ class Journal:
                 "traffic": self.traffic_summary,
             },
         })
+        assert isinstance(out, dict)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
@@ -838,7 +806,7 @@ class Experiment:
         >>> journal
     """
 
-    def __init__(self, lab: Lab, title: str, hypothesis: Hypothesis, method: Sequence[Step | Callable[[], Any]],
+    def __init__(self, lab: Client, title: str, hypothesis: Hypothesis, method: Sequence[Step | Callable[[], Any]],
                  *, description: str = "", pause_between: float = 0.0, sample_every: float = 0.1,
                  traffic_rate: float = 5.0, recovery_timeout: float = 120.0, settle: float = 10.0,
                  tail: float = 1.0, progress: bool = True) -> None:
@@ -885,14 +853,20 @@ class Experiment:
         Returns:
             The journal; nothing raises for a probe that fails.
         """
-        from . import observe
-        from .progress import Progress
-
+        if any(p.host_page for p in self.hypothesis.probes):
+            # Without the page's URL every probe fails before anything is broken: say so instead of a journal
+            # that reports an "aborted" experiment as if it had run.
+            try:
+                host_url(self.lab)
+            except LabkitError as exc:
+                raise LabkitError(f"experiment {self.title!r} cannot run: its probes request the product page from "
+                                  f"this machine, but {exc}. In the lesson, set PRODUCTPAGE_URL in the parameters "
+                                  "cell (labkit.connect(productpage_url=...)).") from exc
         bar = Progress(self.progress)
         start = _now()
         notes: list[str] = []
-        recorder: Any = None
-        traffic: Any = None
+        recorder: observe.Recorder | None = None
+        traffic: Traffic | None = None
         sampler: _Sampler | None = None
         before = after = None
         run: list[dict[str, Any]] = []
@@ -974,15 +948,11 @@ class Experiment:
         if journal_path is not None:
             journal.save(journal_path)
         if raise_on_deviation and status != "completed":
-            error = HypothesisFailed(f"experiment {self.title!r} {status}: {journal.verdict}")
-            error.journal = journal  # type: ignore[attr-defined]
-            raise error
+            raise HypothesisFailed(f"experiment {self.title!r} {status}: {journal.verdict}", journal=journal)
         return journal
 
     # -- pieces of run()
-    def _start_traffic(self, notes: list[str]) -> Any:
-        from .traffic import Traffic
-
+    def _start_traffic(self, notes: list[str]) -> Traffic | None:
         try:
             return Traffic(self.lab, rate=self.traffic_rate).start()
         except (LabkitError, ValueError) as exc:
@@ -1010,26 +980,19 @@ class Experiment:
             time.sleep(step.pause_after)
         return record
 
-    def _await_effects(self, recorder: Any, actions: list[ChaosAction], notes: list[str]) -> None:
+    def _await_effects(self, recorder: observe.Recorder | None, actions: list[ChaosAction],
+                       notes: list[str]) -> None:
         """Wait until each pod a chaos action hit was seen going down, so that the wait for Ready that follows
         cannot return on the pods' state from before the kill took effect."""
         if recorder is None:
             return
         timeout = min(self.recovery_timeout, 15.0)
         for action in actions:
-            if action.dry_run:
-                continue
-            for result in action.results:
-                if not result.get("ok"):
-                    continue
-                pod = str(result["pod"])
-                hit = pd.Timestamp(result["time"]) if result.get("time") else action.time
+            for hit in action.landed:
                 try:
-                    recorder.wait_for(lambda r, pod=pod: r["pod"] == pod and (not r["ready"]
-                                                                              or r["event"] == "DELETED"),
-                                      timeout, since=hit, what=f"pod {pod} to go down after the {action.action}")
+                    recorder.wait_down(hit, timeout)
                 except LabkitError:
-                    notes.append(f"pod {pod} was not seen going down within {timeout:g} s of the "
+                    notes.append(f"pod {hit.pod} was not seen going down within {timeout:g} s of the "
                                  f"{action.action}; the action may have had no visible effect")
 
     def _check_after(self) -> SteadyState:

@@ -1,12 +1,15 @@
 """Executed lessons as web pages: one self-contained HTML page, or an istio.io (Hugo) tutorial page.
 
-The HTML page is what the notebook showed, images embedded, the product page's iframe inline, and widgets drawn
-from their saved state (no JavaScript, no CDN). The Hugo page follows the conventions of the istio.io
-"Learn Microservices" pages (see :func:`hugo_problems` for the rules it checks): front matter with ``title``,
-``overview``, ``weight``, ``owner`` and ``test``; the markdown cells as the body; the code cells as
-``{{< text bash >}}`` blocks showing the kubectl/curl command the cell stands for (from the cell's metadata
-``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output; and the figures as PNG files
-beside ``index.md`` with ``{{< image >}}`` shortcodes.
+The HTML page is what the notebook showed, images embedded, the product page's iframe inline (inert: its links
+and forms go nowhere), and widgets drawn from their saved state (no JavaScript, no CDN), through labkit's nbconvert
+template (``labkit/templates/labkit_html``), which links every page to the index and to the next lesson.
+
+The Hugo page follows the conventions of the istio.io "Learn Microservices" pages (see :func:`hugo_problems` for
+the rules it checks): front matter with ``title``, ``overview``, ``weight``, ``owner`` and ``test``; the markdown
+cells as the body; the code cells as ``{{< text bash >}}`` blocks showing the kubectl/curl command the cell stands
+for (from the cell's metadata ``{"labkit": {"shell": "kubectl get pods"}}``) followed by the cell's real output,
+read from the labkit record the output carries (:data:`RECORD`), not parsed back from its repr or HTML; and the
+figures as PNG files beside ``index.md`` with ``{{< image >}}`` shortcodes.
 
 Code cell metadata the Hugo export reads (all under ``"labkit"``): ``shell`` (a command or a list of them),
 ``output`` ("auto", "none", or "error" to show an error's message), ``grep`` (a regular expression: show what
@@ -21,26 +24,27 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import base64
 import copy
 import html
+import io
 import json
 import logging
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import yaml
 
 __all__ = [
     "HUGO_OWNER",
+    "RECORD",
     "HugoPage",
     "hugo_problems",
+    "inert_page",
     "load",
     "page_meta",
     "static_widgets",
@@ -56,6 +60,21 @@ HUGO_OWNER = "istio/wg-docs-maintainers"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
+RECORD = "application/vnd.labkit.record+json"
+"""The MIME type of the data an output carries besides its display, a JSON object with a ``"kind"``:
+
+- ``{"kind": "exec", "pod", "container", "command": [...], "stdout", "stderr", "returncode"}``
+- ``{"kind": "page", "url", "status", "html", "sections": {name: bool}}``
+- ``{"kind": "chaos", "summary", "action": {...}}``
+- ``{"kind": "recovery", "columns": [...], "rows": [[...], ...]}``
+
+The exports read it instead of parsing a repr or an HTML table back; outputs without it (DataFrames, plain
+values) are shown from their own text or table.
+"""
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+"""nbconvert templates shipped with labkit (``labkit_html``: the lesson page)."""
+
 NotebookLike = nbformat.NotebookNode | str | os.PathLike[str]
 
 # "### Step 3: Kill details in one pod" (also "Step 3." / "Step 3 -"), at any heading level below the title.
@@ -64,13 +83,16 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ORDERED = re.compile(r"^(\s*)\d+[.)]\s+(.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _NB_LINK = re.compile(r"\]\((?:\./)?(\d\d-[\w-]+)\.ipynb(#[\w-]+)?\)")
+_MD_LESSON_LINK = re.compile(r"\[([^\]]+)\]\((?:\./)?(\d\d-[\w-]+)\.html(#[\w-]+)?\)")
 
 
 def load(notebook: NotebookLike) -> nbformat.NotebookNode:
     """A notebook from a path, or the node itself (not copied)."""
     if isinstance(notebook, nbformat.NotebookNode):
         return notebook
-    return nbformat.read(os.fspath(notebook), as_version=4)
+    read: Any = nbformat.read  # untyped in nbformat
+    node: nbformat.NotebookNode = read(os.fspath(notebook), as_version=4)
+    return node
 
 
 def _source(cell: Any) -> str:
@@ -223,13 +245,21 @@ def _text(value: Any) -> str:
 # ------------------------------------------------------------------------------------------------ HTML
 
 
-# Scripts nbconvert's lab template loads from CDNs; a lesson page needs none of them (no widgets left, no math).
-_CDN_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*(?:require|mathjax|mermaid)[^\"]*\"[^>]*>\s*</script>",
-                         re.IGNORECASE)
-
-
-def to_html(notebook: NotebookLike, *, title: str | None = None) -> str:
+def to_html(notebook: NotebookLike, *, title: str | None = None, index: str | None = "index.html",
+            name: str = "") -> str:
     """One self-contained HTML page of the notebook as it ran (images embedded, widgets drawn statically).
+
+    The page is nbconvert's "lab" page through labkit's template (``labkit/templates/labkit_html``): no script
+    from a network, each figure described by its caption, links to other lessons pointing at their pages
+    (``04-chaos-all-pods.ipynb`` -> ``04-chaos-all-pods.html``), a link back to ``index`` (None: none) and to the
+    next lesson at the top and the bottom. The product page shown in an iframe is a static copy: tall enough to
+    show it whole, its links and forms inert (the cluster that served it is gone when the page is read).
+
+    Args:
+        notebook: an executed notebook (a path or a node).
+        title: the page title (default: the lesson's, see :func:`page_meta`).
+        index: where the lessons' index is, relative to the page; None for a page on its own.
+        name: the notebook's file name without extension, for the title's fallback.
 
     Example:
         >>> page = export.to_html("out/04-chaos-all-pods.ipynb")
@@ -238,31 +268,93 @@ def to_html(notebook: NotebookLike, *, title: str | None = None) -> str:
     """
     from nbconvert import HTMLExporter
 
+    if not name and not isinstance(notebook, nbformat.NotebookNode):
+        name = Path(os.fspath(notebook)).stem
     nb = static_widgets(notebook)
     if title is None and not nb.metadata.get("title"):
-        title = page_meta(nb)["title"]
+        title = page_meta(nb, name)["title"]
     if title:
         nb.metadata["title"] = title
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
-    # nbconvert gives each figure the alt text "No description has been provided for this image" and warns;
-    # the captions the Hugo page uses describe them better, in the same order
+    next_link = _lesson_pages(nb)
+    _describe_figures(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data") or {}
+            if "text/html" in data:
+                data["text/html"] = _static_iframes(_text(data["text/html"]))
+    exporter_class: Any = HTMLExporter  # untyped in nbconvert
+    exporter = exporter_class(template_name="labkit_html", extra_template_basedirs=[str(TEMPLATES)])
+    # nbconvert warns about images without alt text; labkit's template gives every figure its caption
     exporter.log.setLevel(logging.ERROR)
-    body, _ = exporter.from_notebook_node(nb)
-    captions = iter(_captions_in_order(nb))
-    body = re.sub(r'alt="No description has been provided for this image"',
-                  lambda _m: f'alt="{html.escape(next(captions, "Figure"), quote=True)}"', body)
-    return _CDN_SCRIPT.sub("", body)
+    nav: dict[str, str] = {}
+    if index:
+        nav["index"] = index
+    if next_link:
+        nav["next"], nav["next_title"] = next_link
+    body, _ = exporter.from_notebook_node(nb, resources={"labkit": nav})
+    return str(body)
 
 
-def write_html(notebook: NotebookLike, out_dir: str | os.PathLike[str], name: str | None = None) -> Path:
+def write_html(notebook: NotebookLike, out_dir: str | os.PathLike[str], name: str | None = None, *,
+               index: str | None = "index.html") -> Path:
     """Write :func:`to_html` as ``OUT_DIR/NAME.html`` (default: the notebook's file name) and return the path."""
     if name is None:
         name = Path(os.fspath(notebook)).stem if not isinstance(notebook, nbformat.NotebookNode) else "notebook"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.html"
-    _write_atomic(path, to_html(notebook).encode("utf-8"))
+    _write_atomic(path, to_html(notebook, index=index, name=name).encode("utf-8"))
     return path
+
+
+def _lesson_pages(nb: nbformat.NotebookNode) -> tuple[str, str] | None:
+    """Point the markdown's links to other lessons at their HTML pages; return the next lesson (the first lesson
+    link under a "Next" heading, as its href and text), or None."""
+    found: tuple[str, str] | None = None
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        source = _NB_LINK.sub(lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", _source(cell))
+        cell.source = source
+        after = re.split(r"^#{1,6}\s+Next\b.*$", source, maxsplit=1, flags=re.MULTILINE)
+        link = _MD_LESSON_LINK.search(after[1]) if len(after) == 2 else None
+        if link and found is None:
+            found = (f"{link.group(2)}.html{link.group(3) or ''}", link.group(1))
+    return found
+
+
+def _describe_figures(nb: nbformat.NotebookNode) -> None:
+    """Give each figure its caption as the alt text the template writes (``output.metadata.labkit_alt``)."""
+    captions = iter(_captions_in_order(nb))
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "image/png" in (out.get("data") or {}):
+                out.setdefault("metadata", {})["labkit_alt"] = next(captions, "Figure")
+
+
+_IFRAME_SRCDOC = re.compile(r'(<iframe\b[^>]*?\ssrcdoc=")([^"]*)(")', re.IGNORECASE | re.DOTALL)
+_ACTIVE_TAG = re.compile(r"<(a|area|form|base|button|input)\b([^>]*)>", re.IGNORECASE)
+_TARGET_ATTR = re.compile(r"""\s(?:href|action|formaction)\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+)""", re.IGNORECASE)
+
+
+def _static_iframes(text: str) -> str:
+    """The product pages in ``text`` (iframes with a ``srcdoc``) made inert: see :func:`inert_page`."""
+    return _IFRAME_SRCDOC.sub(
+        lambda m: m.group(1) + html.escape(inert_page(html.unescape(m.group(2))), quote=True) + m.group(3), text)
+
+
+def inert_page(page: str) -> str:
+    """A copy of a product page whose links and forms go nowhere: no ``<base>``, no ``href`` or ``action``.
+
+    In an exported lesson the cluster that served the page is gone: "Sign in" or a login form would take the
+    iframe to a dead URL. The page still looks the same.
+    """
+    def strip(m: re.Match[str]) -> str:
+        if m.group(1).lower() == "base":
+            return ""
+        return f"<{m.group(1)}{_TARGET_ATTR.sub('', m.group(2))}>"
+
+    return _ACTIVE_TAG.sub(strip, page)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -381,16 +473,14 @@ def write_hugo(notebook: NotebookLike, out_dir: str | os.PathLike[str], *, name:
 
 
 def _front_matter(meta: dict[str, Any]) -> str:
-    # The blank lines and key order are those of the series' pages (title/overview, weight, owner/test).
-    return (f"---\ntitle: {_yaml_scalar(meta['title'])}\noverview: {_yaml_scalar(meta['overview'])}\n\n"
-            f"weight: {int(meta['weight'])}\n\nowner: {HUGO_OWNER}\ntest: no\n---\n\n")
+    # The groups and key order are those of the series' pages (title/overview, weight, owner/test). `test: no`
+    # is written as istio.io writes it (YAML reads it as false; hugo_problems accepts both).
+    def dump(values: dict[str, Any]) -> str:
+        return str(yaml.safe_dump(values, sort_keys=False, allow_unicode=True, width=10_000))
 
-
-def _yaml_scalar(text: str) -> str:
-    text = re.sub(r"\s+", " ", str(text)).strip()
-    needs_quotes = (not text or ": " in text or " #" in text or text[0] in "!&*[]{}|>'\"%@`,?-#"
-                    or text.lower() in ("yes", "no", "true", "false", "null", "on", "off"))
-    return json.dumps(text, ensure_ascii=False) if needs_quotes else text
+    head = dump({"title": re.sub(r"\s+", " ", str(meta["title"])).strip(),
+                 "overview": re.sub(r"\s+", " ", str(meta["overview"])).strip()})
+    return f"---\n{head}\n{dump({'weight': int(meta['weight'])})}\nowner: {HUGO_OWNER}\ntest: no\n---\n\n"
 
 
 def _ensure_stop(text: str) -> str:
@@ -527,8 +617,41 @@ def _unique(base: str, taken: dict[str, bytes]) -> str:
 _OPAQUE = re.compile(r"^<[^<>]*>$", re.DOTALL)
 
 
+def _record(out: dict[str, Any]) -> dict[str, Any] | None:
+    """The labkit record an output carries (:data:`RECORD`), or None."""
+    value = (out.get("data") or {}).get(RECORD)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return dict(value) if isinstance(value, dict) and isinstance(value.get("kind"), str) else None
+
+
+def _record_lines(record: dict[str, Any]) -> list[str] | None:
+    """What a terminal shows for a record: an exec's output, a recovery table; None for a kind it does not know."""
+    kind = record["kind"]
+    if kind == "exec":
+        # kubectl exec prints the command's stdout and stderr, then says so when it failed
+        lines = _terminal_lines(str(record.get("stdout") or "")) + _terminal_lines(str(record.get("stderr") or ""))
+        code = record.get("returncode")
+        if isinstance(code, int) and code != 0:
+            lines.append(f"command terminated with exit code {code}")
+        return lines
+    if kind == "recovery":
+        columns = [str(c) for c in record.get("columns") or []]
+        rows = [["" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)) for v in row]
+                for row in record.get("rows") or []]
+        return _kubectl_table(columns, rows) if columns else []
+    if kind == "chaos":
+        return _terminal_lines(str(record.get("summary") or ""))
+    if kind == "page":
+        return []  # a page has no terminal form; the "grep" metadata shows its lines instead
+    return None
+
+
 def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str]:
-    """The lines a terminal would have shown: stdout, and results as text (DataFrames as kubectl tables)."""
+    """The lines a terminal would have shown: stdout, labkit records, DataFrames as kubectl tables, plain values."""
     lines: list[str] = []
     for out in outputs:
         kind = out.get("output_type")
@@ -536,15 +659,19 @@ def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str
             lines.extend(_terminal_lines(_text(out.get("text", ""))))
         elif kind in ("execute_result", "display_data"):
             data = out.get("data") or {}
+            record = _record(out)
+            shown = _record_lines(record) if record is not None else None
+            if shown is not None:
+                lines.extend(shown)
+                continue
             table = _html_table(_text(data.get("text/html", ""))) if "text/html" in data else None
             if table is not None:
                 lines.extend(_kubectl_table(*table))
             elif "text/plain" in data and "image/png" not in data:
+                # a value's own text; an object's repr ("<ProductPage ...>", "ExecResult(args=...)") is no
+                # terminal output: without its record it is left out
                 text = _text(data["text/plain"]).strip()
-                exec_lines = _exec_result_lines(text)
-                if exec_lines is not None:
-                    lines.extend(exec_lines)
-                elif text and not _OPAQUE.match(text) and not re.match(r"^\w+\(\w+=", text):
+                if text and not _OPAQUE.match(text) and not re.match(r"^\w+\(\w+=", text):
                     lines.extend(_terminal_lines(_unquote(text)))
         elif kind == "error" and show_error:
             lines.extend(_terminal_lines(str(out.get("evalue", ""))))
@@ -556,16 +683,23 @@ _SRCDOC = re.compile(r'<iframe[^>]*\ssrcdoc="([^"]*)"', re.IGNORECASE | re.DOTAL
 
 
 def _grep_output(outputs: list[dict[str, Any]], pattern: str) -> list[str]:
-    """What ``grep -oE PATTERN`` prints over the cell's page (the HTML inside its iframe) or its text output.
+    """What ``grep -oE PATTERN`` prints over the cell's page or its text output.
 
     The product page cannot be screenshotted without a browser; the lines this real page makes ``grep`` print
-    (headings, error notices) show what the reader sees instead.
+    (headings, error notices) show what the reader sees instead. The page is the ``page`` record's HTML (or,
+    for an output without a record, the page inside its iframe).
     """
     sources: list[str] = []
     for out in outputs:
         data = out.get("data") or {}
-        html_text = _text(data.get("text/html", ""))
-        pages = [html.unescape(m) for m in _SRCDOC.findall(html_text)]
+        record = _record(out)
+        if record is not None and record["kind"] == "page":
+            sources.append(str(record.get("html") or ""))
+            continue
+        if record is not None and record["kind"] == "exec":
+            sources.append(str(record.get("stdout") or ""))
+            continue
+        pages = [html.unescape(m) for m in _SRCDOC.findall(_text(data.get("text/html", "")))]
         if pages:
             sources.extend(pages)
         elif out.get("output_type") == "stream":
@@ -580,30 +714,11 @@ def _grep_output(outputs: list[dict[str, Any]], pattern: str) -> list[str]:
     return lines
 
 
-def _exec_result_lines(text: str) -> list[str] | None:
-    """What ``kubectl exec`` prints for a command result shown as ``ExecResult(args=..., stdout=..., ...)``:
-    its stdout, its stderr, and kubectl's "command terminated with exit code N" when it failed."""
-    if not re.match(r"^\w+\(", text) or "stdout=" not in text:
-        return None
-    try:
-        node = ast.parse(text, mode="eval").body
-        if not isinstance(node, ast.Call):
-            return None
-        fields = {k.arg: ast.literal_eval(k.value) for k in node.keywords
-                  if k.arg in ("stdout", "stderr", "returncode")}
-    except (SyntaxError, ValueError):
-        return None
-    if "stdout" not in fields:
-        return None
-    lines = _terminal_lines(str(fields.get("stdout") or "")) + _terminal_lines(str(fields.get("stderr") or ""))
-    code = fields.get("returncode")
-    if isinstance(code, int) and code != 0:
-        lines.append(f"command terminated with exit code {code}")
-    return lines
-
-
 def _unquote(text: str) -> str:
+    """A string result as print() shows it ('a' -> a), any other text unchanged."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        import ast
+
         try:
             value = ast.literal_eval(text)
             return value if isinstance(value, str) else text
@@ -708,24 +823,14 @@ def _kubectl_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _png_title(data: bytes) -> str:
     """The ``Title`` (or ``Description``) text chunk matplotlib writes with ``savefig(metadata=...)``."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            info = dict(image.info)
+    except (UnidentifiedImageError, OSError, ValueError):
         return ""
-    pos, found = 8, {}
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        if kind == b"tEXt" and b"\x00" in chunk:
-            key, value = chunk.split(b"\x00", 1)
-            found[key.decode("latin-1")] = value.decode("latin-1")
-        elif kind == b"iTXt" and b"\x00" in chunk:
-            key, rest = chunk.split(b"\x00", 1)
-            compressed = rest[:1] == b"\x01"
-            text = rest[2:].split(b"\x00", 2)[-1]
-            found[key.decode("latin-1")] = (zlib.decompress(text) if compressed else text).decode("utf-8", "replace")
-        elif kind == b"IDAT":
-            break
-        pos += 12 + length
-    return found.get("Title") or found.get("Description") or ""
+    return str(info.get("Title") or info.get("Description") or "")
 
 
 # ------------------------------------------------------------------------------------------------ the rules
@@ -748,17 +853,21 @@ def hugo_problems(text: str, *, images: set[str] | None = None, page_dir: str | 
     if not lines or lines[0] != "---" or "---" not in lines[1:]:
         return ["the page does not start with front matter between '---' lines"]
     end = lines.index("---", 1)
-    keys = {}
-    for line in lines[1:end]:
-        if ":" in line and not line.startswith(" "):
-            k, v = line.split(":", 1)
-            keys[k.strip()] = v.strip()
+    try:
+        front = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        return [f"the front matter is not YAML: {exc}"]
+    if not isinstance(front, dict):
+        return [f"the front matter is not a mapping of keys to values: {front!r}"]
+    # YAML 1.1 reads istio.io's `test: no` as false and `test: yes` as true
+    keys = {str(k): ({True: "yes", False: "no"}[v] if isinstance(v, bool) else ("" if v is None else str(v)))
+            for k, v in front.items()}
     problems += [f"front matter has no {k!r}" for k in _FRONT_KEYS if not keys.get(k)]
     if keys.get("owner") and keys["owner"] != HUGO_OWNER:
         problems.append(f"owner is {keys['owner']!r}, not {HUGO_OWNER}")
     if keys.get("test") and keys["test"] not in ("yes", "no", "n/a"):
         problems.append(f"test is {keys['test']!r}; istio.io accepts yes, no or n/a")
-    if keys.get("weight") and not keys["weight"].isdigit():
+    if keys.get("weight") and not isinstance(front.get("weight"), int):
         problems.append(f"weight {keys['weight']!r} is not a number")
     body = lines[end + 1:]
     in_text: tuple[int, str, int] | None = None  # (indent, syntax, line number)

@@ -33,18 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import bookinfo
+
 if TYPE_CHECKING:
     import nbformat
-    import pandas as pd
 
-    from .chaos import ChaosAction
-    from .lab import ExecResult, Lab
+    from .lab import Lab
     from .observe import Recorder
+    from .records import ChaosAction, ExecResult, PodState, RecoveryFrame
     from .sandbox import Sandbox
 
 __all__ = [
     "PROCESSES",
-    "RECOVERED_COLUMNS",
     "CellFailure",
     "Check",
     "LessonRun",
@@ -69,7 +69,7 @@ __all__ = [
 NOTEBOOK_PATTERN = "[0-9][0-9]-*.ipynb"
 """Lesson files: a two-digit number, a dash, a name (``03-chaos-one-pod.ipynb``); run in that order."""
 
-PROCESSES: dict[str, str] = {"details": "ruby", "ratings": "node", "reviews": "java", "productpage": "gunicorn"}
+PROCESSES: dict[str, str] = bookinfo.PROCESSES
 """The main process of each Bookinfo service's container: what ``pkill`` must name to crash it."""
 
 Progress = Callable[[str], None]
@@ -539,9 +539,7 @@ def check_process(app: str, answer: Any) -> Check:
     expected = PROCESSES.get(app)
     if expected is None:
         raise ValueError(f"no exercise for app {app!r}; apps: {', '.join(PROCESSES)}")
-    languages = {"details": "Ruby (WEBrick)", "ratings": "Node.js", "reviews": "Java (Open Liberty)",
-                 "productpage": "Python served by gunicorn"}
-    hint = (f"{app} is written in {languages[app]}; pkill matches the process name, which is the interpreter "
+    hint = (f"{app} is written in {bookinfo.LANGUAGES[app]}; pkill matches the process name, which is the interpreter "
             "or server that runs the code. details runs as 'ruby'.")
     if _unanswered(answer):
         return Check(False, "not answered yet: replace the placeholder with a process name.", hint)
@@ -601,90 +599,30 @@ def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", inde
     return Check(False, f"{name} has not restarted {given} times.", hint)
 
 
-RECOVERED_COLUMNS: dict[str, str] = {
-    "pod": "string",
-    "replaced_by": "string",
-    "down_s": "float64",
-    "recovery_s": "float64",
-    "restarts": "Int64",
-}
-"""The columns of :func:`wait_recovered`: each pod hit, its replacement (after a delete), the seconds from the
-action until it was seen down and until it (or its replacement) was Ready again, and its RESTARTS then."""
+def __getattr__(name: str) -> object:
+    # RECOVERED_COLUMNS, the columns of wait_recovered(): labkit's one recovery table
+    # (labkit.records.RECOVERY_COLUMNS). Looked up on use: the CLI imports this module and must start quickly.
+    if name == "RECOVERED_COLUMNS":
+        from .records import RECOVERY_COLUMNS
+
+        return RECOVERY_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 180.0,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True) -> RecoveryFrame:
     """Block until every pod ``action`` hit is back: its container restarted and Ready (a kill), or a new pod
-    of the same app Ready in its place (a delete). Returns one row per pod (:data:`RECOVERED_COLUMNS`).
+    of the same owner Ready in its place (a delete). Returns one row per pod (:data:`RECOVERED_COLUMNS`).
 
     Waiting for "all Ready" right after a kill can return at once, before the kubelet has even noticed the dead
-    process; this waits until the recorder has seen each pod go down and come back.
+    process; this waits until the recorder has seen each pod go down and come back
+    (:meth:`labkit.observe.Recorder.wait_recovered`).
 
     Example:
         >>> action = lab.kill("app=details", "ruby", mode="all")
         >>> lessons.wait_recovered(rec, action)
     """
-    import pandas as pd
-
-    from .progress import Progress
-
-    hit = [r["pod"] for r in action.results if r.get("ok")]
-    t0 = action.time
-    history = recorder.timeline
-    earlier = history[history["time"] < t0]
-    last = {str(r.pod): r for r in earlier.itertuples(index=False)}
-    known_before = {p for p, r in last.items() if r.event != "DELETED"}
-    apps = {p: str(last[p].app) if p in last else "" for p in hit}
-    before = {p: int(last[p].restarts) if p in last else 0 for p in hit}
-    rows: dict[str, dict[str, Any]] = {p: {"pod": p, "replaced_by": "", "down_at": pd.NaT, "ready_at": pd.NaT,
-                                           "recovery_s": float("nan"), "restarts": pd.NA} for p in hit}
-    started = time.monotonic()
-    bar = Progress(progress)
-
-    def back() -> int:
-        return sum(1 for r in rows.values() if not pd.isna(r["ready_at"]))
-
-    def see(row: dict[str, Any]) -> bool:
-        pod, when = str(row["pod"]), row["time"]
-        if action.action == "kill" and pod in rows:
-            state = rows[pod]
-            if pd.isna(state["down_at"]) and (not row["ready"] or row["status"] != "Running"
-                                              or int(row["restarts"]) > before[pod]):
-                state["down_at"] = when
-            if not pd.isna(state["down_at"]) and pd.isna(state["ready_at"]) and row["ready"] \
-                    and row["event"] != "DELETED":
-                state["ready_at"], state["restarts"] = when, int(row["restarts"])
-        elif action.action == "delete":
-            if pod in rows and pd.isna(rows[pod]["down_at"]) and (row["event"] == "DELETED" or not row["ready"]
-                                                                  or row["status"] != "Running"):
-                rows[pod]["down_at"] = when
-            taken = {r["replaced_by"] for r in rows.values()}
-            if pod not in known_before and pod not in taken and row["ready"] and row["event"] != "DELETED":
-                waiting = [r for p, r in rows.items() if apps[p] == str(row["app"]) and not r["replaced_by"]]
-                if waiting:
-                    waiting[0].update(replaced_by=pod, ready_at=when, restarts=int(row["restarts"]))
-        done = back()
-        bar.update(f"waiting for the {len(hit)} pod{'s' if len(hit) != 1 else ''} hit at {t0:%H:%M:%S} to "
-                   f"recover: {done}/{len(hit)} back, {time.monotonic() - started:.1f} s")
-        return done >= len(hit)
-
-    try:
-        if hit:
-            recorder.wait_for(see, timeout, since=t0, what=f"the pods hit by {action.summary()} to be Ready again")
-    finally:
-        ready = [r["ready_at"] for r in rows.values() if not pd.isna(r["ready_at"])]
-        last = f", the last {(max(ready) - t0).total_seconds():.1f} s after the {action.action}" if ready else ""
-        bar.close(f"{back()}/{len(hit)} pod{'s' if len(hit) != 1 else ''} recovered{last}")
-    out = [{"pod": r["pod"], "replaced_by": r["replaced_by"],
-            "down_s": _seconds_since(t0, r["down_at"]), "recovery_s": _seconds_since(t0, r["ready_at"]),
-            "restarts": r["restarts"]} for r in rows.values()]
-    return pd.DataFrame(out, columns=list(RECOVERED_COLUMNS)).astype(RECOVERED_COLUMNS)
-
-
-def _seconds_since(start: pd.Timestamp, when: Any) -> float:
-    import pandas as pd
-
-    return float("nan") if pd.isna(when) else round((when - start).total_seconds(), 2)
+    return recorder.wait_recovered(action, timeout=timeout, progress=progress)
 
 
 def pause(seconds: float, why: str = "") -> float:
@@ -709,14 +647,14 @@ def pause(seconds: float, why: str = "") -> float:
 
 
 def wait_status(recorder: Recorder, status: str, *, since: ChaosAction | None = None,
-                timeout: float = 60.0) -> dict[str, Any]:
+                timeout: float = 60.0) -> PodState:
     """Block until the recorder sees a pod with kubectl STATUS ``status`` (after ``since``, a chaos action);
     return that row.
 
     Example:
         >>> lessons.wait_status(rec, "CrashLoopBackOff", since=action)
     """
-    return recorder.wait_for(lambda row: row["status"] == status, timeout,
+    return recorder.wait_for(lambda state: state.status == status, timeout,
                              since=since.time if since is not None else None,
                              what=f"a pod in {status}")
 

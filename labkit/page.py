@@ -24,28 +24,25 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
+from .bookinfo import (
+    DETAILS_ERRORS,
+    DETAILS_HEADING,
+    RATINGS_ERRORS,
+    REVIEWS_ERRORS,
+    REVIEWS_HEADING,
+    SECTIONS,
+    TESTER_URL,
+)
 from .errors import LabkitError
+from .records import mime_bundle
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from .client import Client
 
 __all__ = ["SECTIONS", "ProductPage", "fetch_page", "parse_sections", "tester_url"]
 
-SECTIONS: tuple[str, ...] = ("details", "reviews", "ratings")
-"""The parts of the page that come from other services, in the order productpage calls them."""
-
 Via = Literal["host", "tester"]
 
-TESTER_URL = "http://productpage:9080/productpage"
-"""The page as the tester pod reaches it (the lesson's ``curl productpage:9080/productpage``)."""
-
-# The visible texts, lower-cased, with the legacy page's trailing "!" left out so that one prefix matches
-# "Error fetching product details!" (legacy) and "Error fetching product details" (current) alike.
-_DETAILS_ERROR = ("error fetching product details", "product details are currently unavailable")
-_REVIEWS_ERROR = ("error fetching product reviews", "product reviews are currently unavailable")
-_RATINGS_ERROR = ("ratings service is currently unavailable",)
-_DETAILS_OK = "book details"
-_REVIEWS_OK = "book reviews"
 
 # Star markup: legacy ``<span class="glyphicon glyphicon-star">``; current ``<div class="flex gap-x-1
 # text-red-500">`` around the star SVGs (for black stars the class is the non-existent ``text-black-500``).
@@ -124,11 +121,11 @@ def parse_sections(html_text: str) -> dict[str, bool | None]:
             return True
         return _hint(reader.hints.get(name))
 
-    details = section(_DETAILS_ERROR, _DETAILS_OK, "details")
-    reviews = section(_REVIEWS_ERROR, _REVIEWS_OK, "reviews")
+    details = section(DETAILS_ERRORS, DETAILS_HEADING, "details")
+    reviews = section(REVIEWS_ERRORS, REVIEWS_HEADING, "reviews")
     ratings: bool | None = None
     if reviews:
-        if any(e in text for e in _RATINGS_ERROR) or "error" in reader.ratings_hints:
+        if any(e in text for e in RATINGS_ERRORS) or "error" in reader.ratings_hints:
             ratings = False
         elif reader.stars or "ok" in reader.ratings_hints:
             ratings = True
@@ -233,6 +230,11 @@ class ProductPage:
             f"<iframe sandbox srcdoc=\"{html.escape(body, quote=True)}\" title=\"Bookinfo product page\" "
             "style='width:100%;height:480px;border:1px solid #ccc;resize:vertical'></iframe></div>")
 
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        record = {"kind": "page", "url": self.url, "status": self.status or None, "html": self.html,
+                  "sections": {s: self.sections.get(s) is True for s in SECTIONS}}
+        return mime_bundle(record, repr(self), self._repr_html_())
+
     def to_dict(self) -> dict[str, object]:
         """A plain record (no HTML) for journals and DataFrames."""
         return {"url": self.url, "via": self.via, "status": self.status,
@@ -246,9 +248,9 @@ def tester_url(url: str | None = None) -> str:
     return url or TESTER_URL
 
 
-def host_url(lab: Lab, url: str | None = None) -> str:
+def host_url(lab: Client, url: str | None = None) -> str:
     """The URL this machine requests: ``url`` or ``lab.productpage_url``; says what to do without either."""
-    found = url or getattr(lab, "productpage_url", None)
+    found = url or lab.productpage_url
     if not found:
         raise LabkitError("this Lab has no productpage URL reachable from this machine: pass "
                           "url='http://<your ingress>/productpage' (the lesson's $MYHOST), set "
@@ -274,7 +276,7 @@ def _fetch_host(url: str, timeout: float) -> tuple[int, str, str]:
     return resp.status_code, resp.text, "" if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
 
-def _fetch_tester(lab: Lab, pod: str, url: str, timeout: float) -> tuple[int, str, str]:
+def _fetch_tester(lab: Client, pod: str, url: str, timeout: float) -> tuple[int, str, str]:
     # curl -sS prints its own error on stderr; -w appends the status after the body on a line of its own.
     res = lab.exec(pod, ["curl", "-sS", "-m", f"{timeout:g}", "-w", _MARK + "%{http_code}", url],
                    timeout=timeout + 10)
@@ -293,7 +295,7 @@ def _short(exc: BaseException) -> str:
     return match.group(0) if match else text[:200]
 
 
-def fetch_page(lab: Lab, *, via: Via = "host", url: str | None = None, timeout: float = 10.0) -> ProductPage:
+def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeout: float = 10.0) -> ProductPage:
     """Request the product page once and say what works on it.
 
     A page that does not answer is not an exception here: it comes back with ``status`` 0 and ``error`` set,

@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from .bookinfo import SECTIONS, SERVICES, TESTER_APPS
 
 __all__ = [
     "APP_COLORS",
@@ -56,7 +59,7 @@ APP_COLORS: dict[str, str] = {
 }
 """One colour per Bookinfo service, the same in every figure (details is always blue)."""
 
-_APP_ORDER = ("productpage", "details", "reviews", "ratings", "sleep", "curl")
+_APP_ORDER = (*SERVICES, *TESTER_APPS)
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#393b79", "#637939")
 _DPI = 100
 _WIDTH = 10.0  # inches: 1000 px at 100 dpi, about the width of a notebook cell and of nbconvert's HTML page
@@ -196,22 +199,34 @@ def _seconds(times: pd.Series | pd.Timestamp, t0: pd.Timestamp) -> Any:
     return float(delta.total_seconds())
 
 
-def _place_labels(xs: Sequence[float], span: float, levels: int = 3) -> list[int]:
-    """A level (0 = lowest) per label so labels close in time are stacked instead of drawn over each other."""
-    placed: list[tuple[float, int]] = []
-    result = []
-    for x in xs:
-        near = {lvl for (px, lvl) in placed if abs(px - x) < 0.12 * span}
-        level = next((lvl for lvl in range(levels) if lvl not in near), len(placed) % levels)
-        placed.append((x, level))
-        result.append(level)
-    return result
+def _stack_labels(fig: Figure, labels: Sequence[Any], levels: int = 3, step: float = 13.0) -> None:
+    """Raise each action label that would overlap one already placed onto a row above (up to ``levels`` rows).
+
+    The widths are the labels' real extents once laid out (a label is ~20 % of the axis wide), so two kills a
+    few seconds apart no longer print "pkill ruby · 3pkillsruby · 3 pods".
+    """
+    if len(labels) < 2:
+        return
+    fig.draw_without_rendering()
+    boxes = [(label.get_window_extent(), label) for label in labels]
+    ends: list[float] = []  # per row, the right edge of its last label, in pixels
+    for box, label in sorted(boxes, key=lambda pair: pair[0].x0):
+        free = [row for row, end in enumerate(ends) if end + 6 <= box.x0]
+        if free:
+            row = free[0]
+        elif len(ends) < levels:
+            row = len(ends)
+            ends.append(0.0)
+        else:  # more labels than rows at one place: the row whose last label ends first
+            row = min(range(len(ends)), key=ends.__getitem__)
+        ends[row] = max(ends[row], box.x1)
+        label.xyann = (label.xyann[0], 4 + step * row)
 
 
 # ------------------------------------------------------------------------------------------------ restarts
 
 
-def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> Figure:
+def restart_counts(pods: pd.DataFrame, *, title: str | None = None) -> LabFigure:
     """The RESTARTS column of ``kubectl get pods`` as one bar per pod, coloured by service.
 
     Args:
@@ -394,16 +409,16 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                     color="#c62828" if count else "#666666")
 
     # the chaos actions: a dashed line each, a label above the plot, a ✕ on every pod it hit
-    levels = _place_labels([_seconds(m["time"], t0) for m in marks], span)
     hit_x: list[float] = []
     hit_y: list[int] = []
-    for mark, level in zip(marks, levels, strict=True):
+    action_labels = []
+    for mark in marks:
         x = _seconds(mark["time"], t0)
         color = "#9e9e9e" if mark["dry_run"] else "#d62728"
         ax.axvline(x, color=color, linestyle="--" if not mark["dry_run"] else ":", linewidth=1.6, zorder=5)
-        ax.annotate(_action_label(mark), xy=(x, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(3, 4 + 13 * level), textcoords="offset points", fontsize=9, color=color,
-                    fontweight="bold", ha="left", va="bottom", annotation_clip=False)
+        action_labels.append(ax.annotate(_action_label(mark), xy=(x, 1.0), xycoords=("data", "axes fraction"),
+                                         xytext=(3, 4), textcoords="offset points", fontsize=9, color=color,
+                                         fontweight="bold", ha="left", va="bottom", annotation_clip=False))
         if not mark["dry_run"]:
             for pod in mark["pods"]:
                 if pod in row:
@@ -438,12 +453,13 @@ def status_timeline(timeline: Any, actions: Iterable[Any] = (), *, end: Any = No
                               label="container restarted"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9,
                frameon=False)
+    _stack_labels(fig, action_labels)
     return fig
 
 
 # ----------------------------------------------------------------------------------------------- availability
 
-_SECTIONS = ("details", "reviews", "ratings")
+_SECTIONS = SECTIONS
 _LINES: dict[str, dict[str, Any]] = {
     # The page line is wide and pale underneath, sections are drawn over it with distinct dashes and markers,
     # so lines that overlap at 100 % stay distinguishable.
@@ -519,7 +535,7 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
     t0 = min([table.index[0], *(_utc(m["time"]) for m in marks)])
     # each point sits in the middle of its bucket, so a dip lines up with the kill that caused it
     half = pd.Timedelta(freq) / 2 if len(table) > 1 else pd.Timedelta(0)
-    x = (table.index + half - t0).total_seconds().to_numpy(dtype=float)
+    x = ((table.index - t0) + half).total_seconds().to_numpy(dtype=float)
 
     fig = _figure(4.8)
     ax = fig.add_subplot()
@@ -536,13 +552,13 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
         ax.plot(x, values, label=f"{label}: min {np.nanmin(values):.0f} %, mean {np.nanmean(values):.0f} %",
                 drawstyle="default", **style)
 
-    for mark, level in zip(marks, _place_labels([_seconds(_utc(m["time"]), t0) for m in marks],
-                                                max(float(x[-1]) if len(x) else 1.0, 1.0)), strict=True):
+    action_labels = []
+    for mark in marks:
         xm = _seconds(_utc(mark["time"]), t0)
         ax.axvline(xm, color="#d62728", linestyle="--", linewidth=1.4, zorder=5)
-        ax.annotate(_action_label(mark), xy=(xm, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(3, 4 + 13 * level), textcoords="offset points", fontsize=9, color="#d62728",
-                    fontweight="bold", annotation_clip=False)
+        action_labels.append(ax.annotate(_action_label(mark), xy=(xm, 1.0), xycoords=("data", "axes fraction"),
+                                         xytext=(3, 4), textcoords="offset points", fontsize=9, color="#d62728",
+                                         fontweight="bold", annotation_clip=False))
 
     ax.set_ylim(-4, 106)
     ax.yaxis.set_major_formatter(PercentFormatter(100))
@@ -556,13 +572,14 @@ def availability(traffic_frame_or_availability: pd.DataFrame, freq: str = "1s", 
     handles += [Line2D([], [], linestyle="", label=note) for note in notes]
     labels += notes
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
+    _stack_labels(fig, action_labels)
     return fig
 
 
 # ------------------------------------------------------------------------------------------------ recovery
 
 
-def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> LabFigure:
     """Seconds from each chaos action to the pod it hit being Ready again, one bar per (pod, action).
 
     Args:
@@ -614,7 +631,7 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
                     color="#c62828", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
         else:
             ax.barh(yi, value, color=color, height=0.7)
-            ax.text(value + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
+            ax.text(float(value) + top * 0.01, yi, f"{value:.1f} s", va="center", fontsize=9)
     if len(finite):
         median = float(np.median(finite))
         ax.axvline(median, color="#333333", linestyle=":", linewidth=1.2, label=f"median {median:.1f} s")
@@ -626,7 +643,7 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> Figur
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     _title(fig, title)
-    handles = [Patch(facecolor=colors[a], label=a) for a in colors]
+    handles: list[Artist] = [Patch(facecolor=colors[a], label=a) for a in colors]
     if len(finite):
         handles.append(Line2D([], [], color="#333333", linestyle=":",
                               label=f"median {np.median(finite):.1f} s"))

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -29,9 +30,10 @@ import pandas as pd
 from . import page as _page
 from .errors import LabkitError
 from .progress import Progress
+from .records import utc
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from .client import Client
 
 __all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict", "availability",
            "explain", "summarize", "verdict"]
@@ -70,6 +72,9 @@ only requests where ratings could show (it is NaN throughout when no response ev
 reviews v1). Buckets without requests have NaN shares.
 """
 
+Moment = pd.Timestamp | datetime | str | None
+"""A point in time for a window: a Timestamp (e.g. a ChaosAction's ``time``), a datetime or an ISO string."""
+
 Verdict = Literal["healthy", "gradual degradation", "cascading failure"]
 
 MAX_RATE = 200.0
@@ -106,7 +111,7 @@ class Traffic:
         1.0
     """
 
-    def __init__(self, lab: Lab, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
+    def __init__(self, lab: Client, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
                  timeout: float = 5.0) -> None:
         if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):
             raise ValueError(f"rate must be between 0 and {MAX_RATE:g} requests per second, not {rate!r}")
@@ -126,7 +131,7 @@ class Traffic:
         self._threads: list[threading.Thread] = []
         self._scheduler: threading.Thread | None = None
         self._local = threading.local()
-        self._labs: list[Lab] = []
+        self._labs: list[Client] = []
         self._tester: str = ""
         self.started_at: pd.Timestamp | None = None
         self.stopped_at: pd.Timestamp | None = None
@@ -250,7 +255,7 @@ class Traffic:
                     error = "not the product page (no details or reviews section on it)"
             else:
                 sections = _page.failed_sections()
-            row = (sent, status, latency, *(sections[s] for s in _SECTIONS), error)
+            row = (sent, status, latency, sections["details"], sections["reviews"], sections["ratings"], error)
             with self._lock:
                 self._rows.append(row)
 
@@ -259,26 +264,17 @@ class Traffic:
             return _page._fetch_host(self.url, self.timeout)
         return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout)
 
-    def _exec_lab(self) -> Lab:
-        # lab.exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
-        # gets its own pair of ApiClients; without a kubeconfig to build them from, share the Lab's.
-        lab = getattr(self._local, "lab", None)
+    def _exec_lab(self) -> Client:
+        # exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
+        # gets its own Client; without a kubeconfig to build one from, the Lab's is shared.
+        lab: Client | None = getattr(self._local, "lab", None)
         if lab is not None:
             return lab
-        if not self.lab.kubeconfig:
-            return self.lab
-        from kubernetes import config
-
-        from .lab import Lab
-
-        ctx = self.lab.context or None
-        lab = Lab(config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
-                  config.new_client_from_config(config_file=self.lab.kubeconfig, context=ctx),
-                  namespace=self.lab.namespace, context=self.lab.context, kubeconfig=self.lab.kubeconfig,
-                  sandbox=self.lab.sandbox, server=self.lab.server, productpage_url=self.lab.productpage_url)
+        lab = self.lab.fresh()
         self._local.lab = lab
-        with self._lock:
-            self._labs.append(lab)
+        if lab is not self.lab:
+            with self._lock:
+                self._labs.append(lab)
         return lab
 
     # -- results
@@ -300,7 +296,7 @@ class Traffic:
         data = data.astype(TRAFFIC_COLUMNS)
         return data.sort_values("time", kind="stable", ignore_index=True)
 
-    def window(self, since: Any = None, until: Any = None) -> pd.DataFrame:
+    def window(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
         """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
         data = self.frame
         if since is not None:
@@ -323,7 +319,7 @@ class Traffic:
         """
         return availability(self.frame, freq)
 
-    def summary(self, since: Any = None, until: Any = None) -> dict[str, Any]:
+    def summary(self, since: Moment = None, until: Moment = None) -> dict[str, Any]:
         """The numbers of the run: counts, achieved rate, availability per section, latency, the verdict.
 
         Latency percentiles are over requests that got an HTTP response. ``ratings`` is None when no response
@@ -336,7 +332,7 @@ class Traffic:
         """
         return summarize(self.window(since, until), rate=self.rate, url=self.url, via=self.via)
 
-    def verdict(self, since: Any = None, until: Any = None) -> Verdict:
+    def verdict(self, since: Moment = None, until: Moment = None) -> Verdict:
         """"healthy", "gradual degradation" (the page answered 200 throughout while some section failed) or
         "cascading failure" (the page itself failed, or every section on it failed at once).
 
@@ -349,7 +345,7 @@ class Traffic:
         """
         return verdict(self.window(since, until))
 
-    def explain(self, since: Any = None, until: Any = None) -> str:
+    def explain(self, since: Moment = None, until: Moment = None) -> str:
         """The verdict as a sentence with the counts behind it."""
         return explain(self.window(since, until))
 
@@ -359,9 +355,9 @@ class Traffic:
 
     def _repr_html_(self) -> str:
         s = self.summary()
-        def pct(v: Any) -> str:
+        def pct(v: float | None) -> str:
             return "—" if v is None else f"{v * 100:.1f} %"
-        def ms(v: Any) -> str:
+        def ms(v: float | None) -> str:
             return "—" if v is None else f"{v:.0f} ms"
         cells = [("requests", str(s["requests"])), ("achieved rate", f"{s['achieved_rate'] or 0:.1f}/s"),
                  ("HTTP 200", f"{s['ok']}"), ("page", pct(s["page"])), ("details", pct(s["details"])),
@@ -375,9 +371,8 @@ class Traffic:
                 f"{html.escape(s['explanation'])}</b><table>{rows}</table></div>")
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+def _utc(value: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    return utc(value)
 
 
 def _page_failed(frame: pd.DataFrame) -> pd.Series:

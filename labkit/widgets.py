@@ -20,30 +20,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as W
 import pandas as pd
 
+from . import chaos, plots
+from .bookinfo import LESSON_ORDER, PROCESSES, TESTER_APPS
+from .client import Client
 from .errors import LabkitError
-
-if TYPE_CHECKING:
-    from .chaos import ChaosAction
-    from .lab import Lab
-    from .observe import Recorder
+from .observe import Recorder
+from .records import ChaosAction, PodState
 
 __all__ = ["DEFAULT_PROCESSES", "ChaosPanel", "chaos_panel"]
 
-DEFAULT_PROCESSES: dict[str, str] = {
-    "details": "ruby",
-    "ratings": "node",
-    "reviews": "java",
-    "productpage": "gunicorn",
-}
+DEFAULT_PROCESSES: dict[str, str] = PROCESSES
 """The main process of each Bookinfo service, the one ``pkill`` kills (the lesson kills ``ruby`` in details)."""
 
-_LESSON_ORDER = ("details", "ratings", "reviews", "productpage")
-_TESTER_APPS = ("sleep", "curl")
 _OK, _BAD, _WARN, _INFO = "#2e7d32", "#c62828", "#ef6c00", "#555555"
 
 
@@ -52,33 +45,39 @@ def _message(text: str, color: str = _INFO, *, detail: str = "") -> str:
     return f"<div style='color:{color};margin:4px 0'>{html.escape(text)}{extra}</div>"
 
 
+_CELL = "padding:2px 14px 2px 0;"  # columns apart, like kubectl's: without it "READYSTATUS", RESTARTS 4 + AGE "4103s"
+
+
 def _pods_table(frame: pd.DataFrame, highlight: Sequence[str] = (), app: str = "") -> str:
     """``kubectl get pods`` as HTML; rows carry data-pod/data-restarts/data-status for tests and scrapers."""
-    head = ("<tr><th style='text-align:left'>NAME</th><th>READY</th><th style='text-align:left'>STATUS</th>"
-            "<th style='text-align:right'>RESTARTS</th><th style='text-align:right'>AGE</th></tr>")
+    head = (f"<tr><th style='{_CELL}text-align:left'>NAME</th><th style='{_CELL}'>READY</th>"
+            f"<th style='{_CELL}text-align:left'>STATUS</th><th style='{_CELL}text-align:right'>RESTARTS</th>"
+            f"<th style='{_CELL}text-align:right'>AGE</th></tr>")
     body = []
-    for r in frame.itertuples(index=False):
-        status = str(r.status)
-        color = _OK if status == "Running" and r.ready_containers == r.containers else (
+    for r in frame.to_dict(orient="records"):
+        name, status, restarts = str(r["name"]), str(r["status"]), int(r["restarts"])
+        color = _OK if status == "Running" and r["ready_containers"] == r["containers"] else (
             _BAD if status in ("Error", "CrashLoopBackOff") else _WARN)
         style = []
-        if r.name in highlight:
+        if name in highlight:
             style.append("background:#ffebee")  # the pods the last action hit
-        elif app and r.app == app:
+        elif app and r["app"] == app:
             style.append("background:#f5f5f5")  # the service the panel targets
         body.append(
-            f"<tr data-pod=\"{html.escape(str(r.name), quote=True)}\" data-restarts=\"{int(r.restarts)}\" "
+            f"<tr data-pod=\"{html.escape(name, quote=True)}\" data-restarts=\"{restarts}\" "
             f"data-status=\"{html.escape(status, quote=True)}\" style='{';'.join(style)}'>"
-            f"<td><code>{html.escape(str(r.name))}</code></td><td style='text-align:center'>{html.escape(r.ready)}</td>"
-            f"<td style='color:{color}'><b>{html.escape(status)}</b></td>"
-            f"<td style='text-align:right'>{int(r.restarts)}</td>"
-            f"<td style='text-align:right;color:#777'>{html.escape(str(r.age))}</td></tr>")
+            f"<td style='{_CELL}'><code>{html.escape(name)}</code></td>"
+            f"<td style='{_CELL}text-align:center'>{html.escape(str(r['ready']))}</td>"
+            f"<td style='{_CELL}color:{color}'><b>{html.escape(status)}</b></td>"
+            f"<td style='{_CELL}text-align:right'>{restarts}</td>"
+            f"<td style='{_CELL}text-align:right;color:#777'>{html.escape(str(r['age']))}</td></tr>")
     if not body:
         body.append("<tr><td colspan=5 style='color:#777'>No pods in this namespace.</td></tr>")
-    return f"<table style='font-family:monospace;border-collapse:collapse'>{head}{''.join(body)}</table>"
+    return (f"<table class='labkit-pods' style='font-family:monospace;border-collapse:collapse'>"
+            f"{head}{''.join(body)}</table>")
 
 
-class ChaosPanel(W.VBox):  # type: ignore[misc]
+class ChaosPanel(W.VBox):  # ipywidgets has no types: see the mypy override in pyproject.toml
     """The lesson's chaos steps as buttons, with the pods table and the restart plot that answer them.
 
     Build it with :func:`chaos_panel`. Attributes (widgets unless said otherwise):
@@ -99,7 +98,7 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
         frame: the last pods DataFrame shown in the table.
     """
 
-    def __init__(self, lab: Lab, apps: Sequence[str], *, live: bool = True) -> None:
+    def __init__(self, lab: Client, apps: Sequence[str], *, live: bool = True) -> None:
         self.lab = lab
         self.actions: list[ChaosAction] = []
         self.frame: pd.DataFrame = pd.DataFrame()
@@ -159,15 +158,13 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
 
     # -- the watch that keeps the table current
     def _start_watch(self) -> None:
-        from .observe import Recorder
-
         self.recorder = Recorder(self.lab).start()
         self._unsubscribe = self.recorder.subscribe(self._on_rows)
 
-    def _on_rows(self, rows: list[dict[str, Any]]) -> None:
+    def _on_rows(self, states: list[PodState]) -> None:
         # Called from the recorder's thread: note restarts of the pods a kill hit, then redraw at most 5x a second
         # (and always once after the last change).
-        self._settle(rows)
+        self._settle([(s.pod, s.restarts, s.event == "DELETED") for s in states])
         with self._throttle:
             if self._timer is not None:
                 return
@@ -176,16 +173,20 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
             self._timer.daemon = True
             self._timer.start()
 
-    def _settle(self, rows: list[dict[str, Any]]) -> None:
-        """Say so in the status when a pod a kill hit has restarted (or a deleted pod is gone)."""
+    def _settle(self, seen: list[tuple[str, int, bool]]) -> None:
+        """Say so in the status when a pod a kill hit has restarted (or a deleted pod is gone).
+
+        Args:
+            seen: (pod, RESTARTS, deleted) as the table or the recorder shows them now.
+        """
         with self._lock:
-            for row in rows:
-                pending = self._pending.get(row["pod"])
-                if pending and (row["restarts"] > pending[0] or row["event"] == "DELETED"):
-                    del self._pending[row["pod"]]
-                    what = ("was deleted; its ReplicaSet creates a new pod" if row["event"] == "DELETED"
-                            else f"restarted: RESTARTS {pending[0]} → {row['restarts']}, same pod name")
-                    self._append_status(f"✓ {row['pod']} {what}.", _OK)
+            for pod, restarts, deleted in seen:
+                pending = self._pending.get(pod)
+                if pending and (restarts > pending[0] or deleted):
+                    del self._pending[pod]
+                    what = ("was deleted; its ReplicaSet creates a new pod" if deleted
+                            else f"restarted: RESTARTS {pending[0]} → {restarts}, same pod name")
+                    self._append_status(f"✓ {pod} {what}.", _OK)
 
     def _redraw_from_watch(self) -> None:
         with self._throttle:
@@ -218,10 +219,8 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
             return frame
 
     def _draw_plot(self, frame: pd.DataFrame) -> None:
-        from . import plots
-
         fig = plots.restart_counts(frame, title="Restarts per pod (kubectl get pods)")
-        png = fig._repr_png_()  # type: ignore[attr-defined]
+        png = fig._repr_png_()
         # Setting the Output's outputs directly works from any thread (a `with output:` block captures only in
         # the thread that runs the cell) and is what static HTML export reads from the saved widget state.
         self.plot.outputs = ({"output_type": "display_data",
@@ -235,8 +234,6 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
         self.refresh()
 
     def _act(self, which: str) -> None:
-        from . import chaos
-
         app = str(self.app.value or "")
         selector = f"app={app}"
         dry = bool(self.dry_run.value)
@@ -254,7 +251,8 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
             button.disabled = True
         self.status.value = _message(f"Working on {selector}…")
         try:
-            before = {r.name: int(r.restarts) for r in self.lab.pods(selector).itertuples(index=False)}
+            pods = self.lab.pods(selector)
+            before = {str(n): int(r) for n, r in zip(pods["name"], pods["restarts"], strict=True)}
             if which == "delete_one":
                 action = chaos.delete_pods(self.lab, selector, mode="one", dry_run=dry)
             else:
@@ -277,15 +275,12 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
             self.actions.append(action)
             self._highlight = list(action.pods)
             self.status.value = self._describe(action)
-            if not action.dry_run:
-                for result in action.results:
-                    if result.get("ok"):
-                        self._pending[result["pod"]] = (before.get(result["pod"], 0), action.summary())
+            for hit in action.landed:
+                self._pending[hit.pod] = (before.get(hit.pod, 0), action.summary())
             frame = self.refresh()
             # a fast restart may have happened before the pods were registered as pending: settle those now
-            now = dict(zip(frame["name"], frame["restarts"].astype(int), strict=True))
-            self._settle([{"pod": pod, "restarts": now.get(pod, 0), "event": "DELETED" if pod not in now else ""}
-                          for pod in list(self._pending)])
+            now = {str(n): int(r) for n, r in zip(frame["name"], frame["restarts"], strict=True)}
+            self._settle([(pod, now.get(pod, 0), pod not in now) for pod in list(self._pending)])
 
     def _describe(self, action: ChaosAction) -> str:
         when = datetime.now(UTC).strftime("%H:%M:%S")
@@ -294,20 +289,27 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
                     f"{', '.join(action.pods) or 'no pod'}.")
             return _message(head, _INFO, detail="; ".join(f"skipped {s}" for s in action.skipped))
         lines = [_message(f"{when}: {action.summary()}", _OK if action.ok else _BAD)]
-        for result in action.results:
-            color = _OK if result.get("ok") else _BAD
-            lines.append(_message(f"  {result['pod']}: {result.get('note') or ('ok' if result.get('ok') else '')}",
-                                  color))
+        for hit in action.results:
+            lines.append(_message(f"  {hit.pod}: {hit.note or ('ok' if hit.ok else '')}", _OK if hit.ok else _BAD))
         for skipped in action.skipped:
             lines.append(_message(f"  skipped {skipped}", _INFO))
-        if any(r.get("ok") for r in action.results):
-            lines.append(_message("Watching for the restart… the table updates by itself." if action.action == "kill"
-                                  else "Watching for the new pod… the table updates by itself.", _INFO))
+        if action.landed:
+            if self._unsubscribe is None:  # stopped (or live=False): nothing redraws by itself
+                lines.append(_message("Click refresh to see the " + ("restart." if action.action == "kill"
+                                                                     else "new pod."), _INFO))
+            else:
+                lines.append(_message("Watching for the restart… the table updates by itself."
+                                      if action.action == "kill"
+                                      else "Watching for the new pod… the table updates by itself.", _INFO))
         return "".join(lines)
 
     # -- lifecycle
     def stop(self) -> None:
-        """Stop watching the pods (the table keeps its last state)."""
+        """Stop watching the pods; the table and plot keep their last state, redrawn now.
+
+        The redraw happens in the caller's cell, so it reaches the notebook's saved widget state (a redraw from
+        the watch's thread after the last cell ran would not, and the exported page would show a stale table).
+        """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -317,6 +319,10 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
                 self._timer = None
         if self.recorder is not None:
             self.recorder.stop()
+        try:
+            self.refresh()
+        except LabkitError as exc:  # the cluster is gone: the last drawing stays
+            self.error = exc
 
     def close(self) -> None:
         """Stop watching and close the widget."""
@@ -324,12 +330,12 @@ class ChaosPanel(W.VBox):  # type: ignore[misc]
         super().close()
 
 
-def _discover_apps(lab: Lab) -> list[str]:
-    present = {a for a in lab.pods()["app"].tolist() if a and a not in _TESTER_APPS}
-    return [a for a in _LESSON_ORDER if a in present] + sorted(present - set(_LESSON_ORDER))
+def _discover_apps(lab: Client) -> list[str]:
+    present = {a for a in lab.pods()["app"].tolist() if a and a not in TESTER_APPS}
+    return [a for a in LESSON_ORDER if a in present] + sorted(present - set(LESSON_ORDER))
 
 
-def chaos_panel(lab: Lab, *, apps: Sequence[str] | None = None, live: bool = True) -> ChaosPanel:
+def chaos_panel(lab: Client, *, apps: Sequence[str] | None = None, live: bool = True) -> ChaosPanel:
     """A panel with the lesson's chaos steps as buttons, the pods table and the restarts plot.
 
     "kill in one pod" is the lesson's ``kubectl exec <first details pod> -- pkill ruby``; "kill in all pods" its
@@ -352,7 +358,7 @@ def chaos_panel(lab: Lab, *, apps: Sequence[str] | None = None, live: bool = Tru
         >>> panel.actions[-1]
     """
     offered = list(apps) if apps is not None else _discover_apps(lab)
-    unknown = [a for a in offered if a in _TESTER_APPS]
+    unknown = [a for a in offered if a in TESTER_APPS]
     if unknown:
         raise LabkitError(f"the tester pod ({', '.join(unknown)}) is never a chaos target; offer the Bookinfo "
                           "services instead, e.g. apps=['details', 'ratings']")

@@ -49,8 +49,8 @@ def test_kill_one_pod_restarts_only_that_pod(lab: Lab) -> None:
     with observe.Recorder(lab, "app=details") as rec:
         action = chaos.kill(lab, "app=details")
         assert action.pods == [names[0]]  # kubectl's .items[0]
-        assert action.ok and action.results[0]["returncode"] == 0
-        assert action.results[0]["observed"] is True  # the API server showed it before kill() returned
+        assert action.ok and action.results[0].returncode == 0
+        assert action.results[0].observed is True  # the API server showed it before kill() returned
         assert (action.action, action.process, action.signal, action.mode) == ("kill", "ruby", "SIGTERM", "one")
         rec.wait_restarts(names[0], 1, timeout=10)
         observe.wait_ready(lab, "app=details", timeout=20, progress=False)
@@ -90,7 +90,7 @@ def test_kill_all_details_then_again_shows_crashloopbackoff(lab: Lab) -> None:
         # Killed again as soon as it is back: the kubelet backs off and shows CrashLoopBackOff.
         second = chaos.kill(lab, "app=details", mode="all")
         for pod in names:
-            rec.wait_for(lambda r, pod=pod: r["pod"] == pod and r["status"] == "CrashLoopBackOff", timeout=10,
+            rec.wait_for(lambda r, pod=pod: r.pod == pod and r.status == "CrashLoopBackOff", timeout=10,
                          since=second.time, what=f"{pod} in CrashLoopBackOff")
         observe.wait_ready(lab, "app=details", timeout=25, progress=False)
 
@@ -125,9 +125,9 @@ def test_repeat_holds_a_pod_in_crashloopbackoff(lab: Lab) -> None:
     assert [a for a in rec.actions] == actions
     assert rec.saw_status("CrashLoopBackOff", pod)
     # While it is down, a kill has nothing to hit: reported, not raised.
-    missed = [r for a in actions for r in a.results if not r["ok"]]
-    assert missed and all("not running" in r["note"] for r in missed)
-    landed = [r for a in actions for r in a.results if r["ok"]]
+    missed = [r for a in actions for r in a.results if not r.ok]
+    assert missed and all("not running" in r.note for r in missed)
+    landed = [r for a in actions for r in a.results if r.ok]
     assert len(landed) == restarts(lab, "app=ratings")[pod] >= 2
 
 
@@ -137,14 +137,14 @@ def test_delete_pods_brings_a_new_pod(lab: Lab) -> None:
         action = chaos.delete_pods(lab, "app=reviews", grace_period=0)
         assert action.action == "delete" and action.pods == [old[0]] and action.ok
         assert action.grace_period == 0 and action.process is None and action.signal is None
-        new_row = rec.wait_for(lambda r: r["event"] == "ADDED" and r["pod"] not in old, timeout=10,
+        new_row = rec.wait_for(lambda r: r.event == "ADDED" and r.pod not in old, timeout=10,
                                since=action.time, what="a replacement reviews pod")
-        rec.wait_for(lambda r: r["pod"] == old[0] and r["event"] == "DELETED", timeout=10, since=action.time)
+        rec.wait_for(lambda r: r.pod == old[0] and r.event == "DELETED", timeout=10, since=action.time)
         observe.wait_ready(lab, "app=reviews", timeout=20, progress=False)
 
     now = lab.pod_names("app=reviews")
-    assert old[0] not in now and new_row["pod"] in now and len(now) == 3
-    assert restarts(lab, "app=reviews")[new_row["pod"]] == 0  # a new pod, not a restarted container
+    assert old[0] not in now and new_row.pod in now and len(now) == 3
+    assert restarts(lab, "app=reviews")[new_row.pod] == 0  # a new pod, not a restarted container
     recovery = rec.recovery()
     assert list(recovery["pod"]) == [old[0]]
     assert 0 < recovery.iloc[0]["recovery_s"] < 10
@@ -160,8 +160,8 @@ def test_kill_with_sigkill_and_a_missing_process(lab: Lab) -> None:
         rec.wait_restarts(target, 1, timeout=10)
         # A process name that is not there: pkill exits 1, the result says so, nothing restarts.
         missing = chaos.kill(lab, "app=productpage", "nginx", order="oldest")
-        assert not missing.ok and missing.results[0]["returncode"] == 1
-        assert "no process named 'nginx'" in missing.results[0]["note"]
+        assert not missing.ok and missing.results[0].returncode == 1
+        assert "no process named 'nginx'" in missing.results[0].note
         observe.wait_ready(lab, "app=productpage", timeout=20, progress=False)
     tl = rec.timeline
     assert 137 in set(tl[tl["pod"] == target]["exit_code"].dropna())  # 128 + SIGKILL

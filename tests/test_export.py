@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from labkit import export, lessons
@@ -51,7 +52,11 @@ def _synthetic() -> nbformat.NotebookNode:
         "text/html": "<div>exit 6</div>",
         "text/plain": "ExecResult(args=['curl', '-sS', 'http://ratingz:9080/'], returncode=6, stdout='', "
                       "stderr='curl: (6) Could not resolve host: ratingz\\n', pod='sleep-1', container='sleep', "
-                      "duration=0.004, namespace='default')"}, execution_count=3)]
+                      "duration=0.004, namespace='default')",
+        export.RECORD: {"kind": "exec", "pod": "sleep-1", "container": "sleep",
+                        "command": ["curl", "-sS", "http://ratingz:9080/"], "stdout": "",
+                        "stderr": "curl: (6) Could not resolve host: ratingz\n", "returncode": 6}},
+        execution_count=3)]
     figure = new_code_cell("plots.restart_counts(lab.pods())",
                            metadata={"labkit": {"caption": "Restarts per pod, after the kill."}})
     figure.outputs = [new_output("display_data", {"image/png": _png(), "text/plain": "<Figure>"})]
@@ -62,8 +67,12 @@ def _synthetic() -> nbformat.NotebookNode:
         "shell": 'curl -s http://$MYHOST/productpage | grep -oE "Book Reviews|Error fetching product [a-z]+"',
         "grep": "Book Reviews|Error fetching product [a-z]+"}})
     srcdoc = html.escape('<h4 class="x">Error fetching product details!</h4>\n<h4>Book Reviews</h4>', quote=True)
-    page.outputs = [new_output("display_data", {"text/html": f'<div><iframe sandbox srcdoc="{srcdoc}"></iframe></div>',
-                                                "text/plain": "<ProductPage>"})]
+    page.outputs = [new_output("display_data", {
+        "text/html": f'<div class="labkit-page"><iframe sandbox srcdoc="{srcdoc}"></iframe></div>',
+        "text/plain": "<ProductPage>",
+        export.RECORD: {"kind": "page", "url": "http://127.0.0.1:1/productpage", "status": 200,
+                        "html": '<h4 class="x">Error fetching product details!</h4>\n<h4>Book Reviews</h4>',
+                        "sections": {"details": False, "reviews": True}}})]
     hidden = new_code_cell("rec = lab.record()", metadata={"labkit": {"hugo": "skip"}})
     params = new_code_cell("RATE = 5", metadata={"tags": ["parameters"]})
     cells = [
@@ -96,8 +105,9 @@ def test_hugo_page_follows_istio_rules(tmp_path: Path) -> None:
 
     # front matter: the series' keys; the title quoted because it holds ": "
     front = text.split("---\n")[1]
-    assert front.splitlines()[0] == 'title: "Chaos: a test lesson"'
-    assert "overview: Break one thing.\n\nweight: 35\n\nowner: istio/wg-docs-maintainers\ntest: no\n" in front
+    assert yaml.safe_load(front) == {"title": "Chaos: a test lesson", "overview": "Break one thing.", "weight": 35,
+                                     "owner": "istio/wg-docs-maintainers", "test": False}
+    assert front.startswith("title: ") and "\n\nweight: 35\n\nowner: istio/wg-docs-maintainers\ntest: no\n" in front
 
     # steps are "1." + two spaces; their content is indented 4, nested items 8
     assert "1.  Look at the pods.\n" in text
@@ -191,6 +201,72 @@ def test_html_of_a_synthetic_lesson_is_self_contained(tmp_path: Path) -> None:
     assert "data:image/png;base64," in page and re.search(r"<iframe sandbox[^>]*srcdoc=", page)
     assert 'alt="Restarts per pod, after the kill"' in page and 'alt="Pod status over time"' in page
     assert not re.search(r"<script[^>]+src=\"https?://", page), "the page loads scripts from the network"
+
+
+def _with_next(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb.cells.append(new_markdown_cell("## Next\n\n[Chaos in all pods](04-chaos-all-pods.ipynb): every pod."))
+    return nb
+
+
+def test_html_links_to_the_next_page_and_back_to_the_index(tmp_path: Path) -> None:
+    page = export.write_html(_with_next(_synthetic()), tmp_path, "03-chaos-test").read_text()
+    assert ".ipynb" not in page, "a link still points at a notebook (raw JSON over file://, a download over HTTP)"
+    assert 'href="04-chaos-all-pods.html"' in page
+    navs = re.findall(r"<nav[^>]*labkit-nav[^>]*>(.*?)</nav>", page, re.DOTALL)
+    assert len(navs) == 2  # top and bottom
+    for nav in navs:
+        assert 'href="index.html"' in nav and "Next: Chaos in all pods" in nav
+    alone = export.to_html(_synthetic(), index=None)
+    assert "<nav" not in alone and 'href="index.html"' not in alone
+
+
+def test_exported_product_page_is_inert_and_tall_enough() -> None:
+    live = ('<html><head><base href="http://127.0.0.1:9/productpage"></head><body>'
+            '<a class="btn" href="#login-modal">Sign in</a><a href=\'logout\'>sign out</a>'
+            '<form method="post" action="login" name="login_form"><button formaction="x">Sign in</button></form>'
+            "<h4>Book Reviews</h4></body></html>")
+    nb = _synthetic()
+    page_cell = next(c for c in nb.cells if c.source == "lab.page()")
+    page_cell.outputs[0]["data"]["text/html"] = (
+        f"<div class='labkit-page'><iframe sandbox srcdoc=\"{html.escape(live, quote=True)}\" "
+        "style='width:100%;height:480px'></iframe></div>")
+    out = export.to_html(nb)
+    found = re.search(r"""<iframe[^>]*srcdoc=(?:"([^"]*)"|'([^']*)')""", out)
+    assert found, "no iframe in the page"
+    srcdoc = html.unescape(found.group(1) or found.group(2))
+    assert "<base" not in srcdoc and "href" not in srcdoc and "action" not in srcdoc
+    assert ">Sign in</a>" in srcdoc and "<h4>Book Reviews</h4>" in srcdoc  # looks the same
+    assert re.search(r"\.labkit-page iframe\s*\{\s*height:\s*(\d+)px !important", out)
+    assert int(re.search(r"\.labkit-page iframe\s*\{\s*height:\s*(\d+)px", out).group(1)) >= 535
+
+
+def test_hugo_reads_labkit_records_not_reprs() -> None:
+    def cell(data: dict[str, object], shell: str, **meta: str) -> nbformat.NotebookNode:
+        c = new_code_cell("x", metadata={"labkit": {"shell": shell, **meta}})
+        c.outputs = [new_output("execute_result", data, execution_count=1)]
+        return c
+
+    recovery = {"kind": "recovery", "columns": ["pod", "recovery_s", "restarts_after"],
+                "rows": [["details-v1-a", 1.25, 1], ["details-v1-b", None, 0]]}
+    chaos = {"kind": "chaos", "summary": "pkill ruby in 3 pods of app=details", "action": {"action": "kill"}}
+    exec_ok = {"kind": "exec", "pod": "sleep-1", "container": None, "command": ["curl", "-sS", "u"],
+               "stdout": "{\"id\": 7}\n", "stderr": "", "returncode": 0}
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Records\n\nRead records."),
+        cell({"text/plain": "a frame", "text/html": "<b>not a table</b>", export.RECORD: recovery}, "recover"),
+        cell({"text/plain": "ChaosAction(action='kill', ...)", export.RECORD: chaos}, "kill"),
+        cell({"text/plain": "ExecResult(args=['curl'], stdout='{}')", export.RECORD: exec_ok}, "curl u"),
+        # without a record: the repr is no terminal output and is left out, a plain value stays
+        cell({"text/plain": "ExecResult(args=['curl'], stdout='leaked')"}, "curl v"),
+        cell({"text/plain": "'<title>Simple Bookstore App</title>'"}, "title"),
+    ])
+    text = export.to_hugo(nb, name="09-records").text
+    assert ("$ recover\nPOD            RECOVERY_S   RESTARTS_AFTER\ndetails-v1-a   1.25         1\n"
+            "details-v1-b   <none>       0\n") in text
+    assert "$ kill\npkill ruby in 3 pods of app=details\n" in text
+    assert '$ curl u\n{"id": 7}\n{{< /text >}}' in text
+    assert "leaked" not in text and "ExecResult" not in text and "ChaosAction" not in text
+    assert "$ title\n<title>Simple Bookstore App</title>\n" in text
 
 
 def test_cli_export_warns_about_an_unexecuted_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

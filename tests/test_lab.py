@@ -107,6 +107,11 @@ def test_exec_results_and_exit_codes(lab: labkit.Lab, ready_sandbox: Sandbox) ->
     with pytest.raises(ExecTimeout, match=r"did not finish within 0\.5 s"):
         lab.exec(tester, ["sleep", "5"], timeout=0.5)
     assert "exit 6" in unknown._repr_html_()
+    bundle = unknown._repr_mimebundle_()
+    assert bundle["application/vnd.labkit.record+json"] == {
+        "kind": "exec", "pod": tester, "container": "sleep", "command": ["curl", "-sS", "-m", "10",
+                                                                          "http://ratingz:9080/ratings/7"],
+        "stdout": "", "stderr": unknown.stderr, "returncode": 6}
 
 
 def test_exec_errors_name_the_pod(lab: labkit.Lab) -> None:

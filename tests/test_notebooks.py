@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 import labkit
-from labkit import lessons
+from labkit import export, lessons
 from labkit.sandbox import Sandbox
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -82,6 +82,41 @@ def test_no_logic_in_notebooks(path: Path) -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 assert node.func.attr not in ("sleep",), f"cell {i} of {path.name} sleeps; use the library's waits"
+
+
+def test_opening_a_lesson_changes_nothing() -> None:
+    """The kernel's language_info is already in the file, so JupyterLab does not mark a lesson modified on open."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    kernel_info = dict(IPythonKernel.language_info)
+    for path in PATHS:
+        info = nbformat.read(path, as_version=4).metadata["language_info"]
+        assert {k: v for k, v in info.items() if k != "version"} == \
+            {k: v for k, v in kernel_info.items() if k != "version"}, path.name
+
+
+@pytest.mark.parametrize(("stem", "names"), [("04-chaos-all-pods", {"CONFIRM"}), ("05-measure-it", {"CONFIRM"}),
+                                             ("06-your-own-experiment", {"PRODUCTPAGE_URL"})])
+def test_real_cluster_parameters(stem: str, names: set[str]) -> None:
+    """Lessons that hit every pod take CONFIRM (passed to confirm=); lesson 6 takes the page's URL."""
+    nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert names <= {t.id for t in ast.walk(ast.parse(params.source)) if isinstance(t, ast.Name)}
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for name in names:
+        assert re.search(rf"\w+={name}\)", code), f"{stem} never passes {name}"
+    for call in re.findall(r"lab\.kill\([^)]*mode=\"all\"[^)]*\)", code):
+        assert "confirm=CONFIRM" in call, call
+
+
+def test_prose_states_no_numbers_that_depend_on_history() -> None:
+    """Restart counts and times that depend on what ran before are printed by the run, not written in prose."""
+    for path in PATHS:
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        assert not re.search(r"\b\d/\d/\d\b", text), f"{path.name} writes restart counts in prose"
+    lesson6 = nbformat.read(NOTEBOOKS / "06-your-own-experiment.ipynb", as_version=4)
+    prose = "\n".join(c.source for c in lesson6.cells if c.cell_type == "markdown")
+    assert "details dips until" not in prose  # the plot often shows it at 100 %: the run's numbers say
 
 
 def test_shell_equivalents_are_commands() -> None:
@@ -215,7 +250,7 @@ def test_lesson_4_degrades_the_page(runs: dict[str, lessons.LessonRun]) -> None:
     after = _plain_table(_outputs(nb, "lessons.wait_recovered(rec, deleted)"))
     assert deleted not in [p["name"] for p in after] and len(after) == 3
     assert "0" in [p["restarts"] for p in after]
-    assert _outputs(nb, "rec.stop()")[0]["data"]["text/plain"] == "True"  # it saw CrashLoopBackOff
+    assert _outputs(nb, "live.stop()")[0]["data"]["text/plain"] == "True"  # it saw CrashLoopBackOff
 
 
 def test_lesson_5_tells_degradation_from_healthy(runs: dict[str, lessons.LessonRun]) -> None:
@@ -246,6 +281,44 @@ def test_lesson_6_gives_a_verdict_and_a_journal(runs: dict[str, lessons.LessonRu
     for start in ("my_selector", "my_process", "my_prediction", "my_count"):
         text = _outputs(run.nb, start)[0]["data"]["text/plain"]
         assert text.startswith("✗ not answered yet") and "Hint:" in text
+
+
+def test_lesson_5_shows_no_stray_values(runs: dict[str, lessons.LessonRun]) -> None:
+    nb = runs["05-measure-it"].nb
+    for out in _outputs(nb, 'lessons.pause(2, "traffic before the kill")\ndetails_down'):
+        assert out.get("output_type") != "execute_result", out  # e.g. "Out: 2.0", the return of a pause
+
+
+def test_lesson_4_live_table_and_panel_keep_their_last_state(runs: dict[str, lessons.LessonRun]) -> None:
+    """The saved widget state (what an exported page shows) is the final state, not a stale redraw."""
+    nb = runs["04-chaos-all-pods"].nb
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    view = _outputs(nb, "rec = lab.record(f\"app={TARGET_APP}\")\nlive = ")[0]["data"]
+    live_id = view["application/vnd.jupyter.widget-view+json"]["model_id"]
+    table = state[live_id]["state"]["value"]
+    final = _plain_table(_outputs(nb, "lessons.wait_recovered(rec, deleted)"))
+    for pod in final:
+        assert pod["name"] in table, f"{pod['name']} (the replacement) is missing from the saved live table"
+    deleted = re.search(r"(details-v1-[\w-]+)", _html(_outputs(nb, "deleted = lab.delete_pods("))).group(1)
+    assert deleted not in table and "Terminating" not in table
+    exported = export.static_widgets(nb)
+    panel_html = next(o["data"]["text/html"] for c in exported.cells if c.source.startswith("panel = widgets.")
+                      for o in c.outputs if "text/html" in o.get("data", {}))
+    assert "productpage" in panel_html and "restarted: RESTARTS" in html.unescape(panel_html)
+
+
+def test_lesson_6_without_a_page_url_stops_with_a_clear_error(ready_sandbox: Sandbox) -> None:
+    from labkit import experiment
+    from labkit.errors import LabkitError
+
+    with labkit.connect(sandbox_dir=ready_sandbox.dir) as lab:
+        lab.productpage_url = None  # as on a real cluster without LABKIT_PRODUCTPAGE_URL
+        hypothesis = experiment.Hypothesis("page up", [experiment.http_ok(), experiment.section_healthy("reviews")])
+        broken: list[str] = []
+        exp = experiment.Experiment(lab, "Lose details", hypothesis, [lambda: broken.append("details")])
+        with pytest.raises(LabkitError, match=r"cannot run: its probes request the product page.*PRODUCTPAGE_URL"):
+            exp.run()
+        assert broken == [], "nothing is broken when the experiment cannot look at the page"
 
 
 # ------------------------------------------------------------------------------------------------ the checks

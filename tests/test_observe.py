@@ -65,7 +65,7 @@ def test_fixed_schemas_and_the_first_list(lab: Lab) -> None:
         finally:
             other.close()
     assert not rec.running and observe.active_recorders(lab) == []
-    assert rec._api_client is None  # its own ApiClient, closed
+    assert rec._client is None  # its own Client, closed
 
 
 def test_recorder_needs_a_running_watch_to_wait(lab: Lab) -> None:
@@ -78,9 +78,9 @@ def test_recorder_needs_a_running_watch_to_wait(lab: Lab) -> None:
         rec.wait_restarts(pod, 5, timeout=0.2)
     rec.stop()
     with pytest.raises(LabkitError, match="recorder of app=ratings is not running"):
-        rec.wait_for(lambda r: r["restarts"] > 3, timeout=5)
+        rec.wait_for(lambda r: r.restarts > 3, timeout=5)
     # What already holds needs no watch.
-    assert rec.wait_for(lambda r: r["pod"] == pod, timeout=0)["status"] == "Running"
+    assert rec.wait_for(lambda r: r.pod == pod, timeout=0).status == "Running"
 
 
 # -- what the recorder sees of a kill, and how fast
@@ -136,7 +136,7 @@ def test_recorder_latency_against_a_bare_watch(lab: Lab, ready_sandbox: Sandbox)
 
     bare_error = bare_time(lambda o: "terminated" in o["status"]["containerStatuses"][0]["state"])
     bare_restart = bare_time(lambda o: count(o) == 1)
-    kill_at = pd.Timestamp(action.results[1]["time"]).timestamp()
+    kill_at = pd.Timestamp(action.results[1].time).timestamp()
     figures = {
         "kill -> Error row (ms)": (error_row["time"].timestamp() - kill_at) * 1000,
         "kill exec returned -> Error row (ms)": (error_row["time"].timestamp() - exec_done) * 1000,
@@ -145,11 +145,9 @@ def test_recorder_latency_against_a_bare_watch(lab: Lab, ready_sandbox: Sandbox)
         "kill -> restart row (ms)": (restart_row["time"].timestamp() - kill_at) * 1000,
     }
     print("\nrecorder latency: " + ", ".join(f"{k}: {v:.1f}" for k, v in figures.items()))
-    # Loose bounds: the contract is 200 ms from the kubelet's report to the timeline; the kubelet restarts
-    # after about 1 s x time scale.
-    assert figures["bare watch -> recorder, Error (ms)"] < 200
-    assert figures["bare watch -> recorder, restart (ms)"] < 200
-    assert figures["kill -> Error row (ms)"] < 1000
+    # How fast is for benchmarks/ (the figures above are printed); here only the order of what happened: the kill,
+    # then the Error, then the restart, each recorded.
+    assert kill_at <= error_row["time"].timestamp() <= restart_row["time"].timestamp()
     assert recorded_restarts(rec) == api_restarts(lab, "app=ratings")
 
 
@@ -161,8 +159,7 @@ def test_watch_resumes_and_relists_after_410(lab: Lab) -> None:
         rows_before = len(rec.timeline)
         # A watch resumed from "1" replays the whole history (the sandbox keeps it): nothing old may come back
         # as a new row.
-        rec._rv = "1"
-        rec._reconnect()
+        rec._reconnect("1")
         chaos.kill(lab, "app=productpage", "gunicorn")
         rec.wait_restarts(names[0], 1, timeout=10)
         observe.wait_ready(lab, "app=productpage", timeout=20, progress=False)
@@ -173,11 +170,10 @@ def test_watch_resumes_and_relists_after_410(lab: Lab) -> None:
 
         # A version older than the server keeps ("-1" is below the sandbox's whole history) answers 410 Gone:
         # the recorder lists again and carries on watching.
-        rec._rv = "-1"
-        rec._reconnect()
+        rec._reconnect("-1")
         action = chaos.kill(lab, "app=productpage", "gunicorn", mode="fixed", count=2)
         for pod in action.pods:
-            rec.wait_for(lambda r, pod=pod: r["pod"] == pod and r["restarts"] >= 1 and r["ready"], timeout=15,
+            rec.wait_for(lambda r, pod=pod: r.pod == pod and r.restarts >= 1 and r.ready, timeout=15,
                          what=f"{pod} restarted and Ready")
         assert rec.relists >= 1
         observe.wait_ready(lab, "app=productpage", timeout=20, progress=False)
@@ -195,14 +191,14 @@ def test_watch_resumes_when_the_server_ends_it(lab: Lab, monkeypatch: pytest.Mon
         time.sleep(2.5)
         assert rec.reconnects >= 2 and rec.error is None and rec.relists == 0
         lab.scale("details-v1", 4)
-        added = rec.wait_for(lambda r: r["event"] == "ADDED", timeout=10, what="a fourth details pod")
-        rec.wait_for(lambda r: r["pod"] == added["pod"] and r["ready"], timeout=10, since=added["time"])
+        added = rec.wait_for(lambda r: r.event == "ADDED", timeout=10, what="a fourth details pod")
+        rec.wait_for(lambda r: r.pod == added.pod and r.ready, timeout=10, since=added.time)
         before = pd.Timestamp.now(tz="UTC")  # the deletion may be recorded before wait_for starts
         lab.scale("details-v1", 3)
-        gone = rec.wait_for(lambda r: r["event"] == "DELETED", timeout=10, since=before,
+        gone = rec.wait_for(lambda r: r.event == "DELETED", timeout=10, since=before,
                             what="a details pod scaled away")
         observe.wait_ready(lab, "app=details", timeout=20, progress=False)
-    assert gone["app"] == "details"
+    assert gone.app == "details"
     assert sorted(rec.restart_counts()["pod"]) == lab.pod_names("app=details")
 
 
@@ -230,7 +226,7 @@ def test_relist_catches_what_happened_while_stopped(lab: Lab) -> None:
 def test_wait_ready_times_out_naming_the_pods_then_returns(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     # kill() returns once the API server shows the container down, so the wait below cannot see it Ready yet.
     action = chaos.kill(lab, "app=productpage", "gunicorn", order="oldest")
-    assert action.results[0]["observed"] is True
+    assert action.results[0].observed is True
     victim = action.pods[0]
     started = time.monotonic()
     with pytest.raises(WaitTimeout, match=rf"Timed out after 0.1 s waiting for pods matching 'app=productpage' in "
@@ -255,10 +251,10 @@ def test_wait_for_since_catches_a_short_lived_status(lab: Lab) -> None:
         pod = action.pods[0]
         observe.wait_ready(lab, "app=details", timeout=20, progress=False)
         # Error lasted a fraction of a second and is over; `since` still finds it in the timeline.
-        row = rec.wait_for(lambda r: r["pod"] == pod and r["status"] == "Error", timeout=1, since=action.time)
-        assert row["exit_code"] == 143 and row["reason"] == "Error" and not row["ready"]
+        row = rec.wait_for(lambda r: r.pod == pod and r.status == "Error", timeout=1, since=action.time)
+        assert row.exit_code == 143 and row.reason == "Error" and not row.ready
         with pytest.raises(WaitTimeout):
-            rec.wait_for(lambda r: r["pod"] == pod and r["status"] == "Error", timeout=0.1)
+            rec.wait_for(lambda r: r.pod == pod and r.status == "Error", timeout=0.1)
     assert [a.pods for a in rec.actions] == [[pod]]
 
 
@@ -295,3 +291,27 @@ def test_live_pods_updates_and_throttles(lab: Lab) -> None:
         shared = observe.live_pods(lab, recorder=rec)
         shared.stop()
         assert rec.running and shared.recorder is rec
+
+
+# -- the client core's one pod watch, on its own
+
+def test_the_one_pod_watch_lists_then_watches_and_relists_after_410(lab: Lab) -> None:
+    quiet = list(lab.watch_pods("app=ratings", timeout=0.5))  # a deadline ends it: the list, nothing since
+    assert [e.type for e in quiet] == ["LIST"] and not quiet[0].relist and len(quiet[0].pods) == 3
+
+    watch = lab.watch_pods("app=ratings", resource_version="-1", timeout=20)  # older than the server keeps
+    first = next(iter(watch))
+    assert first.type == "LIST" and first.relist and watch.relists == 1 and len(first.pods) == 3
+
+    seen: list[str] = []
+    watch = lab.watch_pods("app=ratings", timeout=20)
+    for event in watch:
+        if event.type == "LIST":
+            pod = str(event.pods[0]["metadata"]["name"])
+            chaos.kill(lab, "app=ratings", "node", verify=False)
+        else:
+            seen.append(str(event.pod["metadata"]["name"]))
+            if event.pod["metadata"]["name"] == pod and event.type == "MODIFIED":
+                break
+    assert pod in seen and watch.error is None
+    observe.wait_ready(lab, "app=ratings", progress=False)

@@ -361,3 +361,17 @@ def test_importing_plots_leaves_the_backend_and_pyplot_alone() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_kill_labels_close_in_time_never_overlap() -> None:
+    """Two kills a few seconds apart on a long timeline: their labels are stacked, not drawn over each other."""
+    timeline, actions = lesson_timeline()
+    # 14 s after the first kill on a 100 s axis: more than a tenth of the axis, less than a label's width
+    late = dict(actions[1], time=T0 + pd.Timedelta(seconds=19), pods=list(DETAILS[1:]))
+    fig = plots.status_timeline(timeline, [*actions, late], end=T0 + pd.Timedelta(seconds=100))
+    fig.draw_without_rendering()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts if t.get_text().startswith("pkill")]
+    assert len(boxes) == 3
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), f"labels overlap: {a} and {b}"

@@ -143,6 +143,12 @@ def test_unauthenticated_requests_get_401(sandbox: Sandbox) -> None:
                                                                                            "image": "i"}]}}}},
      422, "Invalid"),
     ("GET", "/api/v1/namespaces/default/nothings", None, 404, "NotFound"),
+    ("GET", "/api/v1/nodes", None, 404, "NotFound"),
+    ("GET", "/apis/batch/v1/namespaces/default/jobs", None, 404, "NotFound"),
+    ("GET", "/api/v1/namespaces/default/pods/nope/attach", None, 404, "NotFound"),
+    ("PUT", "/api/v1/namespaces/default/pods/nope/log", {}, 405, "MethodNotAllowed"),
+    ("POST", "/apis/apps/v1/namespaces/default/deployments/nope/scale", {}, 405, "MethodNotAllowed"),
+    ("DELETE", "/apis/apps/v1/namespaces/default/deployments/nope?dryRun=All", None, 404, "NotFound"),
 ])
 def test_bad_requests_get_status_errors(sandbox: Sandbox, method: str, path: str, body: Any, code: int,
                                         reason: str) -> None:

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from labkit.sandbox import dns, limits, validation
 from labkit.sandbox.events import EVENTS, EventRecorder
 from labkit.sandbox.images import runtime
+from labkit.sandbox.network import AddressPool
+from labkit.sandbox.registry import Registry
 from labkit.sandbox.store import Store
 from labkit.sandbox.validation import ValidationError
 
@@ -245,7 +247,9 @@ def test_pod_env_is_kept_from_the_loader_and_interpreter_but_shown_to_the_pod(mo
 def test_events_expire_after_their_ttl_from_the_last_write() -> None:
     async def scenario() -> list[str]:
         store = Store()
-        recorder = EventRecorder(store, ttl=0.3)
+        registry = Registry(store, AddressPool(["127.70.10.10"]))
+        registry.create_initial_namespaces()
+        recorder = EventRecorder(registry, ttl=0.3)
         pod = {"kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u1"}}
         recorder.record(pod, "Normal", "Started", "started", component="kubelet")
         recorder.record(pod, "Normal", "Other", "other", component="kubelet")
@@ -255,7 +259,7 @@ def test_events_expire_after_their_ttl_from_the_last_write() -> None:
             if ev.resource is EVENTS and ev.type == "DELETED" and not store.list(EVENTS):
                 gone.set()
 
-        store.subscribe(on_change)
+        store.subscribe((EVENTS,), on_change)
         await asyncio.sleep(0.2)
         recorder.record(pod, "Normal", "Started", "started", component="kubelet")  # a repeat: written again
         first_left = [e["reason"] for e in store.list(EVENTS)]

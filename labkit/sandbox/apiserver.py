@@ -1,17 +1,19 @@
 """The sandbox's API server: enough of the Kubernetes API for the real kubectl and the official Python client.
 
-HTTPS on 127.0.0.1 with a self-signed certificate and a bearer token. Requests are routed by hand from the path
-(``/api/v1/namespaces/NS/pods/NAME/exec``...), because the Kubernetes URL space is regular enough that one parser
-covers every kind in :mod:`.resources`. Errors leave as ``Status`` objects shaped like the real API server's.
-Query parameters, bodies and objects are checked by :mod:`.validation` before anything is stored; connections
-pass the guard of :mod:`.limits`.
+HTTPS on 127.0.0.1 with a self-signed certificate and a bearer token. Every path it serves is in one route table,
+:meth:`ApiServer.routes`: health and version, discovery and OpenAPI, then for each kind in :mod:`.resources` its
+collection, its objects and their subresources (``pods/exec``, ``pods/log``, ``services/proxy``, ``scale``...).
+Reads come from the :class:`~.store.Store`, writes go to the :class:`~.registry.Registry`, and exec, logs and
+port-forward reach the containers through the :class:`~.kubelet.Kubelet`. Errors leave as ``Status`` objects shaped
+like the real API server's, unknown paths and methods included. Query parameters, bodies and objects are checked
+by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import functools
 import hmac
 import json
 import logging
@@ -24,25 +26,48 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, limits, portforward, printers, toolbox, validation
-from .cluster import PODS, Cluster
+from . import discovery, dns, limits, portforward, printers, protobuf, toolbox, validation
+from .kubelet import Kubelet
+from .network import Network
 from .patch import apply_patch
-from .resources import BY_PLURAL, Resource, lookup
+from .registry import Registry
+from .resources import BY_PLURAL, RESOURCES, Resource
 from .status import error, status_body
-from .store import Obj, SelectorError, StoreError, parse_field_selector, parse_label_selector, selector_string
+from .store import (
+    FieldRequirement,
+    Obj,
+    Requirement,
+    SelectorError,
+    Store,
+    StoreError,
+    not_found,
+    parse_field_selector,
+    parse_label_selector,
+    selector_string,
+)
 from .wsframes import incoming_bytes
 
 log = logging.getLogger("labkit.sandbox.apiserver")
+PODS = BY_PLURAL[("", "pods")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
-BY_KIND_SCALE = Resource("scale", "Scale", group="autoscaling")
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
-EXEC_STDIN_LIMIT = 16 * 1024 * 1024
-"""Bytes of stdin an exec may buffer for a command that does not read them; beyond, the exec is stopped."""
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
+NOT_FOUND = "the server could not find the requested resource"
+SCALE = Resource("scale", "Scale", group="autoscaling")
+EXEC_STDIN_LIMIT = 16 * 1024 * 1024
+"""Bytes of stdin an exec may buffer for a command that does not read them; beyond, the exec is stopped."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CollectionHandler = Callable[[web.Request, Resource, str | None], Awaitable[web.StreamResponse]]
+"""A handler of ``.../<plural>``: the request, the kind and the namespace (None: every namespace)."""
+ObjectHandler = Callable[[web.Request, Resource, str, str], Awaitable[web.StreamResponse]]
+"""A handler of ``.../<plural>/<name>[/status|/scale]``: the request, the kind, the namespace and the name."""
+SubresourceHandler = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
+"""A handler of one kind's own subresource (``pods/exec``, ``services/proxy``): the namespace and the name."""
 
 
 def dumps(obj: Any) -> str:
@@ -61,24 +86,123 @@ def parse_time(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-class ApiServer:
-    """HTTP handlers over a :class:`Cluster`."""
+def resource_prefix(res: Resource) -> str:
+    """``/api/v1`` for the core group, ``/apis/<group>/<version>`` for the others."""
+    return f"/apis/{res.group_version}" if res.group else "/api/v1"
 
-    def __init__(self, cluster: Cluster, token: str) -> None:
-        self.cluster = cluster
-        self.store = cluster.store
+
+class ApiServer:
+    """HTTP handlers over the store (reads), the registry (writes) and the kubelet (exec, logs, port-forward)."""
+
+    def __init__(self, store: Store, registry: Registry, kubelet: Kubelet, network: Network, token: str) -> None:
+        self.store = store
+        self.registry = registry
+        self.kubelet = kubelet
+        self.network = network
         self.token = token
         self.app = web.Application(middlewares=[self._errors, self._auth, self._checked],
                                    client_max_size=validation.MAX_BODY_BYTES)
-        self.app.router.add_route("*", "/{tail:.*}", self._route)
+        self.app.router.add_routes(self.routes())
         self.server_address = "127.0.0.1:6443"
         self.guard = limits.ConnectionGuard()
         self._proxy_session: ClientSession | None = None
 
+    # -- the served API, in one place
+    def routes(self) -> list[web.RouteDef]:
+        """Every path the API server answers, with its methods and handler."""
+        table = [
+            web.get("/healthz", self._ok),
+            web.get("/livez", self._ok),
+            web.get("/readyz", self._ok),
+            web.get("/version", self._version),
+            web.get("/api", self._discovery),
+            web.get("/apis", self._discovery),
+            web.get("/api/v1", self._resource_list),
+            web.get("/apis/apps", self._group),
+            web.get("/apis/apps/v1", self._resource_list),
+            web.get("/openapi/v3", self._openapi_root),
+            web.get("/openapi/v3/{path:.+}", self._openapi),
+        ]
+        # Namespaced paths first: /api/v1/namespaces/NS/pods must not be taken for a namespace's subresource.
+        for res in sorted(RESOURCES, key=lambda r: not r.namespaced):
+            table += self._resource_routes(res)
+        return table
+
+    def _resource_routes(self, res: Resource) -> list[web.RouteDef]:
+        """One kind's routes: its collection, its objects, their subresources; other methods get a 405 Status."""
+        prefix = resource_prefix(res)
+        base = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
+        item = f"{base}/{{name}}"
+
+        def collection(handler: CollectionHandler) -> Handler:
+            return functools.partial(self._dispatch_collection, handler, res)
+
+        def one(handler: ObjectHandler) -> Handler:
+            return functools.partial(self._dispatch_object, handler, res)
+
+        def in_object(handler: SubresourceHandler) -> Handler:
+            return functools.partial(self._dispatch_subresource, handler)
+
+        not_allowed = functools.partial(self._method_not_allowed, res)
+        table: list[web.RouteDef] = []
+        if res.namespaced:
+            table.append(web.get(f"{prefix}/{res.plural}", collection(self._list)))  # across all namespaces
+        table += [
+            web.get(base, collection(self._list)),
+            web.post(base, collection(self._create)),
+            web.delete(base, collection(self._delete_collection)),
+            web.route("*", base, not_allowed),
+            web.get(item, one(self._get)),
+            web.put(item, one(self._replace)),
+            web.patch(item, one(self._patch)),
+            web.delete(item, one(self._delete)),
+            web.route("*", item, not_allowed),
+        ]
+        if "status" in res.subresources:
+            table += [
+                web.get(f"{item}/status", one(self._get)),
+                web.patch(f"{item}/status", one(self._patch_status)),
+                web.put(f"{item}/status", one(self._replace)),
+                web.route("*", f"{item}/status", not_allowed),
+            ]
+        if "scale" in res.subresources:
+            table += [
+                web.get(f"{item}/scale", one(self._scale)),
+                web.patch(f"{item}/scale", one(self._scale)),
+                web.put(f"{item}/scale", one(self._scale)),
+                web.route("*", f"{item}/scale", not_allowed),
+            ]
+        if res is PODS:
+            table += [
+                web.route("*", f"{item}/exec", in_object(self._exec)),  # GET or POST, upgraded to a WebSocket
+                web.get(f"{item}/log", in_object(self._log)),
+                web.route("*", f"{item}/portforward", in_object(self._portforward)),
+            ]
+        if res is SERVICES:
+            table += [
+                web.route("*", f"{item}/proxy", in_object(self._proxy)),
+                web.route("*", f"{item}/proxy/{{path:.*}}", in_object(self._proxy)),
+            ]
+        return table
+
+    async def _dispatch_collection(self, handler: CollectionHandler, res: Resource,
+                                   request: web.Request) -> web.StreamResponse:
+        return await handler(request, res, request.match_info.get("namespace") if res.namespaced else None)
+
+    async def _dispatch_object(self, handler: ObjectHandler, res: Resource,
+                               request: web.Request) -> web.StreamResponse:
+        ns = request.match_info["namespace"] if res.namespaced else ""
+        return await handler(request, res, ns, request.match_info["name"])
+
+    async def _dispatch_subresource(self, handler: SubresourceHandler, request: web.Request) -> web.StreamResponse:
+        return await handler(request, request.match_info["namespace"], request.match_info["name"])
+
+    async def _method_not_allowed(self, res: Resource, request: web.Request) -> web.Response:
+        return self._not_allowed(request.method, res)
+
     # -- middlewares
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/livez", "/readyz", "/version"):
             return await handler(request)
         header = request.headers.get("Authorization", "")
@@ -89,8 +213,7 @@ class ApiServer:
         return await handler(request)
 
     @web.middleware
-    async def _checked(self, request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Query parameters and body size are checked before any handler runs (service proxy queries pass)."""
         if "/proxy" in request.path:
             return await handler(request)
@@ -106,25 +229,25 @@ class ApiServer:
         except web.HTTPRequestEntityTooLarge:
             return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
                          f"{validation.MAX_BODY_BYTES}")
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            # aiohttp's own answers (a path its router cannot match...) leave as a Status too.
-            reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status, "BadRequest")
-            message = "the server could not find the requested resource" if exc.status == 404 else exc.reason
-            return error(exc.status, reason, message)
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except StoreError as exc:
             return error(exc.code, exc.reason, exc.message, exc.details)
         except SelectorError as exc:
             return error(400, "BadRequest", str(exc))
-        except web.HTTPException:
-            raise
+        except web.HTTPNotFound:
+            return error(404, "NotFound", NOT_FOUND)
+        except web.HTTPMethodNotAllowed as exc:
+            return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                         f"resource ({exc.method} {request.path})")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own answers (a request its router cannot match...) leave as a Status too.
+            return error(exc.status, "BadRequest", exc.reason)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the client gets a Status, the log gets the traceback
@@ -133,103 +256,46 @@ class ApiServer:
                 raise  # a stream already started: nothing sane can be added to it
             return error(500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}")
 
-    # -- routing
-    async def _route(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        seg = [s for s in path.split("/") if s]
-        if path in ("/healthz", "/livez", "/readyz"):
-            return web.Response(text="ok")
-        if path == "/version":
-            return json_response(discovery.version_info())
-        if path in ("/api", "/apis"):
-            if discovery.wants_aggregated(request.headers.get("Accept")):
-                # Aggregated discovery: one answer per request instead of one per group-version.
-                return web.Response(text=dumps(discovery.aggregated_discovery(core=path == "/api")),
-                                    headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
-            if path == "/api":
-                return json_response(discovery.api_versions(self.server_address))
-            return json_response(discovery.api_group_list())
-        if seg[:1] == ["openapi"]:
-            return self._openapi(request, seg)
-        if seg[:2] == ["api", "v1"]:
-            group, rest = "", seg[2:]
-        elif seg[:1] == ["apis"] and len(seg) >= 3:
-            if seg[1:3] != ["apps", "v1"]:
-                return error(404, "NotFound", "the server could not find the requested resource")
-            group, rest = "apps", seg[3:]
-        elif seg[:1] == ["apis"] and len(seg) == 2 and seg[1] == "apps":
-            return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == "apps"))
-        else:
-            return error(404, "NotFound", "the server could not find the requested resource")
-        if not rest:
-            return json_response(discovery.resource_list("v1" if not group else "apps/v1"))
-        ns: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3:
-            ns, rest = rest[1], rest[2:]
-        res = lookup(group, rest[0])
-        if res is None:
-            return error(404, "NotFound", "the server could not find the requested resource")
-        if res.namespaced is False and ns is not None:
-            return error(404, "NotFound", "the server could not find the requested resource")
-        name = rest[1] if len(rest) > 1 else None
-        sub = rest[2] if len(rest) > 2 else None
-        method = request.method
-        if name is None:
-            if method == "GET":
-                return await self._list(request, res, ns)
-            if method == "POST":
-                return await self._create(request, res, ns)
-            if method == "DELETE":
-                return await self._delete_collection(request, res, ns)
-            return self._not_allowed(method, res)
-        if res.namespaced and ns is None:
-            ns = "default"
-        ns = ns or ""
-        if sub is None:
-            if method == "GET":
-                return self._get(request, res, ns, name)
-            if method == "PUT":
-                return await self._replace(request, res, ns, name)
-            if method == "PATCH":
-                return await self._patch(request, res, ns, name)
-            if method == "DELETE":
-                return await self._delete(request, res, ns, name)
-            return self._not_allowed(method, res)
-        if res is PODS and sub == "exec":
-            return await self._exec(request, ns, name)
-        if res is PODS and sub == "log":
-            return await self._log(request, ns, name)
-        if res is PODS and sub == "portforward":
-            return await self._portforward(request, ns, name)
-        if res is SERVICES and sub == "proxy":
-            return await self._service_proxy(request, ns, name, "/".join(rest[3:]))
-        if res in (DEPLOYMENTS, REPLICASETS) and sub == "scale":
-            return await self._scale(request, res, ns, name)
-        if sub == "status" and sub in res.subresources:
-            if method == "GET":
-                return self._get(request, res, ns, name)
-            if method in ("PATCH", "PUT"):
-                return await (self._patch(request, res, ns, name, status_only=True) if method == "PATCH"
-                              else self._replace(request, res, ns, name))
-            return self._not_allowed(method, res)
-        return error(404, "NotFound", "the server could not find the requested resource")
+    # -- health, version, discovery
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return json_response(discovery.version_info())
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        core = request.path == "/api"
+        if discovery.wants_aggregated(request.headers.get("Accept")):
+            # Aggregated discovery: one answer per request instead of one per group-version.
+            return web.Response(text=dumps(discovery.aggregated_discovery(core=core)),
+                                headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+        if core:
+            return json_response(discovery.api_versions(self.server_address))
+        return json_response(discovery.api_group_list())
+
+    async def _group(self, request: web.Request) -> web.Response:
+        return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == "apps"))
+
+    async def _resource_list(self, request: web.Request) -> web.Response:
+        return json_response(discovery.resource_list("v1" if request.path == "/api/v1" else "apps/v1"))
 
     def _not_allowed(self, method: str, res: Resource) -> web.Response:
         return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
                      f"({method} {res.plural})")
 
     # -- OpenAPI
-    def _openapi(self, request: web.Request, seg: list[str]) -> web.Response:
-        if seg == ["openapi", "v3"]:
-            return json_response(discovery.openapi_v3_root())
-        if len(seg) >= 3 and seg[1] == "v3":
-            doc = discovery.openapi_v3_document("/".join(seg[2:]).removeprefix("api/").removeprefix("apis/"))
-            if doc is not None:
-                return json_response(doc)
-        return error(404, "NotFound", "the server could not find the requested resource")
+    async def _openapi_root(self, request: web.Request) -> web.Response:
+        return json_response(discovery.openapi_v3_root())
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"].removeprefix("api/").removeprefix("apis/")
+        doc = discovery.openapi_v3_document(path)
+        if doc is None:
+            return error(404, "NotFound", NOT_FOUND)
+        return json_response(doc)
 
     # -- reads
-    def _selectors(self, request: web.Request) -> tuple[list[Any], list[Any]]:
+    def _selectors(self, request: web.Request) -> tuple[list[Requirement], list[FieldRequirement]]:
         return (parse_label_selector(request.query.get("labelSelector")),
                 parse_field_selector(request.query.get("fieldSelector")))
 
@@ -247,18 +313,14 @@ class ApiServer:
         return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": rv}, "items": items})
 
-    def _get(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        obj = self.store.get(res, ns, name)
-        if obj is None:
-            group = f".{res.group}" if res.group else ""
-            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                             {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
+    async def _get(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        obj = self.store.require(res, ns, name)
         if wants_table(request):
             return json_response(self._table(res, [obj], obj["metadata"]["resourceVersion"]))
         return json_response(obj)
 
-    async def _watch(self, request: web.Request, res: Resource, ns: str | None, labels: list[Any],
-                     fields: list[Any]) -> web.StreamResponse:
+    async def _watch(self, request: web.Request, res: Resource, ns: str | None, labels: list[Requirement],
+                     fields: list[FieldRequirement]) -> web.StreamResponse:
         q = request.query
         initial = q.get("sendInitialEvents") == "true"
         rv = q.get("resourceVersion")
@@ -318,7 +380,11 @@ class ApiServer:
         raw = await request.read()
         if not raw:
             return {}
-        body: Obj = validation.decode_body(raw, request.content_type)
+        if protobuf.is_protobuf(request.content_type):
+            body = protobuf.decode_request(raw)
+            validation.check_json_value(body)
+        else:
+            body = validation.decode_body(raw, request.content_type)
         if kind is not None:
             validation.check_types(kind, body)
         return body
@@ -336,14 +402,12 @@ class ApiServer:
         dry = request.query.get("dryRun") == "All"
         validation.validate_object(res.kind, body, namespaced=res.namespaced)
         validation.check_storable(res.kind, body)
-        created = self.cluster.create(res, body, ns if res.namespaced else None, dry_run=dry)
+        created = self.registry.create(res, body, ns if res.namespaced else None, dry_run=dry)
         return json_response(created, 201)
 
     async def _replace(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         body = await self._body(request, res.kind)
-        old = self.store.get(res, ns, name)
-        if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found', {"name": name, "kind": res.plural})
+        old = self.store.require(res, ns, name)
         given_name = body.get("metadata", {}).get("name")
         if given_name and given_name != name:
             raise validation.bad_request(f"the name of the object ({given_name}) does not match the name on the "
@@ -353,42 +417,19 @@ class ApiServer:
             raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
                              "has been modified; please apply your changes to the latest version and try again",
                              {"name": name, "kind": res.plural})
-        return json_response(self._store_update(res, old, body, dry=request.query.get("dryRun") == "All"))
+        return json_response(self._update(request, res, old, body))
 
-    def _store_update(self, res: Resource, old: Obj, new: Obj, *, dry: bool = False) -> Obj:
-        new = copy.deepcopy(new)
-        meta = new.setdefault("metadata", {})
-        meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
-        if not res.namespaced:
-            meta.pop("namespace", None)
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                    "ownerReferences", "generateName"):
-            if key in old["metadata"]:
-                meta[key] = old["metadata"][key]
-        if res is PODS:
-            # A pod's spec is immutable but for a few fields; its status belongs to the kubelet.
-            new["spec"] = old["spec"]
-            new["status"] = old.get("status", {})
-        if res is SERVICES:
-            spec = new.setdefault("spec", {})
-            spec["clusterIP"] = old["spec"].get("clusterIP")
-            spec["clusterIPs"] = old["spec"].get("clusterIPs")
-        if res in (DEPLOYMENTS, REPLICASETS):
-            new["status"] = old.get("status", {})
-        bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
-        if new == old:
-            return old
+    def _update(self, request: web.Request, res: Resource, old: Obj, new: Obj) -> Obj:
+        """Validate the object a PUT or PATCH makes, then store it (or only say what it would be, on a dry run)."""
+        new.setdefault("metadata", {}).setdefault("name", old["metadata"]["name"])
         validation.validate_object(res.kind, new, namespaced=res.namespaced)
         validation.check_storable(res.kind, new)
-        if dry:
-            return new
-        return self.store.replace(res, new, bump_generation=bump)
+        return self.registry.update(res, old, new, dry_run=request.query.get("dryRun") == "All")
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
                      status_only: bool = False) -> web.Response:
         raw = await request.read()
         ctype = request.content_type
-        dry = request.query.get("dryRun") == "All"
         patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
         old = self.store.get(res, ns, name)
         if old is None:
@@ -397,15 +438,13 @@ class ApiServer:
                 patch.setdefault("metadata", {}).setdefault("name", name)
                 validation.validate_object(res.kind, patch, namespaced=res.namespaced)
                 validation.check_storable(res.kind, patch)
-                return json_response(self.cluster.create(res, patch, ns if res.namespaced else None,
-                                                         dry_run=dry), 201)
-            group = f".{res.group}" if res.group else ""
-            raise StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
-                             {"name": name, "kind": res.plural})
+                return json_response(self.registry.create(res, patch, ns if res.namespaced else None,
+                                                          dry_run=request.query.get("dryRun") == "All"), 201)
+            raise not_found(res, name)
         new = self._apply_patch(res, old, patch, ctype)
         if status_only:
             return json_response(old)
-        return json_response(self._store_update(res, old, new, dry=dry))
+        return json_response(self._update(request, res, old, new))
 
     @staticmethod
     def _apply_patch(res: Resource, old: Obj, patch: Any, ctype: str) -> Obj:
@@ -429,15 +468,13 @@ class ApiServer:
         validation.check_types(res.kind, new)
         return new
 
+    async def _patch_status(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
+        """A status patch is accepted and ignored: status belongs to the kubelet and the controllers."""
+        return await self._patch(request, res, ns, name, status_only=True)
+
     async def _delete(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         opts = validation.delete_options(request.query, await self._body(request))
-        if opts.dry_run:
-            obj = self.store.get(res, ns, name)
-            if obj is None:
-                raise StoreError(404, "NotFound", f'{res.plural} "{name}" not found',
-                                 {"name": name, "kind": res.plural})
-            return json_response(obj)
-        obj = self.cluster.delete(res, ns, name, opts.grace, opts.propagation)
+        obj = self.registry.delete(res, ns, name, opts.grace, opts.propagation, dry_run=opts.dry_run)
         if obj.get("kind") in ("Pod", "Deployment", "ReplicaSet", "Service"):
             return json_response(obj)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -447,29 +484,23 @@ class ApiServer:
         labels, fields = self._selectors(request)
         opts = validation.delete_options(request.query, await self._body(request))
         items = self.store.list(res, ns, labels, fields)
-        if opts.dry_run:
-            return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
-                                  "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
         gone = []
         for obj in items:
             with contextlib.suppress(StoreError):
-                gone.append(self.cluster.delete(res, obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
-                                                opts.grace, opts.propagation))
+                gone.append(self.registry.delete(res, obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
+                                                 opts.grace, opts.propagation, dry_run=opts.dry_run))
         return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
 
     async def _scale(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        obj = self.store.get(res, ns, name)
-        if obj is None:
-            raise StoreError(404, "NotFound", f'{res.plural}.apps "{name}" not found',
-                             {"name": name, "group": "apps", "kind": res.plural})
+        obj = self.store.require(res, ns, name)
         if request.method in ("PATCH", "PUT"):
             raw = await request.read()
             current = self._scale_obj(obj)
             ctype = request.content_type
             if request.method == "PATCH":
                 patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
-                new_scale = self._apply_patch(BY_KIND_SCALE, current, patch, ctype)
+                new_scale = self._apply_patch(SCALE, current, patch, ctype)
             else:
                 new_scale = validation.decode_body(raw, ctype)
                 validation.check_types("Scale", new_scale)
@@ -480,10 +511,8 @@ class ApiServer:
                     "spec.replicas", replicas, f"must be between 0 and {validation.MAX_REPLICAS}, inclusive")])
             if request.query.get("dryRun") == "All":
                 return json_response({**current, "spec": {"replicas": replicas}})
-            obj = self.store.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
-                                    bump_generation=True) or obj
-        elif request.method != "GET":
-            return self._not_allowed(request.method, res)
+            obj = self.registry.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
+                                       bump_generation=True) or obj
         return json_response(self._scale_obj(obj))
 
     @staticmethod
@@ -503,21 +532,19 @@ class ApiServer:
         if requested:
             if requested not in names:
                 raise validation.bad_request(f"container {requested} is not valid for pod "
-                                             f"{pod['metadata']['name']}", "container")
+                                 f"{pod['metadata']['name']}", "container")
             return requested
         default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
-        return default if default in names else names[0]
+        return str(default) if default in names else str(names[0])
 
     async def _exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         q = request.query
         command = q.getall("command", [])
         if not command:
             raise validation.bad_request("you must specify at least 1 command", "command")
         cname = self._pick_container(pod, q.get("container"))
-        runtime = self.cluster.kubelet.runtime_for(ns, name)
+        runtime = self.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or container.process is None or container.process.returncode is not None:
             raise validation.bad_request(f'container not found ("{cname}")', "container")
@@ -565,10 +592,11 @@ class ApiServer:
         ctx = toolbox.ExecContext(
             pod=name, namespace=ns, container=cname, pod_ip=runtime.ip if runtime else "",
             hostname=name, env=dict(container.process_env),
-            files=container.files, resolver=self.cluster.resolver_for(ns), tty=tty,
+            files=container.files, tty=tty,
+            resolver=dns.Resolver(self.network.hosts_file, ns, self.network.pod_network),
             stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b), stderr_writer=lambda b: send(2, b),
-            process_lister=lambda: self.cluster.pod_processes(ns, name),
-            signaller=lambda proc, sig: self.cluster.signal_pod_process(ns, name, proc, sig),
+            process_lister=lambda: self.kubelet.pod_processes(ns, name),
+            signaller=lambda proc, sig: self.kubelet.signal_pod_process(ns, name, proc, sig),
         )
         task = asyncio.get_running_loop().create_task(toolbox.run(command, ctx))
 
@@ -618,9 +646,7 @@ class ApiServer:
         return ws
 
     async def _log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         q = request.query
         names = [c["name"] for c in pod["spec"]["containers"]]
         cname = q.get("container")
@@ -628,24 +654,23 @@ class ApiServer:
             default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
             if len(names) > 1 and default not in names:
                 raise validation.bad_request(f"a container name must be specified for pod {name}, choose one "
-                                             f"of: [{' '.join(names)}]", "container")
+                                 f"of: [{' '.join(names)}]", "container")
             cname = default if default in names else names[0]
         if cname not in names:
             raise validation.bad_request(f"container {cname} is not valid for pod {name}", "container")
-        runtime = self.cluster.kubelet.runtime_for(ns, name)
+        runtime = self.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or (container.restart_count == 0 and not container.started
                                  and not container.last_state):
             reason = (container.state.get("waiting") or {}).get("reason", "ContainerCreating") if container \
                 else "ContainerCreating"
             raise validation.bad_request(f'container "{cname}" in pod "{name}" is waiting to start: '
-                                         + ("trying and failing to pull image" if "Image" in reason else reason),
-                                         "container")
+                             + ("trying and failing to pull image" if "Image" in reason else reason), "container")
         previous = q.get("previous") in ("true", "1")
         if previous:
             if container.restart_count == 0:
                 raise validation.bad_request(f'previous terminated container "{cname}" in pod "{name}" not '
-                                             "found", "previous")
+                                 "found", "previous")
             path = container.log_path(container.restart_count - 1)
         else:
             path = container.log_path()
@@ -694,9 +719,7 @@ class ApiServer:
         return resp
 
     async def _portforward(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.store.get(PODS, ns, name)
-        if pod is None:
-            raise StoreError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        pod = self.store.require(PODS, ns, name)
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":
             raise validation.bad_request(f"pod {name} is not running, cannot forward ports", "status.phase")
@@ -705,20 +728,21 @@ class ApiServer:
         return await portforward.handle(request, ip, None)
 
     # -- service proxy
+    async def _proxy(self, request: web.Request, ns: str, name_port: str) -> web.StreamResponse:
+        return await self._service_proxy(request, ns, name_port, request.match_info.get("path", ""))
+
     async def _service_proxy(self, request: web.Request, ns: str, name_port: str, path: str) -> web.StreamResponse:
         parts = name_port.split(":")
         if len(parts) == 3:
             parts = parts[1:]
         name, port_ref = parts[0], (parts[1] if len(parts) > 1 else "")
-        svc = self.store.get(SERVICES, ns, name)
-        if svc is None:
-            raise StoreError(404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"})
+        svc = self.store.require(SERVICES, ns, name)
         ports = svc["spec"].get("ports") or []
         chosen = next((p for p in ports if not port_ref or str(p["port"]) == port_ref or p.get("name") == port_ref),
                       None)
         if chosen is None:
             raise StoreError(503, "ServiceUnavailable", f'no endpoints available for service "{name_port}"')
-        backends = self.cluster.network.backends(ns, name, int(chosen["port"]))
+        backends = self.network.backends(ns, name, int(chosen["port"]))
         if not backends:
             raise StoreError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
         ip, target = random.choice(backends)

@@ -1,7 +1,9 @@
 """Controllers: Deployments own ReplicaSets, ReplicaSets keep their pods, Endpoints follow ready pods.
 
 Each controller reacts to store changes through a de-duplicating work queue, like the real ones, so a burst of pod
-updates makes one reconcile, and no controller ever writes from inside another's store callback.
+updates makes one reconcile, and no controller ever writes from inside another's store callback. They read the
+store and write only through the :class:`~.registry.Registry`; the endpoints controller also points the network's
+Service proxies at ready pods (kube-proxy's job) and keeps cluster DNS in step with the Services.
 """
 
 from __future__ import annotations
@@ -10,18 +12,16 @@ import asyncio
 import copy
 import json
 import logging
-import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from labkit.kubestatus import is_pod_ready
 
+from .events import EventRecorder
+from .registry import SAFE, Registry, controller_of, owner_ref, safe_suffix
 from .resources import BY_PLURAL
-from .store import Obj, WatchEvent, labels_match, match_labels_selector, now_rfc3339, selector_string
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
+from .store import Obj, Store, WatchEvent, labels_match, match_labels_selector, now_rfc3339, selector_string
 
 log = logging.getLogger("labkit.sandbox.controllers")
 PODS = BY_PLURAL[("", "pods")]
@@ -30,12 +30,17 @@ ENDPOINTS = BY_PLURAL[("", "endpoints")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 
-# The alphabet Kubernetes uses for generated name suffixes (no vowels, no look-alike characters).
-SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
+class ServiceNetwork(Protocol):
+    """What the controllers need of the network: DNS names and Service proxies (see :mod:`.network`)."""
 
-def safe_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(SAFE) for _ in range(n))
+    def cluster_ip(self, namespace: str, name: str) -> str | None: ...
+
+    def register_service(self, namespace: str, name: str, cluster_ip: str) -> None: ...
+
+    async def unregister_service(self, namespace: str, name: str) -> None: ...
+
+    async def set_endpoints(self, namespace: str, name: str, ports: dict[int, list[tuple[str, int]]]) -> None: ...
 
 
 def template_hash(template: Obj) -> str:
@@ -50,22 +55,14 @@ def template_hash(template: Obj) -> str:
     return "".join(SAFE[ord(ch) % len(SAFE)] for ch in str(h))
 
 
-def owner_ref(obj: Obj) -> Obj:
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-
-
-def controller_of(obj: Obj) -> Obj | None:
-    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
-    return None
+def _owned_by(obj: Obj, uid: str) -> bool:
+    return (controller_of(obj) or {}).get("uid") == uid
 
 
 class WorkQueue:
     """A set-backed queue of keys with one worker coroutine."""
 
-    def __init__(self, handler: Callable[[str, str], Coroutine[Any, Any, None]], name: str) -> None:
+    def __init__(self, handler: Callable[[str, str], Awaitable[None]], name: str) -> None:
         self._handler, self._name = handler, name
         self._pending: set[tuple[str, str]] = set()
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -93,15 +90,17 @@ class WorkQueue:
 class Controllers:
     """The controller manager: deployment, replicaset and endpoints controllers."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.store = cluster.store
+    def __init__(self, store: Store, registry: Registry, events: EventRecorder, network: ServiceNetwork) -> None:
+        self.store = store
+        self.registry = registry
+        self.events = events
+        self.network = network
         self.deployments = WorkQueue(self.sync_deployment, "deployment")
         self.replicasets = WorkQueue(self.sync_replicaset, "replicaset")
         self.endpoints = WorkQueue(self.sync_endpoints, "endpoints")
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe((DEPLOYMENTS, REPLICASETS, PODS, SERVICES), self._on_event)
         for q in (self.deployments, self.replicasets, self.endpoints):
             q.start()
 
@@ -135,6 +134,10 @@ class Controllers:
                 if any(o is not None and labels_match(sel, o["metadata"].get("labels")) for o in (ev.object, ev.old)):
                     self.endpoints.add(ns, svc["metadata"]["name"])
         elif ev.resource is SERVICES:
+            ip = ev.object["spec"].get("clusterIP")
+            if ev.type != "DELETED" and ip and ip != "None" and self.network.cluster_ip(ns, meta["name"]) != ip:
+                # At once, not from the queue: a pod started right after the Service must resolve its name.
+                self.network.register_service(ns, meta["name"], ip)
             self.endpoints.add(ns, meta["name"])
 
     # -- deployments
@@ -146,8 +149,7 @@ class Controllers:
         desired = int(spec.get("replicas", 1))
         template = copy.deepcopy(spec["template"])
         phash = template_hash(template)
-        owned = [rs for rs in self.store.list(REPLICASETS, ns)
-                 if (controller_of(rs) or {}).get("uid") == dep["metadata"]["uid"]]
+        owned = [rs for rs in self.store.list(REPLICASETS, ns) if _owned_by(rs, dep["metadata"]["uid"])]
         current = next((rs for rs in owned
                         if rs["metadata"].get("labels", {}).get("pod-template-hash") == phash), None)
         if current is None:
@@ -158,7 +160,7 @@ class Controllers:
             rs_name = f"{name}-{phash}"
             revision = 1 + max((int(rs["metadata"].get("annotations", {}).get(
                 "deployment.kubernetes.io/revision", "0")) for rs in owned), default=0)
-            current = self.store.create(REPLICASETS, {
+            current = self.registry.create(REPLICASETS, {
                 "metadata": {
                     "name": rs_name, "namespace": ns, "labels": labels,
                     "ownerReferences": [owner_ref(dep)],
@@ -168,7 +170,7 @@ class Controllers:
                 },
                 "spec": {"replicas": 0, "selector": selector, "template": template},
                 "status": {"replicas": 0},
-            })
+            }, ns)
         self._roll(dep, current, [rs for rs in owned if rs["metadata"]["name"] != current["metadata"]["name"]],
                    desired)
         self._deployment_status(dep, current["metadata"]["name"])
@@ -183,12 +185,12 @@ class Controllers:
             r["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/desired-replicas"] = str(
                 dep["spec"].get("replicas", 1))
 
-        self.store.mutate(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"], apply,
-                          bump_generation=True)
+        self.registry.mutate(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"], apply,
+                             bump_generation=True)
         verb = "up" if n > before else "down"
-        self.cluster.events.record(dep, "Normal", "ScalingReplicaSet",
-                                   f"Scaled {verb} replica set {rs['metadata']['name']} from {before} to {n}",
-                                   component="deployment-controller")
+        self.events.record(dep, "Normal", "ScalingReplicaSet",
+                           f"Scaled {verb} replica set {rs['metadata']['name']} from {before} to {n}",
+                           component="deployment-controller")
 
     def _roll(self, dep: Obj, new: Obj, old: list[Obj], desired: int) -> None:
         """One step of a RollingUpdate (25 % surge, 25 % unavailable, as the defaults), or a plain scale."""
@@ -224,17 +226,18 @@ class Controllers:
 
     def _rs_pods(self, rs: Obj) -> list[Obj]:
         uid = rs["metadata"]["uid"]
-        return [p for p in self.store.list(PODS, rs["metadata"]["namespace"])
-                if (controller_of(p) or {}).get("uid") == uid and not p["metadata"].get("deletionTimestamp")]
+        selector = match_labels_selector(rs["spec"].get("selector"))
+        return [p for p in self.store.list(PODS, rs["metadata"]["namespace"], selector)
+                if _owned_by(p, uid) and not p["metadata"].get("deletionTimestamp")]
 
     def _deployment_status(self, dep: Obj, current_rs: str) -> None:
         ns, uid = dep["metadata"]["namespace"], dep["metadata"]["uid"]
         desired = int(dep["spec"].get("replicas", 1))
-        rs_names = {rs["metadata"]["name"] for rs in self.store.list(REPLICASETS, ns)
-                    if (controller_of(rs) or {}).get("uid") == uid}
-        pods = [p for p in self.store.list(PODS, ns)
+        rs_names = {rs["metadata"]["name"] for rs in self.store.list(REPLICASETS, ns) if _owned_by(rs, uid)}
+        selector = match_labels_selector(dep["spec"].get("selector"))
+        pods = [p for p in self.store.list(PODS, ns, selector)
                 if (controller_of(p) or {}).get("name") in rs_names and not p["metadata"].get("deletionTimestamp")]
-        updated = [p for p in pods if controller_of(p)["name"] == current_rs]  # type: ignore[index]
+        updated = [p for p in pods if (controller_of(p) or {}).get("name") == current_rs]
         ready = [p for p in pods if is_pod_ready(p)]
         stamp = now_rfc3339()
 
@@ -275,7 +278,7 @@ class Controllers:
                     st.pop(k)
             d["status"] = st
 
-        self.store.mutate(DEPLOYMENTS, ns, dep["metadata"]["name"], apply)
+        self.registry.mutate(DEPLOYMENTS, ns, dep["metadata"]["name"], apply)
 
     # -- replicasets
     async def sync_replicaset(self, ns: str, name: str) -> None:
@@ -284,26 +287,24 @@ class Controllers:
             return
         uid = rs["metadata"]["uid"]
         selector = match_labels_selector(rs["spec"].get("selector"))
-        mine = [p for p in self.store.list(PODS, ns)
-                if (controller_of(p) or {}).get("uid") == uid and labels_match(selector, p["metadata"].get("labels"))]
+        mine = [p for p in self.store.list(PODS, ns, selector) if _owned_by(p, uid)]
         active = [p for p in mine if not p["metadata"].get("deletionTimestamp")]
         desired = 0 if rs["metadata"].get("deletionTimestamp") else int(rs["spec"].get("replicas", 1))
-        events = self.cluster.events
+        events = self.events
         for _ in range(desired - len(active)):
             pod = self._pod_from_template(rs)
-            created = self.store.create(PODS, pod)
+            created = self.registry.create(PODS, pod, ns)
             events.record(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}",
                           component="replicaset-controller")
         if len(active) > desired:
             # Remove pods that are not ready first, then the newest, as the real controller ranks them.
             victims = sorted(active, key=lambda p: (is_pod_ready(p), -_ts(p)))[: len(active) - desired]
             for p in victims:
-                self.cluster.delete_pod(ns, p["metadata"]["name"], None)
+                self.registry.delete_pod(ns, p["metadata"]["name"], None)
                 events.record(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
                               component="replicaset-controller")
-        mine = [p for p in self.store.list(PODS, ns)
-                if (controller_of(p) or {}).get("uid") == uid and labels_match(selector, p["metadata"].get("labels"))
-                and not p["metadata"].get("deletionTimestamp")]
+        mine = [p for p in self.store.list(PODS, ns, selector)
+                if _owned_by(p, uid) and not p["metadata"].get("deletionTimestamp")]
         ready = sum(1 for p in mine if is_pod_ready(p))
 
         def status(r: Obj) -> None:
@@ -314,7 +315,7 @@ class Controllers:
                 st["availableReplicas"] = ready
             r["status"] = st
 
-        self.store.mutate(REPLICASETS, ns, name, status)
+        self.registry.mutate(REPLICASETS, ns, name, status)
 
     def _pod_from_template(self, rs: Obj) -> Obj:
         template = copy.deepcopy(rs["spec"]["template"])
@@ -349,12 +350,13 @@ class Controllers:
         svc = self.store.get(SERVICES, ns, name)
         if svc is None:
             if self.store.get(ENDPOINTS, ns, name) is not None:
-                self.store.delete(ENDPOINTS, ns, name)
-            await self.cluster.network.unregister_service(ns, name)
+                self.registry.delete(ENDPOINTS, ns, name)
+            await self.network.unregister_service(ns, name)
             return
         selector = match_labels_selector(svc["spec"].get("selector"))
         ports = svc["spec"].get("ports") or []
-        ready_addrs, not_ready = [], []
+        ready_addrs: list[Obj] = []
+        not_ready: list[Obj] = []
         backends: dict[int, list[tuple[str, int]]] = {int(p["port"]): [] for p in ports}
         ep_ports: list[Obj] = []
         pods = [p for p in self.store.list(PODS, ns, selector) if selector] if selector else []
@@ -385,22 +387,22 @@ class Controllers:
             if not_ready:
                 subset["notReadyAddresses"] = not_ready
             subsets.append(subset)
-        await self.cluster.network.set_endpoints(ns, name, backends)
+        await self.network.set_endpoints(ns, name, backends)
         existing = self.store.get(ENDPOINTS, ns, name)
         labels = dict(svc["metadata"].get("labels") or {})
         if existing is None:
-            self.store.create(ENDPOINTS, {"metadata": {"name": name, "namespace": ns, "labels": labels},
-                                          "subsets": subsets})
+            self.registry.create(ENDPOINTS, {"metadata": {"name": name, "namespace": ns, "labels": labels},
+                                             "subsets": subsets}, ns)
         else:
             def apply(ep: Obj) -> None:
                 ep["subsets"] = subsets
                 ep["metadata"]["labels"] = labels
                 if not subsets:
                     ep.pop("subsets")
-            self.store.mutate(ENDPOINTS, ns, name, apply)
+            self.registry.mutate(ENDPOINTS, ns, name, apply)
 
 
-def _percent_of(value: Any, total: int, *, up: bool) -> int:
+def _percent_of(value: object, total: int, *, up: bool) -> int:
     """A rollingUpdate bound (an int or "25%") as a pod count; surge rounds up, unavailability down."""
     text = str(value)
     if text.endswith("%"):
@@ -414,13 +416,14 @@ def _ts(p: Obj) -> float:
 
 
 def _target_port(service_port: Obj, pod: Obj) -> int | None:
-    target = service_port.get("targetPort", service_port["port"])
+    target: object = service_port.get("targetPort", service_port["port"])
     if isinstance(target, int) or str(target).isdigit():
-        return int(target)
+        return int(str(target))
     for c in pod.get("spec", {}).get("containers") or []:
         for cp in c.get("ports") or []:
             if cp.get("name") == target:
-                return int(cp["containerPort"])
+                port = cp.get("containerPort")
+                return int(port) if port is not None else None
     return None
 
 

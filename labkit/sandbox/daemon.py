@@ -97,7 +97,7 @@ async def serve(args: argparse.Namespace) -> int:
     ca_pem = st.make_certificate(paths.cert, paths.key)
     cluster = Cluster(str(paths.root), time_scale=args.time_scale)
     cluster.start()
-    server = ApiServer(cluster, token)
+    server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
                            keepalive_timeout=limits.IDLE_TIMEOUT)
     await runner.setup()

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import secrets
 import time
-from typing import Any
 
+from .registry import Registry
 from .resources import BY_PLURAL
-from .store import Obj, Store, StoreError, WatchEvent, now_rfc3339
+from .store import Obj, StoreError, WatchEvent, now_rfc3339
+
+log = logging.getLogger("labkit.sandbox.events")
 
 EVENTS = BY_PLURAL[("", "events")]
 EVENT_TTL = 3600.0
@@ -22,20 +25,23 @@ EVENT_TTL = 3600.0
 
 
 class EventRecorder:
-    """Writes ``v1`` Events into the store; an identical repeat bumps ``count`` and ``lastTimestamp``.
+    """Writes ``v1`` Events through the registry; an identical repeat bumps ``count`` and ``lastTimestamp``.
+
+    Best effort, as the real event recorders are: an event that cannot be written (its namespace is being
+    deleted) is logged and dropped, never raised into the controller or kubelet that reported it.
 
     It also expires every Event ``ttl`` seconds after its last write.
     """
 
-    def __init__(self, store: Store, ttl: float = EVENT_TTL) -> None:
-        self.store = store
+    def __init__(self, registry: Registry, ttl: float = EVENT_TTL) -> None:
+        self.registry = registry
         self.ttl = ttl
         self._seen: dict[tuple[str, str, str, str, str], str] = {}
         self._keys: dict[tuple[str, str], tuple[str, str, str, str, str]] = {}  # event -> its _seen key
         self._deadline: dict[tuple[str, str], float] = {}
         self._heap: list[tuple[float, str, str]] = []
         self._timer: asyncio.TimerHandle | None = None
-        store.subscribe(self._on_change)
+        registry.store.subscribe((EVENTS,), self._on_change)
 
     # -- expiry
     def _on_change(self, ev: WatchEvent) -> None:
@@ -70,7 +76,7 @@ class EventRecorder:
             deadline, ns, name = heapq.heappop(self._heap)
             if self._deadline.get((ns, name)) == deadline:  # not rewritten since this entry was pushed
                 with contextlib.suppress(StoreError):
-                    self.store.delete(EVENTS, ns, name)
+                    self.registry.delete(EVENTS, ns, name)
         self._schedule()
 
     def close(self) -> None:
@@ -85,22 +91,22 @@ class EventRecorder:
         key = (meta.get("uid", ""), etype, reason, message, field_path)
         stamp = now_rfc3339()
         name = self._seen.get(key)
-        if name and self.store.get(EVENTS, ns, name) is not None:
-            def bump(ev: dict[str, Any]) -> None:
+        if name:
+            def bump(ev: Obj) -> None:
                 ev["count"] = int(ev.get("count", 1)) + 1
                 ev["lastTimestamp"] = stamp
-            self.store.mutate(EVENTS, ns, name, bump)
-            return
+            if self.registry.mutate(EVENTS, ns, name, bump) is not None:
+                return
         name = f"{meta['name']}.{secrets.token_hex(8)}"
         self._seen[key] = name
         self._keys[(ns, name)] = key
-        involved: dict[str, Any] = {
+        involved: Obj = {
             "kind": obj.get("kind", ""), "namespace": ns, "name": meta["name"], "uid": meta.get("uid", ""),
             "apiVersion": obj.get("apiVersion", "v1"), "resourceVersion": meta.get("resourceVersion", ""),
         }
         if field_path:
             involved["fieldPath"] = field_path
-        self.store.create(EVENTS, {
+        event: Obj = {
             "metadata": {"name": name, "namespace": ns},
             "involvedObject": involved,
             "reason": reason,
@@ -113,4 +119,8 @@ class EventRecorder:
             "type": etype,
             "reportingComponent": component,
             "reportingInstance": "sandbox" if component == "kubelet" else "",
-        })
+        }
+        try:
+            self.registry.create(EVENTS, event, ns)
+        except StoreError as exc:
+            log.debug("event %s on %s/%s dropped: %s", reason, ns, meta["name"], exc.message)

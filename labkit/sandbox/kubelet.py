@@ -6,7 +6,9 @@ doubling up to 300 s, and it resets once a container has run for 10 minutes. Whi
 ``CrashLoopBackOff``. All these delays are multiplied by the sandbox's time scale.
 
 A container is Ready once its server listens (the image tells the kubelet through an inherited pipe); a pod is
-Ready when all its containers are. Status changes are written to the store, where watches pick them up.
+Ready when all its containers are. The kubelet learns of pods from the store's changes and writes their status
+back through the registry, where watches pick it up. It is also the container runtime that ``kubectl exec``,
+``logs`` and ``port-forward`` reach through the API server (:meth:`Kubelet.runtime_for`, :meth:`pod_processes`).
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from . import dns
+from . import dns, toolbox
+from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
 from .images.runtime import process_environ
+from .registry import Registry
 from .resources import BY_PLURAL
-from .store import Obj, WatchEvent, now_rfc3339
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
+from .store import Obj, Store, WatchEvent, now_rfc3339
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 PODS = BY_PLURAL[("", "pods")]
@@ -69,6 +70,38 @@ def service_env(services: list[Obj]) -> dict[str, str]:
             env[f"{base}_ADDR"] = ip
         env[f"{prefix}_PORT"] = f"{ports[0].get('protocol', 'TCP').lower()}://{ip}:{ports[0]['port']}"
     return env
+
+
+class AddressPool(Protocol):
+    def take(self) -> str: ...
+
+    def give_back(self, ip: str) -> None: ...
+
+
+class PodNetwork(Protocol):
+    """What the kubelet needs of the network: pod addresses, the cluster DNS hosts file and the block pods may
+    reach (see :mod:`.network`)."""
+
+    @property
+    def pods(self) -> AddressPool: ...
+
+    @property
+    def hosts_file(self) -> str: ...
+
+    @property
+    def pod_network(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Where and how fast this node runs its containers."""
+
+    state_dir: str
+    """Logs and the containers' working directory live under it."""
+    time_scale: float = 1.0
+    """Multiplies every restart delay and back-off (tests use 0.25)."""
+    python_path: str = ""
+    """``PYTHONPATH`` of the containers: where this process imports ``labkit`` from."""
 
 
 @dataclass
@@ -130,9 +163,9 @@ class PodRuntime:
         self.namespace: str = meta.get("namespace", "default")
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
-        self.ip = kubelet.cluster.network.pods.take()
+        self.ip = kubelet.network.pods.take()
         self.start_time = now_rfc3339()
-        self.log_dir = os.path.join(kubelet.cluster.state_dir, "logs", f"{self.namespace}_{self.name}_{self.uid}")
+        self.log_dir = os.path.join(kubelet.state_dir, "logs", f"{self.namespace}_{self.name}_{self.uid}")
         self.containers = [Container(self, c, i) for i, c in enumerate(pod["spec"].get("containers") or [])]
         self.grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
         self.terminating = False
@@ -183,7 +216,7 @@ class PodRuntime:
         def apply(pod: Obj) -> None:
             pod["status"] = status
 
-        self.kubelet.cluster.store.mutate(PODS, self.namespace, self.name, apply)
+        self.kubelet.registry.mutate(PODS, self.namespace, self.name, apply)
 
     def processes(self) -> list[tuple[int, Container]]:
         """Running containers with their in-pod pid (1 for the first container's process, 2 for the next...)."""
@@ -194,21 +227,27 @@ class PodRuntime:
 class Kubelet:
     """Starts, restarts and stops the containers of every pod in the store."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+    def __init__(self, store: Store, registry: Registry, events: EventRecorder, network: PodNetwork,
+                 config: NodeConfig) -> None:
+        self.store = store
+        self.registry = registry
+        self.events = events
+        self.network = network
+        self.state_dir = config.state_dir
+        self.python_path = config.python_path
+        self.scale = config.time_scale
         self.pods: dict[str, PodRuntime] = {}
+        self._by_name: dict[tuple[str, str], PodRuntime] = {}  # the newest runtime of each pod name
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self.scale = cluster.time_scale
 
     def start(self) -> None:
-        self.cluster.store.subscribe(self._on_event)
+        self.store.subscribe((PODS,), self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
     def _on_event(self, ev: WatchEvent) -> None:
-        if ev.resource is PODS:
-            meta = ev.object["metadata"]
-            self._queue.put_nowait((meta.get("namespace", "default"), meta["name"]))
+        meta = ev.object["metadata"]
+        self._queue.put_nowait((meta.get("namespace", "default"), meta["name"]))
 
     async def _work(self) -> None:
         while True:
@@ -219,8 +258,8 @@ class Kubelet:
                 log.exception("kubelet sync of %s/%s failed", ns, name)
 
     def _sync(self, ns: str, name: str) -> None:
-        pod = self.cluster.store.get(PODS, ns, name)
-        runtime = next((p for p in self.pods.values() if p.namespace == ns and p.name == name), None)
+        pod = self.store.get(PODS, ns, name)
+        runtime = self._by_name.get((ns, name))
         if pod is None:
             if runtime is not None:
                 self._begin_termination(runtime, 0)
@@ -236,7 +275,7 @@ class Kubelet:
                 grace = pod["metadata"].get("deletionGracePeriodSeconds", runtime.grace)
                 self._begin_termination(runtime, int(grace))
             else:
-                self.cluster.finalize_pod(ns, name, uid)
+                self.registry.finalize_pod(ns, name, uid)
             return
         if runtime is None:
             self._admit(pod)
@@ -245,15 +284,14 @@ class Kubelet:
     def _admit(self, pod: Obj) -> None:
         runtime = PodRuntime(self, pod)
         self.pods[runtime.uid] = runtime
-        store = self.cluster.store
+        self._by_name[(runtime.namespace, runtime.name)] = runtime
 
         def schedule(p: Obj) -> None:
             p["spec"]["nodeName"] = "sandbox"
             p["status"] = runtime.status()
 
-        store.mutate(PODS, runtime.namespace, runtime.name, schedule)
-        fresh = store.get(PODS, runtime.namespace, runtime.name) or pod
-        self.cluster.events.record(fresh, "Normal", "Scheduled",
+        fresh = self.registry.mutate(PODS, runtime.namespace, runtime.name, schedule) or pod
+        self.events.record(fresh, "Normal", "Scheduled",
                                    f"Successfully assigned {runtime.namespace}/{runtime.name} to sandbox",
                                    component="default-scheduler")
         env = self._pod_env(fresh)
@@ -263,7 +301,7 @@ class Kubelet:
 
     def _pod_env(self, pod: Obj) -> dict[str, str]:
         ns = pod["metadata"].get("namespace", "default")
-        env = service_env(self.cluster.store.list(SERVICES, ns))
+        env = service_env(self.store.list(SERVICES, ns))
         env.update({"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "443"})
         return env
 
@@ -291,10 +329,10 @@ class Kubelet:
         return env
 
     def _record(self, c: Container, etype: str, reason: str, message: str) -> None:
-        pod = self.cluster.store.get(PODS, c.pod.namespace, c.pod.name)
+        pod = self.store.get(PODS, c.pod.namespace, c.pod.name)
         if pod is not None and pod["metadata"]["uid"] == c.pod.uid:
-            self.cluster.events.record(pod, etype, reason, message, component="kubelet",
-                                       field_path=f"spec.containers{{{c.name}}}")
+            self.events.record(pod, etype, reason, message, component="kubelet",
+                               field_path=f"spec.containers{{{c.name}}}")
 
     def _delay(self, seconds: float) -> float:
         return seconds * self.scale
@@ -367,16 +405,16 @@ class Kubelet:
         ready_r, ready_w = os.pipe()
         full_env = process_environ(env, {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": self.cluster.python_path,
+            "PYTHONPATH": self.python_path,
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
             "LABKIT_POD_IP": c.pod.ip,
             "LABKIT_NAMESPACE": c.pod.namespace,
-            "LABKIT_HOSTS_FILE": self.cluster.network.hosts_file,
+            "LABKIT_HOSTS_FILE": self.network.hosts_file,
             "LABKIT_READY_FD": str(ready_w),
             "LABKIT_PARENT_PID": str(os.getpid()),
             "LABKIT_PROCESS_NAME": c.comm,
-            "LABKIT_POD_NETWORK": self.cluster.network.pod_network,
+            "LABKIT_POD_NETWORK": self.network.pod_network,
         })
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
@@ -384,7 +422,7 @@ class Kubelet:
                 c.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-S", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
                     env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                    pass_fds=(ready_w,), start_new_session=True, cwd=self.cluster.state_dir)
+                    pass_fds=(ready_w,), start_new_session=True, cwd=self.state_dir)
         except OSError as exc:
             os.close(ready_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
@@ -462,8 +500,10 @@ class Kubelet:
             if c.task is not None:
                 c.task.cancel()
         self.pods.pop(runtime.uid, None)
-        self.cluster.network.pods.give_back(runtime.ip)
-        self.cluster.finalize_pod(runtime.namespace, runtime.name, runtime.uid)
+        if self._by_name.get((runtime.namespace, runtime.name)) is runtime:
+            del self._by_name[(runtime.namespace, runtime.name)]
+        self.network.pods.give_back(runtime.ip)
+        self.registry.finalize_pod(runtime.namespace, runtime.name, runtime.uid)
 
     async def stop_containers(self, runtime: PodRuntime, grace: float) -> None:
         procs = [c.process for c in runtime.containers if c.process is not None and c.process.returncode is None]
@@ -500,8 +540,25 @@ class Kubelet:
                 os.kill(c.process.pid, sig)
 
     def runtime_for(self, namespace: str, name: str) -> PodRuntime | None:
-        pod = self.cluster.store.get(PODS, namespace, name)
+        pod = self.store.get(PODS, namespace, name)
         if pod is None:
             return None
         return self.pods.get(pod["metadata"]["uid"])
+
+    def pod_processes(self, namespace: str, name: str) -> list[toolbox.PodProcess]:
+        """The live processes of a pod as ``ps`` inside it shows them (main processes are pids 1, 2, ...)."""
+        runtime = self.runtime_for(namespace, name)
+        if runtime is None:
+            return []
+        return [toolbox.PodProcess(pid=pid, host_pid=c.process.pid, comm=c.comm, args=list(c.argv),
+                                   container=c.name, started=c.started_at)
+                for pid, c in runtime.processes() if c.process is not None]
+
+    def signal_pod_process(self, namespace: str, name: str, proc: toolbox.PodProcess, sig: int) -> None:
+        """Deliver a signal to one of the pod's own processes (never anything else on the host)."""
+        for p in self.pod_processes(namespace, name):
+            if p.host_pid == proc.host_pid:
+                os.kill(p.host_pid, sig)
+                return
+        raise ProcessLookupError(proc.pid)
 

@@ -55,18 +55,18 @@ def strategic_merge(target: Any, patch: Any, field: str = "") -> Any:
     if isinstance(patch, list) and field in MERGE_KEYS and isinstance(target, list) \
             and all(isinstance(x, dict) for x in patch + target):
         keyfn = (lambda d: d.get(MERGE_KEYS[field])) if MERGE_KEYS[field] else _port_key
-        out = [copy.deepcopy(x) for x in target]
+        items = [copy.deepcopy(x) for x in target]
         for item in patch:
             k = keyfn(item)
-            idx = next((i for i, cur in enumerate(out) if keyfn(cur) == k), None)
+            idx = next((i for i, cur in enumerate(items) if keyfn(cur) == k), None)
             if item.get("$patch") == "delete":
                 if idx is not None:
-                    out.pop(idx)
+                    items.pop(idx)
             elif idx is None:
-                out.append({kk: v for kk, v in item.items() if not kk.startswith("$")})
+                items.append({kk: v for kk, v in item.items() if not kk.startswith("$")})
             else:
-                out[idx] = strategic_merge(out[idx], item, field)
-        return out
+                items[idx] = strategic_merge(items[idx], item, field)
+        return items
     return copy.deepcopy(patch)
 
 
@@ -138,9 +138,13 @@ def apply_patch(target: dict[str, Any], raw: bytes, content_type: str) -> dict[s
     if content_type == "application/json-patch+json":
         if not isinstance(body, list):
             raise ValueError("a JSON patch must be a list of operations")
-        return json_patch(target, body)
-    if not isinstance(body, dict):
+        result = json_patch(target, body)
+    elif not isinstance(body, dict):
         raise ValueError("the patch must be a JSON object")
-    if content_type == "application/strategic-merge-patch+json":
-        return strategic_merge(target, body)
-    return merge_patch(target, body)
+    elif content_type == "application/strategic-merge-patch+json":
+        result = strategic_merge(target, body)
+    else:
+        result = merge_patch(target, body)
+    if not isinstance(result, dict):
+        raise ValueError("the patch must leave an object, not a " + type(result).__name__)
+    return result

@@ -234,7 +234,8 @@ async def _channel_websocket(request: web.Request, target: Target) -> web.Stream
     forwards = asyncio.gather(*(forward(i, port) for i, port in enumerate(ports)))
     reading = asyncio.create_task(read_client())
     try:
-        await asyncio.wait([forwards, reading], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [forwards, reading]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         forwards.cancel()
         with contextlib.suppress(BaseException):

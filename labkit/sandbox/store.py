@@ -2,13 +2,19 @@
 
 Objects are plain JSON dicts, treated as immutable once stored: every change stores a new dict, so readers
 (list, watch streams, printers) can use what they get without copying. Each change bumps one global
-``resourceVersion`` and is appended to a bounded history, so a watch that starts from a version replays what it
-missed; a version older than the history gets ``410 Gone``, as on a real cluster.
+``resourceVersion`` and is appended to its resource's bounded history, so a watch that starts from a version
+replays what it missed; a version older than the history gets ``410 Gone``, as on a real cluster.
+
+Objects are indexed by namespace and by label (``key=value``), so a list or a watch in one namespace, or with an
+equality selector such as ``app=details``, looks only at the objects it can match.
+
+Only :mod:`.registry` writes here; everything else reads, lists and watches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import re
 import time
@@ -40,6 +46,13 @@ class StoreError(Exception):
     def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+
+
+def not_found(res: Resource, name: str) -> StoreError:
+    """The 404 the API server answers for a missing object (``deployments.apps "x" not found``)."""
+    group = f".{res.group}" if res.group else ""
+    return StoreError(404, "NotFound", f'{res.plural}{group} "{name}" not found',
+                      {"name": name, "kind": res.plural, **({"group": res.group} if res.group else {})})
 
 
 class SelectorError(ValueError):
@@ -76,7 +89,9 @@ class Requirement:
 
 def _split_top(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -161,7 +176,7 @@ def match_labels_selector(selector: dict[str, Any] | None) -> list[Requirement]:
 def selector_string(selector: dict[str, Any] | None) -> str:
     """``app=details,version=v1`` from a ``matchLabels`` selector (for Scale status and printers)."""
     reqs = match_labels_selector(selector)
-    out = []
+    out: list[str] = []
     for r in reqs:
         if r.op in ("=", "!="):
             out.append(f"{r.key}{r.op}{r.values[0]}")
@@ -192,7 +207,7 @@ def parse_field_selector(text: str | None) -> list[FieldRequirement]:
     """Parse ``metadata.name=x,involvedObject.uid=y`` (``=``, ``==`` and ``!=``)."""
     if not text or not text.strip():
         return []
-    out = []
+    out: list[FieldRequirement] = []
     for term in text.split(","):
         m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
         if not m:
@@ -245,6 +260,87 @@ class Watcher:
 
 
 Listener = Callable[[WatchEvent], None]
+Key = tuple[str, str]
+"""(namespace, name); the namespace is "" for cluster-scoped kinds."""
+
+
+@dataclass
+class _History:
+    """The watch cache of one resource: its recent events, oldest first."""
+
+    events: deque[WatchEvent] = field(default_factory=deque)
+    compacted: int = 1
+    """The newest resourceVersion dropped from ``events``: a watch from an older version gets 410 Gone."""
+
+    def append(self, ev: WatchEvent) -> None:
+        self.events.append(ev)
+        while self.events and (len(self.events) > HISTORY or ev.at - self.events[0].at > COMPACT_AFTER):
+            self.compacted = self.events.popleft().rv
+
+    def since(self, rv: int) -> list[WatchEvent]:
+        """The kept events newer than ``rv``, oldest first."""
+        out: list[WatchEvent] = []
+        for ev in reversed(self.events):
+            if ev.rv <= rv:
+                break
+            out.append(ev)
+        out.reverse()
+        return out
+
+
+@dataclass
+class _Table:
+    """The objects of one resource, with their indexes."""
+
+    objects: dict[Key, Obj] = field(default_factory=dict)
+    by_namespace: dict[str, dict[str, Obj]] = field(default_factory=dict)
+    by_label: dict[tuple[str, str], set[Key]] = field(default_factory=dict)
+
+    def put(self, key: Key, obj: Obj) -> None:
+        old = self.objects.get(key)
+        if old is not None:
+            self._unindex_labels(key, old)
+        self.objects[key] = obj
+        self.by_namespace.setdefault(key[0], {})[key[1]] = obj
+        for pair in (obj["metadata"].get("labels") or {}).items():
+            self.by_label.setdefault(pair, set()).add(key)
+
+    def pop(self, key: Key) -> Obj | None:
+        old = self.objects.pop(key, None)
+        if old is None:
+            return None
+        names = self.by_namespace.get(key[0], {})
+        names.pop(key[1], None)
+        if not names:
+            self.by_namespace.pop(key[0], None)
+        self._unindex_labels(key, old)
+        return old
+
+    def _unindex_labels(self, key: Key, obj: Obj) -> None:
+        for pair in (obj["metadata"].get("labels") or {}).items():
+            keys = self.by_label.get(pair)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_label[pair]
+
+    def candidates(self, namespace: str | None, labels: list[Requirement] | None) -> list[Key]:
+        """Keys that may match: narrowed by the label index (``=`` and ``in`` terms), then by namespace."""
+        narrowed: set[Key] | None = None
+        for req in labels or ():
+            if req.op not in ("=", "in"):
+                continue
+            keys: set[Key] = set()
+            for value in req.values:
+                keys |= self.by_label.get((req.key, value), set())
+            narrowed = keys if narrowed is None else narrowed & keys
+            if not narrowed:
+                return []
+        if narrowed is not None:
+            return [k for k in narrowed if namespace is None or k[0] == namespace]
+        if namespace is not None:
+            return [(namespace, name) for name in self.by_namespace.get(namespace, {})]
+        return list(self.objects)
 
 
 class Store:
@@ -252,21 +348,30 @@ class Store:
 
     def __init__(self) -> None:
         self.rv = 1
-        self._objects: dict[Resource, dict[tuple[str, str], Obj]] = {}
-        self._history: deque[WatchEvent] = deque(maxlen=HISTORY)
-        self._watchers: set[Watcher] = set()
-        self._listeners: list[Listener] = []
+        self._tables: dict[Resource, _Table] = {}
+        self._history: dict[Resource, _History] = {}
+        # Watchers by resource, then by the namespace they watch (None: every namespace, or a cluster-scoped kind).
+        self._watchers: dict[Resource, dict[str | None, set[Watcher]]] = {}
+        self._listeners: dict[Resource, list[Listener]] = {}
+
+    def _table(self, res: Resource) -> _Table:
+        table = self._tables.get(res)
+        if table is None:
+            table = self._tables[res] = _Table()
+        return table
 
     # -- reads
     def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
-        return self._objects.get(res, {}).get((namespace if res.namespaced else "", name))
+        return self._table(res).objects.get((namespace if res.namespaced else "", name))
 
     def list(self, res: Resource, namespace: str | None = None, labels: list[Requirement] | None = None,
              fields: list[FieldRequirement] | None = None) -> list[Obj]:
-        items = []
-        for (ns, _), obj in sorted(self._objects.get(res, {}).items()):
-            if namespace is not None and res.namespaced and ns != namespace:
-                continue
+        """Objects sorted by namespace and name, in ``namespace`` (None: all) and matching the selectors."""
+        table = self._table(res)
+        ns = namespace if res.namespaced else None
+        items: list[Obj] = []
+        for key in sorted(table.candidates(ns, labels)):
+            obj = table.objects[key]
             if labels and not labels_match(labels, obj["metadata"].get("labels")):
                 continue
             if fields and not all(f.matches(obj) for f in fields):
@@ -274,25 +379,35 @@ class Store:
             items.append(obj)
         return items
 
-    # -- writes
-    def _key(self, res: Resource, obj: Obj) -> tuple[str, str]:
+    def require(self, res: Resource, namespace: str, name: str) -> Obj:
+        """The object, or the API server's 404 naming it."""
+        obj = self.get(res, namespace, name)
+        if obj is None:
+            raise not_found(res, name)
+        return obj
+
+    # -- writes (the registry's)
+    def _key(self, res: Resource, obj: Obj) -> Key:
         meta = obj["metadata"]
         return (meta.get("namespace", "") if res.namespaced else "", meta["name"])
 
     def _emit(self, etype: str, res: Resource, obj: Obj, old: Obj | None) -> None:
         ev = WatchEvent(etype, res, obj, old, self.rv)
-        self._history.append(ev)
-        while self._history and ev.at - self._history[0].at > COMPACT_AFTER:
-            self._history.popleft()
-        for w in list(self._watchers):
-            if w.resource is res:
+        history = self._history.get(res)
+        if history is None:
+            history = self._history[res] = _History()
+        history.append(ev)
+        by_ns = self._watchers.get(res)
+        if by_ns:
+            ns = obj["metadata"].get("namespace") if res.namespaced else None
+            for w in [*by_ns.get(None, ()), *(by_ns.get(ns, ()) if ns is not None else ())]:
                 seen = w.translate(ev)
                 if seen is not None:
                     if w.queue.qsize() >= WATCH_BUFFER:
                         self.unwatch(w)
                         continue
                     w.queue.put_nowait(seen)
-        for listener in list(self._listeners):
+        for listener in list(self._listeners.get(res, ())):
             listener(ev)
 
     def _bump(self) -> str:
@@ -307,7 +422,8 @@ class Store:
         else:
             meta.pop("namespace", None)
         key = self._key(res, obj)
-        if key in self._objects.setdefault(res, {}):
+        table = self._table(res)
+        if key in table.objects:
             raise StoreError(409, "AlreadyExists", f'{res.plural}{"." + res.group if res.group else ""} '
                              f'"{meta["name"]}" already exists', {"name": meta["name"], "kind": res.plural})
         meta["uid"] = str(uuid.uuid4())
@@ -315,56 +431,45 @@ class Store:
         meta.setdefault("generation", 1)
         meta["resourceVersion"] = self._bump()
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
-        self._objects[res][key] = obj
+        table.put(key, obj)
         self._emit("ADDED", res, obj, None)
         return obj
 
     def replace(self, res: Resource, obj: Obj, *, bump_generation: bool = False) -> Obj:
         """Store a new version of an existing object (the caller built it from a copy of the old one)."""
         key = self._key(res, obj)
-        old = self._objects.get(res, {}).get(key)
+        table = self._table(res)
+        old = table.objects.get(key)
         if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural} "{key[1]}" not found',
-                             {"name": key[1], "kind": res.plural})
+            raise not_found(res, key[1])
         meta = obj["metadata"]
         meta["uid"], meta["creationTimestamp"] = old["metadata"]["uid"], old["metadata"]["creationTimestamp"]
         if bump_generation:
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = self._bump()
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
-        self._objects[res][key] = obj
+        table.put(key, obj)
         self._emit("MODIFIED", res, obj, old)
         return obj
 
-    def mutate(self, res: Resource, namespace: str, name: str, fn: Callable[[Obj], Any],
-               *, bump_generation: bool = False) -> Obj | None:
-        """Apply ``fn`` to a copy of the object and store it if anything changed. None if the object is gone."""
-        old = self.get(res, namespace, name)
-        if old is None:
-            return None
-        new = copy.deepcopy(old)
-        fn(new)
-        if new == old:
-            return old
-        return self.replace(res, new, bump_generation=bump_generation)
-
     def delete(self, res: Resource, namespace: str, name: str) -> Obj:
         key = (namespace if res.namespaced else "", name)
-        old = self._objects.get(res, {}).pop(key, None)
+        old = self._table(res).pop(key)
         if old is None:
-            raise StoreError(404, "NotFound", f'{res.plural}{"." + res.group if res.group else ""} "{name}" '
-                             "not found", {"name": name, "kind": res.plural})
+            raise not_found(res, name)
         final = copy.deepcopy(old)
         final["metadata"]["resourceVersion"] = self._bump()
         self._emit("DELETED", res, final, old)
         return final
 
     # -- watching
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, resources: Iterable[Resource], listener: Listener) -> None:
+        """Call ``listener`` synchronously with every change of these resources (an in-process informer)."""
+        for res in resources:
+            self._listeners.setdefault(res, []).append(listener)
 
-    def watch(self, res: Resource, namespace: str | None, labels: list[Requirement],
-              fields: list[FieldRequirement], since: int | None) -> tuple[Watcher, list[WatchEvent]]:
+    def watch(self, res: Resource, namespace: str | None, labels: builtins.list[Requirement],
+              fields: builtins.list[FieldRequirement], since: int | None) -> tuple[Watcher, builtins.list[WatchEvent]]:
         """Register a watcher and return it with the events to replay first.
 
         ``since=None`` replays the current objects as ADDED; a version replays the history after it.
@@ -373,26 +478,35 @@ class Store:
             StoreError: 410 Gone when ``since`` is older than the kept history.
         """
         w = Watcher(res, namespace, labels, fields)
-        replay: list[WatchEvent] = []
+        replay: builtins.list[WatchEvent] = []
         if since is None:
             replay = [WatchEvent("ADDED", res, o, None, self.rv)
                       for o in self.list(res, namespace, labels, fields)]
         else:
-            oldest = self._history[0].rv if self._history else self.rv + 1
-            if since < oldest - 1 and since < self.rv:
-                raise StoreError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
-            for ev in self._history:
-                if ev.rv > since and ev.resource is res:
-                    seen = w.translate(ev)
-                    if seen is not None:
-                        replay.append(seen)
-        self._watchers.add(w)
+            history = self._history.get(res) or _History()
+            if since < history.compacted and since < self.rv:
+                raise StoreError(410, "Expired", f"too old resource version: {since} ({history.compacted})")
+            for ev in history.since(since):
+                seen = w.translate(ev)
+                if seen is not None:
+                    replay.append(seen)
+        self._watchers.setdefault(res, {}).setdefault(self._watch_key(w), set()).add(w)
         return w, replay
 
+    @staticmethod
+    def _watch_key(w: Watcher) -> str | None:
+        return w.namespace if w.resource.namespaced else None
+
     def unwatch(self, w: Watcher) -> None:
-        self._watchers.discard(w)
+        watchers = self._watchers.get(w.resource, {}).get(self._watch_key(w))
+        if watchers is not None:
+            watchers.discard(w)
+            if not watchers:
+                del self._watchers[w.resource][self._watch_key(w)]
         w.queue.put_nowait(None)
 
     def close_all_watches(self) -> None:
-        for w in list(self._watchers):
-            self.unwatch(w)
+        for by_ns in list(self._watchers.values()):
+            for watchers in list(by_ns.values()):
+                for w in list(watchers):
+                    self.unwatch(w)

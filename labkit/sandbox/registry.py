@@ -1,0 +1,279 @@
+"""The registry: every write to the store goes through here, from the API server, the controllers and the kubelet.
+
+It is the part of the API server that sits between the HTTP handlers and etcd: defaulting of new objects (and the
+few checks the handlers have always made), updates that keep what a client may not change, graceful deletion of
+pods, garbage collection of owned objects, and the finalizing of pods once the kubelet has stopped them.
+Controllers and the kubelet read through watches on the :class:`~.store.Store` and write back only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from .resources import BY_PLURAL, Resource
+from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found
+
+PODS = BY_PLURAL[("", "pods")]
+SERVICES = BY_PLURAL[("", "services")]
+NAMESPACES = BY_PLURAL[("", "namespaces")]
+DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
+REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+INITIAL_NAMESPACES = ("default", *SYSTEM_NAMESPACES)
+
+# The alphabet Kubernetes uses for generated name suffixes (no vowels, no look-alike characters).
+SAFE = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def safe_suffix(n: int = 5) -> str:
+    return "".join(secrets.choice(SAFE) for _ in range(n))
+
+
+def owner_ref(obj: Obj) -> Obj:
+    """A controller ``ownerReference`` to ``obj``."""
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    """The ``ownerReference`` marked ``controller: true``, if any."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
+    """A 422 ``Invalid`` error like the API server's validation returns."""
+    text = "; ".join(f"{f}: {m}" for f, m in causes)
+    return StoreError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', {
+        "name": name, "kind": kind,
+        "causes": [{"reason": "FieldValueRequired" if "Required" in m else "FieldValueInvalid",
+                    "message": m, "field": f} for f, m in causes]})
+
+
+class AddressAllocator(Protocol):
+    """Hands out Service cluster addresses (the network's pool; released when the network drops the Service)."""
+
+    def take(self) -> str: ...
+
+
+class Registry:
+    """Create, update, delete and finalize objects in the store, as the API server's registry does."""
+
+    def __init__(self, store: Store, service_ips: AddressAllocator) -> None:
+        self.store = store
+        self.service_ips = service_ips
+
+    def create_initial_namespaces(self) -> None:
+        for ns in INITIAL_NAMESPACES:
+            self.store.create(NAMESPACES, {"metadata": {"name": ns, "labels": {
+                "kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"}})
+
+    # -- create
+    def prepare(self, res: Resource, obj: Obj, namespace: str | None) -> Obj:
+        """Default a new object (and make the checks the API server always made) before it is stored."""
+        meta = obj.setdefault("metadata", {})
+        if res.namespaced:
+            if namespace and meta.get("namespace") and meta["namespace"] != namespace:
+                raise StoreError(400, "BadRequest", "the namespace of the provided object does not match the "
+                                 "namespace sent on the request", {"causes": [{
+                                     "reason": "FieldValueInvalid", "field": "metadata.namespace",
+                                     "message": "does not match the namespace sent on the request"}]})
+            meta["namespace"] = namespace or meta.get("namespace") or "default"
+            if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
+                raise not_found(NAMESPACES, meta["namespace"])
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                meta["name"] = meta["generateName"] + safe_suffix()
+            else:
+                raise invalid(res.kind, "", [("metadata.name", "Required value: name or generateName is required")])
+        name = meta["name"]
+        for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):
+            meta.pop(key, None)
+        spec = obj.get("spec") or {}
+        if res is PODS:
+            if not spec.get("containers"):
+                raise invalid("Pod", name, [("spec.containers", "Required value")])
+            for c in spec["containers"]:
+                if not c.get("name"):
+                    raise invalid("Pod", name, [("spec.containers[0].name", "Required value")])
+                if not c.get("image"):
+                    raise invalid("Pod", name, [(f"spec.containers[{c['name']}].image", "Required value")])
+                c.setdefault("imagePullPolicy", "IfNotPresent")
+            spec.setdefault("restartPolicy", "Always")
+            spec.setdefault("terminationGracePeriodSeconds", 30)
+            spec.setdefault("serviceAccountName", "default")
+            spec.setdefault("dnsPolicy", "ClusterFirst")
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif res in (DEPLOYMENTS, REPLICASETS):
+            selector = spec.get("selector")
+            template = spec.get("template") or {}
+            tlabels = (template.get("metadata") or {}).get("labels") or {}
+            if not selector:
+                raise invalid(res.kind, name, [("spec.selector", "Required value")])
+            if not labels_match(match_labels_selector(selector), tlabels):
+                raise invalid(res.kind, name, [("spec.template.metadata.labels",
+                                                f"Invalid value: {tlabels!r}: `selector` does not match "
+                                                "template `labels`")])
+            if not (template.get("spec") or {}).get("containers"):
+                raise invalid(res.kind, name, [("spec.template.spec.containers", "Required value")])
+            spec.setdefault("replicas", 1)
+            if res is DEPLOYMENTS:
+                spec.setdefault("strategy", {"type": "RollingUpdate",
+                                             "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+                spec.setdefault("revisionHistoryLimit", 10)
+                spec.setdefault("progressDeadlineSeconds", 600)
+            obj.setdefault("status", {})
+        elif res is SERVICES:
+            ports = spec.get("ports") or []
+            for i, p in enumerate(ports):
+                if "port" not in p:
+                    raise invalid("Service", name, [(f"spec.ports[{i}].port", "Required value")])
+                p.setdefault("protocol", "TCP")
+                p.setdefault("targetPort", p["port"])
+            spec.setdefault("type", "ClusterIP")
+            spec.setdefault("sessionAffinity", "None")
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+            obj["status"] = {"loadBalancer": {}}
+        elif res is NAMESPACES:
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+            obj["spec"] = {"finalizers": ["kubernetes"]}
+            obj["status"] = {"phase": "Active"}
+        if res in (PODS, DEPLOYMENTS, REPLICASETS, SERVICES):
+            obj["spec"] = spec
+        return obj
+
+    def create(self, res: Resource, obj: Obj, namespace: str | None, *, dry_run: bool = False) -> Obj:
+        """Default and store a new object; ``namespace`` is the request's (None: the object's or "default")."""
+        obj = self.prepare(res, obj, namespace)
+        meta = obj["metadata"]
+        if dry_run:
+            if self.store.get(res, meta.get("namespace", ""), meta["name"]) is not None:
+                raise StoreError(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
+                                 {"name": meta["name"], "kind": res.plural})
+            return obj
+        if res is SERVICES and obj["spec"].get("clusterIP") != "None":
+            if self.store.get(res, meta["namespace"], meta["name"]) is not None:
+                raise StoreError(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
+                                 {"name": meta["name"], "kind": res.plural})
+            ip = self.service_ips.take()
+            obj["spec"]["clusterIP"] = ip
+            obj["spec"]["clusterIPs"] = [ip]
+        return self.store.create(res, obj)
+
+    # -- update
+    def update(self, res: Resource, old: Obj, new: Obj, *, dry_run: bool = False) -> Obj:
+        """Store ``new`` in place of ``old``, keeping what a client may not change (identity, pod spec, status).
+
+        With ``dry_run`` the object is only made, as it would be stored, and returned.
+        """
+        new = copy.deepcopy(new)
+        meta = new.setdefault("metadata", {})
+        meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
+        if not res.namespaced:
+            meta.pop("namespace", None)
+        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                    "ownerReferences", "generateName"):
+            if key in old["metadata"]:
+                meta[key] = old["metadata"][key]
+        if res is PODS:
+            # A pod's spec is immutable but for a few fields; its status belongs to the kubelet.
+            new["spec"] = old["spec"]
+            new["status"] = old.get("status", {})
+        if res is SERVICES:
+            spec = new.setdefault("spec", {})
+            spec["clusterIP"] = old["spec"].get("clusterIP")
+            spec["clusterIPs"] = old["spec"].get("clusterIPs")
+        if res in (DEPLOYMENTS, REPLICASETS):
+            new["status"] = old.get("status", {})
+        bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
+        if new == old or dry_run:
+            return old if new == old else new
+        return self.store.replace(res, new, bump_generation=bump)
+
+    def mutate(self, res: Resource, namespace: str, name: str, fn: Callable[[Obj], object],
+               *, bump_generation: bool = False) -> Obj | None:
+        """Apply ``fn`` to a copy of the object and store it if anything changed. None if the object is gone.
+
+        How controllers and the kubelet write status, scale and bind: they never hold the stored dict.
+        """
+        old = self.store.get(res, namespace, name)
+        if old is None:
+            return None
+        new = copy.deepcopy(old)
+        fn(new)
+        if new == old:
+            return old
+        return self.store.replace(res, new, bump_generation=bump_generation)
+
+    # -- delete
+    def delete(self, res: Resource, namespace: str, name: str, grace: int | None = None,
+               propagation: str = "Background", *, dry_run: bool = False) -> Obj:
+        """Delete like the API server: graceful for pods, garbage-collecting owned objects for the rest.
+
+        ``propagation="Orphan"`` leaves owned objects alone; ``dry_run`` returns the object and changes nothing.
+        """
+        obj = self.store.require(res, namespace, name)
+        if dry_run:
+            return obj
+        if res is PODS:
+            return self.delete_pod(namespace, name, grace)
+        if res is NAMESPACES:
+            if name in INITIAL_NAMESPACES:
+                raise StoreError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be '
+                                 "deleted")
+            for other in (DEPLOYMENTS, REPLICASETS, SERVICES):
+                for o in self.store.list(other, name):
+                    self.delete(other, name, o["metadata"]["name"])
+            for p in self.store.list(PODS, name):
+                self.delete_pod(name, p["metadata"]["name"], 0)
+        final = self.store.delete(res, namespace, name)
+        if propagation != "Orphan":
+            self._collect_owned(final)
+        return final
+
+    def _collect_owned(self, owner: Obj) -> None:
+        uid = owner["metadata"]["uid"]
+        ns = owner["metadata"].get("namespace", "default")
+        for res in (REPLICASETS, PODS):
+            for o in self.store.list(res, ns):
+                if (controller_of(o) or {}).get("uid") == uid:
+                    with contextlib.suppress(StoreError):
+                        self.delete(res, ns, o["metadata"]["name"])
+
+    def delete_pod(self, namespace: str, name: str, grace: int | None) -> Obj:
+        """Mark a pod for deletion; the kubelet stops it and calls :meth:`finalize_pod`.
+
+        A pod no node has taken yet (no ``spec.nodeName``) has nothing to stop and goes at once.
+        """
+        pod = self.store.require(PODS, namespace, name)
+        if grace is None:
+            grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        if pod["metadata"].get("deletionTimestamp"):
+            return pod
+        if not pod["spec"].get("nodeName"):
+            return self.store.delete(PODS, namespace, name)
+        when = (datetime.now(UTC) + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def mark(p: Obj) -> None:
+            p["metadata"]["deletionTimestamp"] = when
+            p["metadata"]["deletionGracePeriodSeconds"] = grace
+
+        return self.mutate(PODS, namespace, name, mark) or pod
+
+    def finalize_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Remove a pod once its containers are stopped (only the instance with this ``uid``)."""
+        pod = self.store.get(PODS, namespace, name)
+        if pod is not None and pod["metadata"]["uid"] == uid:
+            with contextlib.suppress(StoreError):
+                self.store.delete(PODS, namespace, name)
