@@ -11,7 +11,7 @@ STAMP := $(VENV)/.stamp
 $(VPY):
 	@$(PY) -m venv $(VENV) || { echo "error: '$(PY) -m venv' failed; on Debian/Ubuntu run: apt-get install python3-venv" >&2; exit 1; }
 
-$(STAMP): pyproject.toml | $(VPY)
+$(STAMP): pyproject.toml setup.py | $(VPY)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
@@ -29,7 +29,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m ruff check labkit tests benchmarks
-	$(VPY) -m pytest -q -p no:cacheprovider
+	$(VPY) -m pytest -p no:cacheprovider -rfE
 
 bench: $(STAMP)
 	$(VPY) benchmarks/run.py

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # everything, results in benchmarks/results/latest.json
     python benchmarks/run.py up exec    # a subset
+    python benchmarks/run.py scale      # cost per pod: 13, ~100, ~300 pods; up with and without the zygote
 
 Each benchmark starts its own sandbox in a temporary folder and stops it afterwards.
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -228,12 +230,201 @@ def bench_tour() -> dict[str, Any]:
             "tour_tail": proc.stderr.strip().splitlines()[-3:]}
 
 
+# Sizes of the scale benchmark: (pods wanted, copies of the lesson, replicas). A copy is 4 * replicas + 1 pods,
+# so 100 and 300 are approximated by 8 and 23 copies (104 and 299 pods).
+SCALE_SIZES = ((13, 1, 3), (100, 8, 3), (300, 23, 3))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _idle_cpu_percent(pids: set[int], seconds: float) -> float:
+    """CPU used by ``pids`` over ``seconds`` of wall time, in percent of one core."""
+
+    def total() -> float:
+        out = 0.0
+        for pid in pids:
+            try:
+                out += _cpu_seconds(pid)
+            except OSError:
+                continue
+        return out
+
+    before, t0 = total(), time.perf_counter()
+    time.sleep(seconds)
+    return 100.0 * (total() - before) / (time.perf_counter() - t0)
+
+
+def _up_cli(copies: int, replicas: int, zygote: bool) -> tuple[float, dict[str, Any]]:
+    """`labkit sandbox up` wall time to every pod Ready, then the memory of the whole sandbox; stops it."""
+    d = tempfile.mkdtemp(prefix="labkit-bench-scale-")
+    env = {**os.environ, "LABKIT_SANDBOX_DIR": d, "LABKIT_ZYGOTE": "1" if zygote else "0"}
+    cli_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "up", "--copies", str(copies),
+                    "--replicas", str(replicas)], env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        info = json.loads((Path(d) / "state.json").read_text())
+        pids = descendants(info["pid"]) | {info["pid"]}
+        # CPU spent bringing the sandbox up (the CLI, the daemon, the zygote and every container): unlike the
+        # wall time it hardly depends on what else the machine is doing.
+        cpu = (after.ru_utime + after.ru_stime - cli_cpu.ru_utime - cli_cpu.ru_stime
+               + sum(_cpu_seconds(p) for p in pids if Path(f"/proc/{p}").exists()))
+        time.sleep(1.0)  # let start-up garbage settle before measuring memory
+        mem = {**memory_kib(pids), "processes": len(pids), "daemon_pss_kib": memory_kib({info["pid"]})["pss_kib"],
+               "cpu_s": cpu}
+    finally:
+        subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "down"], env=env, check=True,
+                       capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+    return wall, mem
+
+
+def _restart_to_recorder(lab: Any, kubeconfig: Path) -> dict[str, Any]:
+    """Kill details in each of its pods: the recorder's row against a bare watch, and against the kill's return."""
+    from kubernetes import client, config, watch
+
+    from labkit import observe
+
+    bare_client = config.new_client_from_config(config_file=str(kubeconfig))
+    bare_core = client.CoreV1Api(bare_client)
+    first_down: dict[str, float] = {}
+    w = watch.Watch()
+
+    def bare() -> None:
+        for ev in w.stream(bare_core.list_namespaced_pod, "default", label_selector="app=details",
+                           timeout_seconds=60):
+            pod = ev["object"].metadata.name
+            statuses = ev["object"].status.container_statuses or []
+            if statuses and not statuses[0].ready and pod not in first_down and ev["type"] == "MODIFIED":
+                first_down[pod] = time.time()
+
+    lags, end_to_end = [], []
+    with observe.Recorder(lab, "app=details") as rec:
+        watcher = threading.Thread(target=bare, daemon=True)
+        watcher.start()
+        time.sleep(0.5)
+        for pod in lab.pod_names("app=details"):
+            lab.exec(pod, ["pkill", "ruby"])
+            t_exec = time.time()
+            row = rec.wait_for(lambda r, p=pod: r["pod"] == p and not r["ready"], timeout=10)
+            t_row = pd_timestamp(row["time"])
+            deadline = time.monotonic() + 5
+            while pod not in first_down and time.monotonic() < deadline:
+                time.sleep(0.001)
+            lags.append(t_row - first_down[pod])
+            end_to_end.append(t_row - t_exec)
+        w.stop()
+    bare_client.close()
+    return {"recorder_behind_bare_watch_median_ms": round(median(lags) * 1000, 2),
+            "kill_exec_returned_to_row_median_ms": round(median(end_to_end) * 1000, 2)}
+
+
+def _scale_point(pods_wanted: int, copies: int, replicas: int) -> dict[str, Any]:
+    """One size of the scale benchmark, on one sandbox (time scale 1, the zygote on)."""
+    import labkit
+    from labkit.sandbox import Sandbox
+
+    d = tempfile.mkdtemp(prefix="labkit-bench-scale-")
+    t0 = time.perf_counter()
+    sb = Sandbox(d, copies=copies, replicas=replicas, boot_timeout=120).start()
+    ready_s = time.perf_counter() - t0
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        pods = len(sb.pods())
+        time.sleep(1.0)
+        pids = descendants(sb.pid) | {sb.pid}
+        mem = memory_kib(pids)
+        daemon_idle = _idle_cpu_percent({sb.pid}, 5.0)
+        tree_idle = _idle_cpu_percent(pids, 5.0)
+        pods_ms = _time(lambda: lab.pods(), 30)
+        env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig), "KUBECACHEDIR": tempfile.mkdtemp()}
+        beside = Path(sys.executable).parent / "kubectl"
+        kubectl = str(beside) if beside.exists() else (shutil.which("kubectl") or "kubectl")
+        subprocess.run([kubectl, "get", "pods"], env=env, check=True, capture_output=True)  # warm the cache
+        get_ns = _time(lambda: subprocess.run([kubectl, "get", "pods"], env=env, check=True, capture_output=True),
+                       10)
+        get_all = _time(lambda: subprocess.run([kubectl, "get", "pods", "-A"], env=env, check=True,
+                                               capture_output=True), 10)
+        tester = lab.tester_pod()
+        cmd = ["curl", "-s", "http://ratings:9080/ratings/7"]
+        lab.exec(tester, cmd, check=True)
+        exec_ms = _time(lambda: lab.exec(tester, cmd, check=True), 30)
+        restart = _restart_to_recorder(lab, sb.kubeconfig)
+        lab.close()
+        return {
+            "pods": pods,
+            "namespaces": copies,
+            "all_ready_s": round(ready_s, 3),
+            "memory_pss_mb": round(mem["pss_kib"] / 1024, 1),
+            "memory_rss_mb": round(mem["rss_kib"] / 1024, 1),
+            "pss_per_pod_mb": round(mem["pss_kib"] / 1024 / pods, 2),
+            "processes": len(pids),
+            "lab_pods_one_namespace_median_ms": round(median(pods_ms) * 1000, 2),
+            "kubectl_get_pods_median_ms": round(median(get_ns) * 1000, 1),
+            "kubectl_get_pods_all_namespaces_median_ms": round(median(get_all) * 1000, 1),
+            "exec_round_trip_median_ms": round(median(exec_ms) * 1000, 2),
+            **restart,
+            "daemon_idle_cpu_percent": round(daemon_idle, 2),
+            "sandbox_idle_cpu_percent": round(tree_idle, 2),
+        }
+    finally:
+        sb.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_scale(runs: int = 7) -> dict[str, Any]:
+    """Cost per pod: 13, ~100 and ~300 pods; and the 13-pod `up` with and without the zygote, interleaved."""
+    with_z: list[float] = []
+    without: list[float] = []
+    mem_with: list[dict[str, Any]] = []
+    mem_without: list[dict[str, Any]] = []
+    for _ in range(runs):  # interleaved, so both see the same machine state
+        t, m = _up_cli(1, 3, zygote=True)
+        with_z.append(t)
+        mem_with.append(m)
+        t, m = _up_cli(1, 3, zygote=False)
+        without.append(t)
+        mem_without.append(m)
+
+    def pss(ms: list[dict[str, Any]], key: str = "pss_kib") -> float:
+        return round(median([m[key] for m in ms]) / 1024, 1)
+
+    out: dict[str, Any] = {
+        "up_13_pods": {
+            "zygote": {"up_seconds": [round(t, 3) for t in with_z], "up_median_s": round(median(with_z), 3),
+                       "up_min_s": round(min(with_z), 3),
+                       "up_cpu_s_median": round(median([m["cpu_s"] for m in mem_with]), 3),
+                       "memory_pss_mb_median": pss(mem_with), "memory_rss_mb_median": pss(mem_with, "rss_kib"),
+                       "daemon_pss_mb_median": pss(mem_with, "daemon_pss_kib"),
+                       "processes": mem_with[0]["processes"]},
+            "spawn": {"up_seconds": [round(t, 3) for t in without], "up_median_s": round(median(without), 3),
+                      "up_min_s": round(min(without), 3),
+                      "up_cpu_s_median": round(median([m["cpu_s"] for m in mem_without]), 3),
+                      "memory_pss_mb_median": pss(mem_without),
+                      "memory_rss_mb_median": pss(mem_without, "rss_kib"),
+                      "daemon_pss_mb_median": pss(mem_without, "daemon_pss_kib"),
+                      "processes": mem_without[0]["processes"]},
+        },
+    }
+    for wanted, copies, replicas in SCALE_SIZES:
+        print(f"   scale: {wanted} pods", file=sys.stderr, flush=True)
+        out[f"pods_{wanted}"] = _scale_point(wanted, copies, replicas)
+    out["load_average_at_end"] = os.getloadavg()
+    return out
+
+
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "up": bench_up,
     "restart": bench_restart,
     "exec": bench_exec_and_pods,
     "recorder": bench_recorder,
     "tour": bench_tour,
+    "scale": bench_scale,
 }
 
 
@@ -253,6 +444,10 @@ def main() -> int:
         t0 = time.perf_counter()
         results[name] = BENCHES[name]()
         print(json.dumps(results[name], indent=2), f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        if name == "scale":  # its own file: a long run, taken apart from the lesson's figures
+            scale = {"machine": results["machine"], "scale": results.pop("scale")}
+            (RESULTS / "scale.json").write_text(json.dumps(scale, indent=2) + "\n")
+            continue
         path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0

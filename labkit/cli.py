@@ -1,10 +1,10 @@
 """The ``labkit`` command: the sandbox's lifecycle, the lessons (``lab``, ``tour``) and exports.
 
-    labkit sandbox up [--replicas N] [--time-scale F] [--dir DIR]
+    labkit sandbox up [--replicas N] [--copies N] [--time-scale F] [--dir DIR]
     labkit sandbox status [--json]
     labkit sandbox down
-    labkit tour --out DIR
-    labkit lab
+    labkit tour --out DIR [--notebooks '01-*']
+    labkit lab [--lessons DIR]          (your copy of the lessons, default ./labkit-lessons)
     labkit export NOTEBOOK --to html|hugo [--out DIR]
 """
 
@@ -51,15 +51,25 @@ def _print_status(info: dict[str, Any]) -> None:
     pods = info.get("pods", [])
     if pods:
         w = max(len(p["name"]) for p in pods) + 3
+        # Several copies of the lesson: a NAMESPACE column first, as `kubectl get pods -A` has.
+        namespaces = len({p.get("namespace", "default") for p in pods}) > 1
+        nw = max(len(p.get("namespace", "")) for p in pods) + 3 if namespaces else 0
         print()
-        print(f"  {'NAME':<{w}}{'READY':<8}{'STATUS':<18}{'RESTARTS':<14}{'AGE':<8}IP")
+        print(f"  {'NAMESPACE' if namespaces else '':<{nw}}{'NAME':<{w}}{'READY':<8}{'STATUS':<18}{'RESTARTS':<14}"
+              f"{'AGE':<8}IP")
         for p in pods:
-            print(f"  {p['name']:<{w}}{p['ready']:<8}{p['status']:<18}{p['restarts']:<14}{p['age']:<8}{p['ip']}")
+            ns = p.get("namespace", "") if namespaces else ""
+            print(f"  {ns:<{nw}}{p['name']:<{w}}{p['ready']:<8}{p['status']:<18}{p['restarts']:<14}{p['age']:<8}"
+                  f"{p['ip']}")
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    sb = Sandbox(args.dir, replicas=getattr(args, "replicas", 3), time_scale=getattr(args, "time_scale", 1.0),
-                 tie_to_process=False)
+    try:
+        sb = Sandbox(args.dir, replicas=getattr(args, "replicas", 3), time_scale=getattr(args, "time_scale", 1.0),
+                     copies=getattr(args, "copies", 1), tie_to_process=False)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.action == "up":
         if sb.running():
             print(f"a sandbox is already running in {sb.dir}")
@@ -103,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="state folder (default: $LABKIT_SANDBOX_DIR or ~/.labkit/sandbox)")
         if name == "up":
             a.add_argument("--replicas", type=int, default=3, help="replicas per Bookinfo deployment (default 3)")
+            a.add_argument("--copies", type=int, default=1,
+                           help="copies of the lesson, each in its own namespace: default, bookinfo-2, ... "
+                                "(default 1)")
             a.add_argument("--time-scale", type=float, default=1.0,
                            help="multiply back-off and restart delays (default 1; 0.1 is ten times faster)")
         if name == "status":

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +43,11 @@ if TYPE_CHECKING:
     from .sandbox import Sandbox
 
 __all__ = [
+    "LESSONS_FOLDER",
     "PROCESSES",
     "CellFailure",
     "Check",
+    "LessonCopy",
     "LessonRun",
     "TourResult",
     "add_commands",
@@ -54,9 +55,12 @@ __all__ = [
     "check_restarts",
     "check_selector",
     "check_verdict",
+    "copy_lessons",
     "find_notebooks",
     "grep",
     "inject_parameters",
+    "lab",
+    "lab_environment",
     "notebooks_dir",
     "parse_param",
     "pause",
@@ -79,13 +83,106 @@ Progress = Callable[[str], None]
 
 
 def notebooks_dir() -> Path:
-    """The lessons' folder: the repository's ``notebooks/`` beside the package, else the copy shipped inside it."""
+    """The shipped lessons: ``labkit/notebooks/`` inside an installed package (a wheel, ``pip install .``), else
+    the repository's top-level ``notebooks/`` (a clone, an editable install).
+
+    Raises:
+        FileNotFoundError: neither holds a lesson (the message says where it looked and what to do).
+    """
     package = Path(__file__).resolve().parent
-    for candidate in (package.parent / "notebooks", package / "notebooks"):
+    candidates = (package / "notebooks", package.parent / "notebooks")
+    for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob(NOTEBOOK_PATTERN)):
             return candidate
-    raise FileNotFoundError(f"no lessons found in {package.parent / 'notebooks'} or {package / 'notebooks'}; "
-                            "pass --notebooks DIR")
+    raise FileNotFoundError(f"no lessons ({NOTEBOOK_PATTERN}) in {' or '.join(str(c) for c in candidates)}: "
+                            "reinstall labkit (`pip install --force-reinstall labkit`) or pass --notebooks DIR")
+
+
+LESSONS_FOLDER = "labkit-lessons"
+"""Where ``labkit lab`` puts the user's copy of the lessons, in the folder it is started from."""
+
+_SHIPPED_HASHES = ".labkit-lessons.json"
+"""In the user's copy: the hash of each lesson as labkit last wrote it, to tell an edited lesson from ours."""
+
+
+@dataclass
+class LessonCopy:
+    """What :func:`copy_lessons` did to the user's folder of lessons, lesson file names in each list."""
+
+    folder: Path
+    copied: list[str] = field(default_factory=list)
+    """New in the folder (first run, a lesson added to the kit, or one the user deleted for a fresh copy)."""
+    updated: list[str] = field(default_factory=list)
+    """Unedited since labkit wrote them, and replaced by the newer lesson the kit ships."""
+    kept: list[str] = field(default_factory=list)
+    """Edited by the user (or run and saved) and different from the shipped lesson: left as they are."""
+    unchanged: list[str] = field(default_factory=list)
+    """Already the same as the shipped lesson."""
+
+    def summary(self) -> str:
+        parts = [f"{len(v)} {k}" for k, v in (("copied", self.copied), ("updated", self.updated),
+                                               ("unchanged", self.unchanged), ("kept as you edited them",
+                                                                               self.kept)) if v]
+        return f"lessons in {self.folder}: {', '.join(parts) or 'none'}"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_lessons(into: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None) -> LessonCopy:
+    """Copy the shipped lessons into a folder the user owns, never overwriting a lesson the user changed.
+
+    A lesson missing from ``into`` is copied; one still exactly as labkit wrote it is replaced when the kit ships
+    a newer one; one the user edited (or ran and saved) is kept as it is: delete or rename it and call this again
+    (``labkit lab`` does) for a fresh copy. Other files in the folder are never touched.
+
+    Args:
+        into: the user's folder (created if missing).
+        source: the shipped lessons (default :func:`notebooks_dir`).
+
+    Raises:
+        FileNotFoundError: no lessons to copy.
+        NotADirectoryError: ``into`` exists and is not a folder.
+    """
+    import json
+    import shutil
+
+    folder = Path(into).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder; give labkit lab another place for the lessons "
+                                 "(--lessons DIR)")
+    shipped = sorted(Path(source).glob(NOTEBOOK_PATTERN)) if source is not None else find_notebooks()
+    if not shipped:
+        raise FileNotFoundError(f"no lessons ({NOTEBOOK_PATTERN}) in {source}")
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = folder / _SHIPPED_HASHES
+    try:
+        recorded: dict[str, str] = dict(json.loads(record_path.read_text(encoding="utf-8")).get("lessons", {}))
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    result = LessonCopy(folder=folder)
+    for lesson in shipped:
+        name, target, new_hash = lesson.name, folder / lesson.name, _sha256(lesson)
+        if not target.exists():
+            shutil.copyfile(lesson, target)
+            recorded[name] = new_hash
+            result.copied.append(name)
+            continue
+        current = _sha256(target)
+        if current == new_hash:
+            recorded[name] = new_hash
+            result.unchanged.append(name)
+        elif recorded.get(name) == current:  # as labkit wrote it: the user did not change it
+            shutil.copyfile(lesson, target)
+            recorded[name] = new_hash
+            result.updated.append(name)
+        else:
+            result.kept.append(name)
+    record_path.write_text(json.dumps({"lessons": recorded}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return result
 
 
 def find_notebooks(where: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -399,53 +496,133 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.2)  # the server is still starting: nothing to watch but its port
-    return False
+def _die_with_us() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies, even by SIGKILL
+    (``PR_SET_PDEATHSIG``); None elsewhere. ctypes is loaded here, before the fork, not in the child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # we died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+def lab_environment(kubeconfig: str | os.PathLike[str], sandbox_dir: str | os.PathLike[str],
+                    base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of JupyterLab, which its kernels and terminals inherit: the sandbox's ``KUBECONFIG`` and
+    ``LABKIT_SANDBOX_DIR``, and labkit's own ``bin`` folder (its ``kubectl``, ``labkit``) first on ``PATH``, so the
+    lesson's ``kubectl get pods`` typed in a Terminal or as ``!kubectl`` in a cell reaches the sandbox.
+
+    ``LABKIT_KUBECONFIG``/``LABKIT_CONTEXT`` are dropped: ``labkit.connect()`` in a kernel uses the same sandbox.
+    """
+    import shutil
+
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["LABKIT_SANDBOX_DIR"] = str(sandbox_dir)
+    bindir = Path(sys.executable).parent  # the venv's bin (not resolved: that would leave the venv)
+    kubectl = bindir / "kubectl"
+    first = [str(bindir)] if kubectl.exists() or (bindir / "labkit").exists() else []
+    if not kubectl.exists() and (found := shutil.which("kubectl", path=env.get("PATH"))):
+        first.append(str(Path(found).parent))
+    env["PATH"] = os.pathsep.join([*first, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p not in first)])
+    return env
+
+
+def _terminal_shell(env: dict[str, str], workdir: Path) -> list[str]:
+    """The command JupyterLab's terminals run: the user's shell, interactive but not a login shell (a login shell
+    reads /etc/profile, which resets PATH); bash also gets an rc file that reads ~/.bashrc and then puts labkit's
+    ``kubectl`` and ``KUBECONFIG`` back in front, whatever ~/.bashrc did."""
+    import shlex
+    import shutil
+
+    shell = env.get("SHELL") or shutil.which("bash") or shutil.which("sh") or "/bin/sh"
+    if Path(shell).name != "bash":
+        return [shell, "-i"]
+    rc = workdir / "bashrc"
+    first = env["PATH"].split(os.pathsep)[0]
+    rc.write_text("# labkit lab's terminals: your ~/.bashrc, then the sandbox's kubectl and KUBECONFIG\n"
+                  '[ -f "$HOME/.bashrc" ] && . "$HOME/.bashrc"\n'
+                  f"export PATH={shlex.quote(first)}:\"$PATH\"\n"
+                  f"export KUBECONFIG={shlex.quote(env['KUBECONFIG'])}\n", encoding="utf-8")
+    return [shell, "--rcfile", str(rc), "-i"]
 
 
 def lab(*, port: int | None = None, open_browser: bool = True, notebooks: str | os.PathLike[str] | None = None,
-        token: str | None = None, sandbox_dir: str | os.PathLike[str] | None = None, time_scale: float = 1.0,
+        lessons: str | os.PathLike[str] | None = None, token: str | None = None,
+        sandbox_dir: str | os.PathLike[str] | None = None, time_scale: float = 1.0,
         extra_args: list[str] | None = None) -> int:
-    """Start JupyterLab on the lessons with the sandbox running; stop what was started on Ctrl-C or SIGTERM.
+    """Start JupyterLab on the user's copy of the lessons with the sandbox running; stop both on Ctrl-C or SIGTERM.
 
-    Returns JupyterLab's exit code (0 after a clean stop).
+    The shipped lessons are copied into ``lessons`` (default ``./labkit-lessons``) by :func:`copy_lessons`, which
+    never overwrites one the user edited. ``notebooks`` instead opens that folder as it is. Kernels and terminals
+    get the sandbox's ``KUBECONFIG`` and labkit's ``kubectl`` (:func:`lab_environment`). JupyterLab dies with this
+    process, even when it is killed with SIGKILL (Linux: ``PR_SET_PDEATHSIG``); so does a sandbox it started.
+
+    Returns JupyterLab's exit code (0 after a clean stop); 2 when the lessons cannot be found or copied.
     """
-    folder = Path(notebooks).expanduser().resolve() if notebooks else notebooks_dir()
+    import secrets
+    import shlex
+
+    if notebooks:
+        folder = Path(notebooks).expanduser().resolve()
+        if not folder.is_dir():
+            _stderr(f"error: {folder} is not a folder of notebooks")
+            return 2
+    else:
+        try:
+            copied = copy_lessons(lessons or LESSONS_FOLDER)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            _stderr(f"error: {exc}")
+            return 2
+        folder = copied.folder
+        _stderr(copied.summary() + " (the copy is yours: labkit never overwrites a lesson you edited)")
+        for name in copied.kept:
+            _stderr(f"  kept your edited {name} (the kit ships a different one); for a fresh copy, rename or "
+                    f"delete {folder / name} and run `labkit lab` again")
+    token = token or secrets.token_hex(24)
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop["signal"] = signum
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    scratch = tempfile.TemporaryDirectory(prefix="labkit-lab-")
     try:
         with sandbox_for(sandbox_dir or os.environ.get("LABKIT_SANDBOX_DIR"), time_scale=time_scale) as (sb, _):
             if stop["signal"]:
                 return 0
             port = port or _free_port()
-            env = {**os.environ, "LABKIT_SANDBOX_DIR": str(sb.dir)}
+            env = lab_environment(sb.kubeconfig, sb.dir)
+            env["JUPYTER_TOKEN"] = token  # not on the command line, where `ps` shows it to every local user
+            shell = shlex.join(_terminal_shell(env, Path(scratch.name)))
             cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", f"--ServerApp.port={port}",
-                   "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1"]
+                   "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+                   f"--ServerApp.terminado_settings=shell_command={shell}"]
             if not open_browser:
                 cmd.append("--no-browser")
-            if token is not None:
-                cmd.append(f"--IdentityProvider.token={token}")
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 cmd.append("--allow-root")
             cmd += list(extra_args or [])
             # its own session: the terminal's Ctrl-C reaches only us, and we stop JupyterLab without its
-            # "Shutdown this Jupyter server (y/[n])?" prompt
-            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-            _stderr(f"JupyterLab on http://127.0.0.1:{port}/lab (pid {proc.pid}), lessons in {folder}, "
-                    f"sandbox in {sb.dir}; Ctrl-C stops both")
+            # "Shutdown this Jupyter server (y/[n])?" prompt; PR_SET_PDEATHSIG: it dies with us, even on SIGKILL
+            proc = subprocess.Popen(cmd, env=env, cwd=folder, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_die_with_us())
+            _stderr(f"JupyterLab (pid {proc.pid}) on the lessons in {folder}, sandbox in {sb.dir}\n"
+                    f"  kernels and terminals: KUBECONFIG={sb.kubeconfig}, labkit's kubectl on PATH\n"
+                    f"  Ctrl-C stops both. Open:")
+            print(f"    http://127.0.0.1:{port}/lab?token={token}", flush=True)
             try:
                 while proc.poll() is None and not stop["signal"]:
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -454,6 +631,7 @@ def lab(*, port: int | None = None, open_browser: bool = True, notebooks: str | 
                 code = _stop_process(proc)
             return 0 if stop["signal"] else code
     finally:
+        scratch.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -692,10 +870,14 @@ def add_commands(subparsers: Any) -> None:
     lb = subparsers.add_parser("lab", help="open the lessons in JupyterLab with the sandbox running")
     lb.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     lb.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    lb.add_argument("--notebooks", default=None, help="the folder JupyterLab opens (default: the lessons)")
+    lb.add_argument("--lessons", default=None, metavar="DIR",
+                    help=f"your copy of the lessons (default ./{LESSONS_FOLDER}): created from the shipped ones; "
+                         "a lesson you edited is never overwritten (delete it for a fresh copy)")
+    lb.add_argument("--notebooks", default=None, metavar="DIR",
+                    help="open this folder as it is instead of a copy of the lessons")
     lb.add_argument("--token", "--IdentityProvider.token", dest="token",
                     default=os.environ.get("LABKIT_LAB_TOKEN"),
-                    help="JupyterLab's access token (default: $LABKIT_LAB_TOKEN, else JupyterLab makes one)")
+                    help="JupyterLab's access token (default: $LABKIT_LAB_TOKEN, else a random one)")
     lb.add_argument("--time-scale", type=float, default=1.0, help="time scale of the sandbox if one is started")
     lb.add_argument("--dir", default=default_dir, help="sandbox state folder (default: $LABKIT_SANDBOX_DIR)")
     lb.set_defaults(func=cmd_lab)
@@ -725,8 +907,8 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    return lab(port=args.port, open_browser=not args.no_browser, notebooks=args.notebooks, token=args.token,
-               sandbox_dir=args.dir, time_scale=args.time_scale)
+    return lab(port=args.port, open_browser=not args.no_browser, notebooks=args.notebooks, lessons=args.lessons,
+               token=args.token, sandbox_dir=args.dir, time_scale=args.time_scale)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

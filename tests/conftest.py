@@ -6,11 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import eventually
 
 import labkit
 from labkit.sandbox import Sandbox
@@ -58,15 +58,17 @@ def start_sandbox(root: Path, time_scale: float, replicas: int = 3) -> Sandbox:
 
 def wait_all_ready(sb: Sandbox, timeout: float = 60) -> None:
     """Block until every pod of the sandbox is Ready (between tests that break things)."""
-    deadline = time.monotonic() + timeout
     pods: list[dict[str, str]] = []
-    while time.monotonic() < deadline:
-        pods = sb.pods()
-        if pods and all(p["ready"].split("/")[0] == p["ready"].split("/")[1] and p["status"] == "Running"
-                        for p in pods):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"pods not Ready after {timeout} s: {pods}")
+
+    def all_ready() -> bool:
+        pods[:] = sb.pods()
+        return bool(pods) and all(p["ready"].split("/")[0] == p["ready"].split("/")[1] and p["status"] == "Running"
+                                  for p in pods)
+
+    try:
+        eventually(all_ready, timeout=timeout, what="every pod Ready", interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"pods not Ready after {timeout} s: {pods}") from None
 
 
 @pytest.fixture(scope="module")

@@ -120,8 +120,9 @@ def test_repeat_holds_a_pod_in_crashloopbackoff(lab: Lab) -> None:
         elapsed = time.monotonic() - started
         observe.wait_ready(lab, "app=ratings", timeout=25, progress=False)
 
-    assert 2.0 <= elapsed < 4.0
-    assert len(actions) == 4 and all(a.pods == [pod] for a in actions)
+    assert elapsed >= 2.0, "repeat() returns at the end of its duration, not before"
+    # one call per 0.5 s slot at most; a slow call (a busy machine) skips slots rather than stacking them
+    assert 2 <= len(actions) <= 4 and all(a.pods == [pod] for a in actions)
     assert [a for a in rec.actions] == actions
     assert rec.saw_status("CrashLoopBackOff", pod)
     # While it is down, a kill has nothing to hit: reported, not raised.

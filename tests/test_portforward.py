@@ -41,6 +41,7 @@ import pytest
 import yaml
 from aiohttp import ClientSession, web
 from conftest import kubectl_binary, wait_all_ready
+from helpers import eventually
 from kubernetes import client, config
 from kubernetes.stream import portforward
 
@@ -248,9 +249,7 @@ def test_python_client_two_ports_one_refused(any_port: Harness, ratings_pod: str
         while chunk := sock.recv(65536):  # EOF: the pod closed and the server closed the WebSocket
             raw += chunk
         assert raw.startswith(b"HTTP/1.1 200") and b'"id":3' in raw
-        deadline = time.monotonic() + 10
-        while pf.error(9999) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: pf.error(9999), timeout=10, what="the error of port 9999")
         ip = next(p["ip"] for p in sandbox.pods() if p["name"] == ratings_pod)
         assert pf.error(9999) == (f"error forwarding port 9999 to pod {ratings_pod}: dial tcp {ip}:9999: connect: "
                                   "connection refused")
@@ -264,9 +263,7 @@ def test_python_client_undeclared_port(harness: Harness, ratings_pod: str) -> No
     api = python_client(harness)
     try:
         pf = portforward(api.connect_get_namespaced_pod_portforward, ratings_pod, "default", ports="22")
-        deadline = time.monotonic() + 10
-        while pf.error(22) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: pf.error(22), timeout=10, what="the error of port 22")
         assert pf.error(22) == (f"error forwarding port 22 to pod {ratings_pod}: port 22 is not a container port of "
                                 "the pod (declared: 9080)")
         pf.close()

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import Kubectl, wait_all_ready
+from helpers import eventually
 
 from labkit import manifest_path
 from labkit.sandbox import Sandbox
@@ -71,14 +72,13 @@ def test_pkill_ruby_in_the_first_pod_restarts_only_that_pod(ready_sandbox: Sandb
     out = kubectl.shell("kubectl exec -it $(kubectl get pods -l app=details -o "
                         "jsonpath='{.items[0].metadata.name}') -- pkill ruby")
     assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 20
-    table: list[list[str]] = []
-    while time.monotonic() < deadline:
+
+    def restarted() -> list[list[str]]:
         table = rows(kubectl("get", "pods", "-l", "app=details").stdout)
-        by_name = {r[0]: r for r in table}
-        if by_name[first][2] == "Running" and by_name[first][1] == "1/1" and by_name[first][3].startswith("1"):
-            break
-        time.sleep(0.1)
+        row = {r[0]: r for r in table}[first]
+        return table if row[2] == "Running" and row[1] == "1/1" and row[3].startswith("1") else []
+
+    table = eventually(restarted, timeout=20, what=f"{first} Running and Ready with 1 restart")
     by_name = {r[0]: r for r in table}
     assert by_name[first][3].startswith("1 ("), table  # "1 (2s ago)" as a real cluster prints it
     assert all(r[3] == "0" for n, r in by_name.items() if n != first)
@@ -178,10 +178,23 @@ def test_services_by_name_env_and_balancing(ready_sandbox: Sandbox, kubectl: Kub
 def test_a_down_container_leaves_the_endpoints(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
     pod = kubectl("get", "pods", "-l", "app=details", "-o", "jsonpath={.items[1].metadata.name}").stdout
     ip = kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
-    kubectl("exec", pod, "--", "pkill", "ruby")
-    addresses = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
-    not_ready = kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].notReadyAddresses[*].ip}").stdout
-    assert ip not in addresses.split() and ip in not_ready.split()
+    # Watch the endpoints from before the kill: a restarted container is Ready again within the first back-off
+    # (a quarter second here), sooner than two more kubectl runs on a busy machine.
+    watch = subprocess.Popen([kubectl.binary, "get", "endpoints", "details", "--watch", "--request-timeout=30s", "-o",
+                              'jsonpath={.subsets[0].addresses[*].ip}|{.subsets[0].notReadyAddresses[*].ip}{"\\n"}'],
+                             env=kubectl.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None
+        assert ip in watch.stdout.readline().split("|")[0].split()  # the current state comes first
+        kubectl("exec", pod, "--", "pkill", "ruby")
+        seen = []
+        while not seen or not (ip not in seen[-1][0].split() and ip in seen[-1][1].split()):
+            line = watch.stdout.readline()
+            assert line, f"the watch ended before {ip} moved to notReadyAddresses: {seen}"
+            seen.append(line.rstrip("\n").split("|"))
+    finally:
+        watch.kill()
+        watch.wait()
     wait_all_ready(ready_sandbox)
     assert ip in kubectl("get", "endpoints", "details", "-o", "jsonpath={.subsets[0].addresses[*].ip}").stdout
 
@@ -196,8 +209,7 @@ def test_tty_and_follow_logs(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
     ip = kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
     follow = subprocess.Popen([kubectl.binary, "logs", "-f", pod], env=kubectl.env, stdout=subprocess.PIPE,
                               text=True)
-    try:
-        time.sleep(0.5)
+    try:  # (logs -f prints the log from its start, so the request may come before it is connected)
         kubectl("exec", t, "--", "curl", "-s", f"http://{ip}:9080/ratings/424242")
         deadline = time.monotonic() + 10
         seen = ""

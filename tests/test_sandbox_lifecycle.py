@@ -9,11 +9,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import FAST, Kubectl
+from helpers import eventually
 
 from labkit.sandbox import Sandbox, SandboxError
 from labkit.sandbox.state import descendants
@@ -81,8 +81,8 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         down = subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "down"], env=env,
                               capture_output=True, text=True, timeout=60)
     assert down.returncode == 0 and "stopped" in down.stdout
-    time.sleep(0.2)
-    assert not any(alive(p) for p in procs | {pid})
+    eventually(lambda: not [p for p in procs | {pid} if alive(p)], timeout=15,
+               what="every process of the sandbox to be gone after `labkit sandbox down`")
     gone = subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "status"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert gone.returncode == 3 and "no sandbox is running" in gone.stdout
@@ -94,10 +94,8 @@ def test_sigkill_leaves_no_orphans_and_the_next_up_recovers(tmp_path: Path) -> N
     procs = descendants(pid)
     assert len(procs) >= 13
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(alive(p) for p in procs):
-        time.sleep(0.05)
-    assert not [p for p in procs if alive(p)]
+    eventually(lambda: not [p for p in procs if alive(p)], timeout=15,
+               what="every container to die with the SIGKILLed sandbox")
     # The folder still has the dead run's state.json; the next start takes over cleanly.
     assert (tmp_path / "sb" / "state.json").exists()
     sb2 = Sandbox(tmp_path / "sb", time_scale=FAST).start()
@@ -150,12 +148,8 @@ spec:
         # kubectl picks the default container from the annotation; -c picks another.
         assert kubectl("exec", "details-with-sidecar", "--", "ps").stdout.count("ruby") == 1
         assert "sleep" in kubectl("exec", "details-with-sidecar", "-c", "istio-proxy", "--", "ps", "aux").stdout
-        deadline = time.monotonic() + 20
-        status = ""
-        while time.monotonic() < deadline and status not in ("ErrImagePull", "ImagePullBackOff"):
-            status = kubectl("get", "pod", "not-an-image", "--no-headers").stdout.split()[2]
-            time.sleep(0.1)
-        assert status in ("ErrImagePull", "ImagePullBackOff")
+        eventually(lambda: kubectl("get", "pod", "not-an-image", "--no-headers").stdout.split()[2]
+                   in ("ErrImagePull", "ImagePullBackOff"), timeout=20, what="not-an-image in ErrImagePull")
         events = kubectl("get", "events", "--field-selector", "involvedObject.name=not-an-image").stdout
         assert "Failed" in events and "registry.example.com/team/nothing:1.0" in events
     finally:
@@ -168,10 +162,8 @@ def test_ctrl_c_stops_the_sandbox_and_its_processes(tmp_path: Path) -> None:
     procs = descendants(pid)
     assert len(procs) >= 13
     os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C delivers
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (alive(pid) or any(alive(p) for p in procs)):
-        time.sleep(0.05)
-    assert not alive(pid) and not [p for p in procs if alive(p)]
+    eventually(lambda: not alive(pid) and not [p for p in procs if alive(p)], timeout=15,
+               what="the sandbox and every container to stop after Ctrl-C")
     assert not sb.running() and not (tmp_path / "sb" / "state.json").exists()
     sb.stop()  # nothing left to stop: says so without error
 

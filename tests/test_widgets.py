@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import ipywidgets
 import pytest
+from helpers import eventually, never
 
 import labkit
 from labkit import observe, widgets
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """The first truthy value of ``check()`` within ``timeout`` seconds (the panel updates from a thread)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def table_restarts(panel: widgets.ChaosPanel, pod: str) -> int | None:
@@ -85,8 +72,10 @@ def test_kill_all_without_confirm_does_nothing_and_says_why(panel: widgets.Chaos
     panel.kill_all.click()
     assert panel.actions == []
     assert "Not done" in panel.status.value and "Tick" in panel.status.value
-    time.sleep(1.0)  # long enough for a restart at the test time scale, had anything been killed
-    assert lab.pods("app=details").set_index("name")["restarts"].to_dict() == before
+    # absence, watched: a kill would show as a details pod not Ready (at once) and a restart (at this time scale,
+    # within the second)
+    never(lambda: lab.pods("app=details").set_index("name")["restarts"].to_dict() != before
+          or not lab.pods("app=details")["ready"].eq("1/1").all(), during=1.0, what="a details pod went down")
     assert panel.recorder is not None and panel.recorder.actions == []
 
 
@@ -116,9 +105,9 @@ def test_dry_run_restarts_nothing(panel: widgets.ChaosPanel, lab: labkit.Lab) ->
     assert [a.dry_run for a in panel.actions] == [True, True, True]
     assert panel.actions[1].pods == lab.pod_names("app=details")
     assert "Dry run" in panel.status.value and "Nothing was done" in panel.status.value
-    time.sleep(1.0)
-    after = lab.pods().set_index("name")["restarts"].to_dict()
-    assert after == before  # same pods (nothing deleted), same restarts
+    # absence, watched: same pods (nothing deleted), same restarts, all Ready, for a second
+    never(lambda: lab.pods().set_index("name")["restarts"].to_dict() != before
+          or not lab.pods()["ready"].eq("1/1").all(), during=1.0, what="a pod was hit by a dry run")
     assert panel.recorder is not None and panel.recorder.actions == []  # dry runs are not marked
 
 

@@ -31,7 +31,7 @@ from .kubelet import Kubelet
 from .network import Network
 from .patch import apply_patch
 from .registry import Registry
-from .resources import BY_PLURAL, RESOURCES, Resource
+from .resources import BY_PLURAL, GROUP_VERSIONS, RESOURCES, Resource
 from .status import error, status_body
 from .store import (
     FieldRequirement,
@@ -118,8 +118,9 @@ class ApiServer:
             web.get("/api", self._discovery),
             web.get("/apis", self._discovery),
             web.get("/api/v1", self._resource_list),
-            web.get("/apis/apps", self._group),
-            web.get("/apis/apps/v1", self._resource_list),
+            *[route for gv in GROUP_VERSIONS if "/" in gv
+              for route in (web.get(f"/apis/{gv.split('/')[0]}", self._group), web.get(f"/apis/{gv}",
+                                                                                     self._resource_list))],
             web.get("/openapi/v3", self._openapi_root),
             web.get("/openapi/v3/{path:.+}", self._openapi),
         ]
@@ -274,10 +275,12 @@ class ApiServer:
         return json_response(discovery.api_group_list())
 
     async def _group(self, request: web.Request) -> web.Response:
-        return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == "apps"))
+        name = request.path.split("/")[2]
+        return json_response(next(g for g in discovery.api_group_list()["groups"] if g["name"] == name))
 
     async def _resource_list(self, request: web.Request) -> web.Response:
-        return json_response(discovery.resource_list("v1" if request.path == "/api/v1" else "apps/v1"))
+        return json_response(discovery.resource_list("v1" if request.path == "/api/v1"
+                                                     else request.path.removeprefix("/apis/")))
 
     def _not_allowed(self, method: str, res: Resource) -> web.Response:
         return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "

@@ -20,6 +20,7 @@ from .controllers import Controllers
 from .events import EventRecorder
 from .kubelet import Kubelet, NodeConfig
 from .network import Network
+from .node import Heartbeat, NodeFacts
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -34,8 +35,9 @@ PYTHON_PATH = str(Path(__file__).resolve().parents[2])
 class Cluster:
     """Everything behind the API server, constructed, started and stopped together."""
 
-    def __init__(self, state_dir: str, time_scale: float = 1.0, subnet: tuple[int, int] | None = None) -> None:
-        self.state_dir = state_dir
+    def __init__(self, state_dir: str, time_scale: float = 1.0, subnet: tuple[int, int] | None = None,
+                 ca_pem: str = "") -> None:
+        self.state_dir = str(state_dir)
         self.time_scale = time_scale
         self.store = Store()
         self.network = Network(state_dir, subnet)
@@ -43,14 +45,25 @@ class Cluster:
         self.events = EventRecorder(self.registry)
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.network,
                                NodeConfig(state_dir=state_dir, time_scale=time_scale, python_path=PYTHON_PATH))
-        self.controllers = Controllers(self.store, self.registry, self.events, self.network)
+        self.controllers = Controllers(self.store, self.registry, self.events, self.network, ca_pem=ca_pem)
+        self.heartbeat = Heartbeat(self.registry, BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io",
+                                                                                      "leases")])
 
     def start(self) -> None:
         self.registry.create_initial_namespaces()
+        a, b = self.network.subnet
+        self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23",
+                                       f"127.{a}.{b + 2}.1")
         self.controllers.start()
         self.kubelet.start()
+        self.heartbeat.start()
+
+    def api_server_listening(self, ip: str, port: int) -> None:
+        """The API server's address is known: the ``kubernetes`` Service's endpoints point at it."""
+        self.registry.publish_api_server(ip, port)
 
     async def shutdown(self) -> None:
+        self.heartbeat.stop()
         self.controllers.stop()
         self.events.close()
         await self.kubelet.shutdown()

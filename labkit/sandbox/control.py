@@ -35,6 +35,9 @@ class SandboxError(RuntimeError):
 
 
 ProgressFn = Callable[[int, int], None]
+MAX_PODS = 500
+"""Pod addresses in one sandbox's pod network (two /24 blocks of loopback addresses)."""
+MAX_COPIES = 100
 
 
 class Sandbox:
@@ -43,19 +46,28 @@ class Sandbox:
     Args:
         dir: the state folder; default ``$LABKIT_SANDBOX_DIR`` or ``~/.labkit/sandbox``.
         replicas: replicas of each Bookinfo deployment (the lesson uses 3).
+        copies: copies of the lesson, each in its own namespace (``default``, then ``bookinfo-2`` ...
+            ``bookinfo-N``), each with its own Bookinfo and tester: ``copies * (4 * replicas + 1)`` pods.
         time_scale: multiplies the kubelet's back-off and delays (0.1 makes CrashLoopBackOff ten times shorter).
         tie_to_process: stop the sandbox when this Python process dies (what tests and notebooks want);
             ``labkit sandbox up`` starts an untied one that outlives the shell.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, replicas: int = 3, time_scale: float = 1.0,
-                 tie_to_process: bool = True, boot_timeout: float = 60.0) -> None:
+                 tie_to_process: bool = True, boot_timeout: float = 60.0, copies: int = 1) -> None:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
+        if not 1 <= copies <= MAX_COPIES:
+            raise ValueError(f"copies must be between 1 and {MAX_COPIES} (one pod network holds "
+                             f"{MAX_PODS} pods), not {copies}")
+        if copies * (4 * replicas + 1) > MAX_PODS:
+            raise ValueError(f"{copies} copies of {replicas} replicas make {copies * (4 * replicas + 1)} pods; "
+                             f"the sandbox's pod network holds {MAX_PODS}: lower --copies or --replicas")
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, not {time_scale}")
         self.paths = st.StatePaths(Path(dir).expanduser() if dir else st.default_dir())
         self.replicas = replicas
+        self.copies = copies
         self.time_scale = time_scale
         self.tie_to_process = tie_to_process
         self.boot_timeout = boot_timeout
@@ -109,7 +121,7 @@ class Sandbox:
         st.make_private_dirs(self.dir)
         read_fd, write_fd = os.pipe()
         cmd = [sys.executable, "-m", "labkit.sandbox.daemon", "--dir", str(self.dir),
-               "--replicas", str(self.replicas), "--time-scale", str(self.time_scale),
+               "--replicas", str(self.replicas), "--copies", str(self.copies), "--time-scale", str(self.time_scale),
                "--ready-fd", str(write_fd), "--boot-timeout", str(self.boot_timeout)]
         if self.tie_to_process:
             cmd += ["--parent-pid", str(os.getpid())]
@@ -166,6 +178,7 @@ class Sandbox:
         if not sb.info:
             raise SandboxError(f"the sandbox in {sb.dir} is still starting; try again in a moment")
         sb.replicas = int(sb.info.get("replicas", 3))
+        sb.copies = int(sb.info.get("copies", 1))
         sb.time_scale = float(sb.info.get("time_scale", 1.0))
         return sb
 
@@ -187,6 +200,10 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)  # its containers follow through PDEATHSIG
             time.sleep(0.2)
         self._reap()
+        # The lock is released just before the process exits; return once it has (the interpreter's own
+        # teardown can take a moment on a busy machine), so "stopped" means every process is gone.
+        while time.monotonic() < deadline + 5 and _alive(pid):
+            time.sleep(0.02)
         self.info = {}
         return True
 
@@ -242,6 +259,21 @@ class Sandbox:
                  tb: TracebackType | None) -> None:
         if self._owned:
             self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, already dead, does not count)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (not Linux): ask the kernel
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return text.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _read_kubeconfig(path: Path) -> dict[str, str]:

@@ -18,10 +18,20 @@ from typing import Protocol
 
 from labkit.kubestatus import is_pod_ready
 
+from . import node
 from .events import EventRecorder
 from .registry import SAFE, Registry, controller_of, owner_ref, safe_suffix
 from .resources import BY_PLURAL
-from .store import Obj, Store, WatchEvent, labels_match, match_labels_selector, now_rfc3339, selector_string
+from .store import (
+    Obj,
+    Requirement,
+    Store,
+    WatchEvent,
+    labels_match,
+    match_labels_selector,
+    now_rfc3339,
+    selector_string,
+)
 
 log = logging.getLogger("labkit.sandbox.controllers")
 PODS = BY_PLURAL[("", "pods")]
@@ -29,6 +39,16 @@ SERVICES = BY_PLURAL[("", "services")]
 ENDPOINTS = BY_PLURAL[("", "endpoints")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+NAMESPACES = BY_PLURAL[("", "namespaces")]
+CONFIGMAPS = BY_PLURAL[("", "configmaps")]
+SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
+ENDPOINT_SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+HASH_LABEL = "pod-template-hash"
+REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+NOT_COPIED = frozenset({"kubectl.kubernetes.io/last-applied-configuration", REVISION, REVISION_HISTORY,
+                        "deployment.kubernetes.io/desired-replicas", "deployment.kubernetes.io/max-replicas"})
+"""Deployment annotations the controller does not copy onto its ReplicaSets (as ``skipCopyAnnotation``)."""
 
 
 class ServiceNetwork(Protocol):
@@ -53,6 +73,27 @@ def template_hash(template: Obj) -> str:
     for byte in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return "".join(SAFE[ord(ch) % len(SAFE)] for ch in str(h))
+
+
+def equal_ignoring_hash(a: Obj, b: Obj) -> bool:
+    """Whether two pod templates are the same but for the ``pod-template-hash`` label (``EqualIgnoreHash``)."""
+    def bare(t: Obj) -> Obj:
+        t = copy.deepcopy(t)
+        meta = t.setdefault("metadata", {})
+        labels = meta.get("labels") or {}
+        labels.pop(HASH_LABEL, None)
+        meta["labels"] = labels
+        if meta.get("creationTimestamp") is None:
+            meta.pop("creationTimestamp", None)
+        return t
+    return bare(a) == bare(b)
+
+
+def _revision(obj: Obj) -> int:
+    try:
+        return int((obj["metadata"].get("annotations") or {}).get(REVISION, "0"))
+    except ValueError:
+        return 0
 
 
 def _owned_by(obj: Obj, uid: str) -> bool:
@@ -90,22 +131,31 @@ class WorkQueue:
 class Controllers:
     """The controller manager: deployment, replicaset and endpoints controllers."""
 
-    def __init__(self, store: Store, registry: Registry, events: EventRecorder, network: ServiceNetwork) -> None:
+    def __init__(self, store: Store, registry: Registry, events: EventRecorder, network: ServiceNetwork,
+                 ca_pem: str = "") -> None:
         self.store = store
         self.registry = registry
         self.events = events
         self.network = network
+        self.ca_pem = ca_pem
         self.deployments = WorkQueue(self.sync_deployment, "deployment")
         self.replicasets = WorkQueue(self.sync_replicaset, "replicaset")
         self.endpoints = WorkQueue(self.sync_endpoints, "endpoints")
+        self.namespaces = WorkQueue(self.sync_namespace, "namespace")
+        self._queues = (self.deployments, self.replicasets, self.endpoints, self.namespaces)
 
     def start(self) -> None:
-        self.store.subscribe((DEPLOYMENTS, REPLICASETS, PODS, SERVICES), self._on_event)
-        for q in (self.deployments, self.replicasets, self.endpoints):
+        self.store.subscribe((DEPLOYMENTS, REPLICASETS, PODS, SERVICES, NAMESPACES, CONFIGMAPS, SERVICE_ACCOUNTS),
+                             self._on_event)
+        for q in self._queues:
             q.start()
+        for ns in self.store.list(NAMESPACES):
+            self.namespaces.add("", ns["metadata"]["name"])
+        for svc in self.store.list(SERVICES):
+            self._on_event(WatchEvent("ADDED", SERVICES, svc, None, self.store.rv))
 
     def stop(self) -> None:
-        for q in (self.deployments, self.replicasets, self.endpoints):
+        for q in self._queues:
             if q.task is not None:
                 q.task.cancel()
 
@@ -113,7 +163,13 @@ class Controllers:
     def _on_event(self, ev: WatchEvent) -> None:
         meta = ev.object["metadata"]
         ns = meta.get("namespace", "default")
-        if ev.resource is DEPLOYMENTS:
+        if ev.resource is NAMESPACES:
+            if ev.type == "ADDED":
+                self.namespaces.add("", meta["name"])
+        elif ev.resource in (CONFIGMAPS, SERVICE_ACCOUNTS):
+            if ev.type == "DELETED" and meta["name"] in (node.ROOT_CA_CONFIGMAP, node.DEFAULT_SERVICE_ACCOUNT):
+                self.namespaces.add("", ns)
+        elif ev.resource is DEPLOYMENTS:
             self.deployments.add(ns, meta["name"])
         elif ev.resource is REPLICASETS:
             self.replicasets.add(ns, meta["name"])
@@ -140,6 +196,16 @@ class Controllers:
                 self.network.register_service(ns, meta["name"], ip)
             self.endpoints.add(ns, meta["name"])
 
+    # -- namespaces: the root-CA publisher and the service-account controller
+    async def sync_namespace(self, _: str, name: str) -> None:
+        namespace = self.store.get(NAMESPACES, "", name)
+        if namespace is None or namespace["metadata"].get("deletionTimestamp"):
+            return
+        if self.store.get(CONFIGMAPS, name, node.ROOT_CA_CONFIGMAP) is None:
+            self.registry.create(CONFIGMAPS, node.root_ca_configmap(name, self.ca_pem), name)
+        if self.store.get(SERVICE_ACCOUNTS, name, node.DEFAULT_SERVICE_ACCOUNT) is None:
+            self.registry.create(SERVICE_ACCOUNTS, node.default_service_account(name), name)
+
     # -- deployments
     async def sync_deployment(self, ns: str, name: str) -> None:
         dep = self.store.get(DEPLOYMENTS, ns, name)
@@ -150,30 +216,63 @@ class Controllers:
         template = copy.deepcopy(spec["template"])
         phash = template_hash(template)
         owned = [rs for rs in self.store.list(REPLICASETS, ns) if _owned_by(rs, dep["metadata"]["uid"])]
-        current = next((rs for rs in owned
-                        if rs["metadata"].get("labels", {}).get("pod-template-hash") == phash), None)
+        # The oldest ReplicaSet with this template is the new one again (a rollback), as FindNewReplicaSet says.
+        current = next((rs for rs in sorted(owned, key=lambda r: (r["metadata"]["creationTimestamp"],
+                                                                  r["metadata"]["name"]))
+                        if equal_ignoring_hash(rs["spec"]["template"], template)), None)
+        max_revision = max((_revision(rs) for rs in owned), default=0)
         if current is None:
             labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": phash}
             template.setdefault("metadata", {})["labels"] = labels
             selector = copy.deepcopy(spec["selector"])
             selector.setdefault("matchLabels", {})["pod-template-hash"] = phash
             rs_name = f"{name}-{phash}"
-            revision = 1 + max((int(rs["metadata"].get("annotations", {}).get(
-                "deployment.kubernetes.io/revision", "0")) for rs in owned), default=0)
             current = self.registry.create(REPLICASETS, {
                 "metadata": {
                     "name": rs_name, "namespace": ns, "labels": labels,
                     "ownerReferences": [owner_ref(dep)],
-                    "annotations": {"deployment.kubernetes.io/desired-replicas": str(desired),
+                    "annotations": {**self._copied_annotations(dep),
+                                    "deployment.kubernetes.io/desired-replicas": str(desired),
                                     "deployment.kubernetes.io/max-replicas": str(desired + 1),
-                                    "deployment.kubernetes.io/revision": str(revision)},
+                                    REVISION: str(max_revision + 1)},
                 },
                 "spec": {"replicas": 0, "selector": selector, "template": template},
                 "status": {"replicas": 0},
             }, ns)
+        else:
+            current = self._renew(dep, current, max_revision)
+        revision = str(_revision(current))
+        if (dep["metadata"].get("annotations") or {}).get(REVISION) != revision:
+            dep = self.registry.mutate(DEPLOYMENTS, ns, name, lambda d: d["metadata"].setdefault(
+                "annotations", {}).__setitem__(REVISION, revision)) or dep
         self._roll(dep, current, [rs for rs in owned if rs["metadata"]["name"] != current["metadata"]["name"]],
                    desired)
         self._deployment_status(dep, current["metadata"]["name"])
+
+    @staticmethod
+    def _copied_annotations(dep: Obj) -> dict[str, str]:
+        return {k: v for k, v in (dep["metadata"].get("annotations") or {}).items() if k not in NOT_COPIED}
+
+    def _renew(self, dep: Obj, rs: Obj, max_revision: int) -> Obj:
+        """Keep the new ReplicaSet's annotations in step: the deployment's, and the newest revision number.
+
+        A ReplicaSet that was an older revision (after ``rollout undo``) gets the next number and remembers its
+        previous ones in ``revision-history``, as the deployment controller does.
+        """
+        copied = self._copied_annotations(dep)
+        old_revision = _revision(rs)
+        bump = old_revision < max_revision
+
+        def apply(r: Obj) -> None:
+            ann = r["metadata"].setdefault("annotations", {})
+            ann.update(copied)
+            if bump:
+                history = [h for h in ann.get(REVISION_HISTORY, "").split(",") if h]
+                ann[REVISION_HISTORY] = ",".join([*history, str(old_revision)])
+                ann[REVISION] = str(max_revision + 1)
+
+        return self.registry.mutate(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"],
+                                    apply) or rs
 
     def _scale_rs(self, dep: Obj, rs: Obj, n: int) -> None:
         before = int(rs["spec"].get("replicas", 0))
@@ -320,20 +419,7 @@ class Controllers:
     def _pod_from_template(self, rs: Obj) -> Obj:
         template = copy.deepcopy(rs["spec"]["template"])
         tmeta = template.get("metadata") or {}
-        spec = template.get("spec") or {}
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("serviceAccountName", spec.get("serviceAccount", "default"))
-        spec.setdefault("securityContext", {})
-        for c in spec.get("containers") or []:
-            c.setdefault("imagePullPolicy", "IfNotPresent")
-            c.setdefault("terminationMessagePath", "/dev/termination-log")
-            c.setdefault("terminationMessagePolicy", "File")
-            c.setdefault("resources", {})
-            for port in c.get("ports") or []:
-                port.setdefault("protocol", "TCP")
+        spec = template.get("spec") or {}  # defaulted by the registry, as any new Pod
         meta: Obj = {
             "name": f"{rs['metadata']['name']}-{safe_suffix()}",
             "generateName": f"{rs['metadata']['name']}-",
@@ -351,8 +437,12 @@ class Controllers:
         if svc is None:
             if self.store.get(ENDPOINTS, ns, name) is not None:
                 self.registry.delete(ENDPOINTS, ns, name)
+            for eps in self._slices(ns, name):
+                self.registry.delete(ENDPOINT_SLICES, ns, eps["metadata"]["name"])
             await self.network.unregister_service(ns, name)
             return
+        if not svc["spec"].get("selector"):
+            return  # a selectorless Service: whoever made it keeps its endpoints (the API server, for kubernetes)
         selector = match_labels_selector(svc["spec"].get("selector"))
         ports = svc["spec"].get("ports") or []
         ready_addrs: list[Obj] = []
@@ -400,6 +490,51 @@ class Controllers:
                 if not subsets:
                     ep.pop("subsets")
             self.registry.mutate(ENDPOINTS, ns, name, apply)
+        self._sync_slice(svc, pods)
+
+    def _slices(self, ns: str, service: str) -> list[Obj]:
+        return self.store.list(ENDPOINT_SLICES, ns, [
+            Requirement(node.SERVICE_NAME_LABEL, "=", (service,)),
+            Requirement(node.MANAGED_BY, "=", (node.SLICE_CONTROLLER,))])
+
+    def _sync_slice(self, svc: Obj, pods: list[Obj]) -> None:
+        """The EndpointSlice beside the Endpoints: one per Service, every pod with an address, its conditions."""
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        endpoints: list[Obj] = []
+        for p in sorted(pods, key=lambda p: p.get("status", {}).get("podIP", "")):
+            ip = p.get("status", {}).get("podIP")
+            if not ip:
+                continue
+            terminating = bool(p["metadata"].get("deletionTimestamp"))
+            ready = is_pod_ready(p)
+            endpoints.append({
+                "addresses": [ip],
+                "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                "nodeName": node.NODE_NAME,
+                "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
+                              "uid": p["metadata"]["uid"]}})
+        ports: list[Obj] = []
+        for sp in svc["spec"].get("ports") or []:
+            target = next((t for t in (_target_port(sp, p) for p in pods) if t), None)
+            tp = sp.get("targetPort", sp["port"])
+            number = target or (int(tp) if str(tp).isdigit() else int(sp["port"]))
+            ports.append({"name": sp.get("name", ""), "port": number, "protocol": sp.get("protocol", "TCP")})
+        labels = {**(svc["metadata"].get("labels") or {}), node.SERVICE_NAME_LABEL: name,
+                  node.MANAGED_BY: node.SLICE_CONTROLLER}
+        existing = self._slices(ns, name)
+        if not existing:
+            ref = {**owner_ref(svc), "apiVersion": "v1", "kind": "Service"}
+            self.registry.create(ENDPOINT_SLICES, {
+                "metadata": {"generateName": f"{name}-", "namespace": ns, "labels": labels,
+                             "ownerReferences": [ref]},
+                "addressType": "IPv4", "endpoints": endpoints, "ports": ports}, ns)
+            return
+
+        def apply(eps: Obj) -> None:
+            eps["metadata"]["labels"] = labels
+            eps["endpoints"], eps["ports"] = endpoints, ports
+
+        self.registry.mutate(ENDPOINT_SLICES, ns, existing[0]["metadata"]["name"], apply)
 
 
 def _percent_of(value: object, total: int, *, up: bool) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import ctypes
 import json
 import logging
@@ -20,16 +21,18 @@ import sys
 import time
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from aiohttp import ClientSession, TCPConnector, web
-
-from . import limits
 from . import state as st
-from .apiserver import ApiServer, make_ssl_context
-from .cluster import Cluster
-from .resources import for_api_version
+from .images import zygote
+
+# The API server and the cluster are imported in serve(), after main() has started the containers' zygote: its
+# imports then overlap ours, and the first container does not wait for them.
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .apiserver import ApiServer
+    from .cluster import Cluster
 
 log = logging.getLogger("labkit.sandbox")
 LESSON_MANIFESTS = ("bookinfo.yaml", "sleep.yaml")
@@ -41,31 +44,62 @@ def manifest_text(name: str) -> str:
 
 
 def manifest_objects(name: str) -> list[dict[str, Any]]:
+    import yaml
+
     return [d for d in yaml.safe_load_all(manifest_text(name)) if d]
 
 
-async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: int) -> None:
-    """Create the lesson's objects through the API server itself, as ``kubectl apply`` would."""
+def copy_namespaces(copies: int) -> list[str]:
+    """The namespaces of ``--copies N``: the lesson's own ``default``, then ``bookinfo-2`` ... ``bookinfo-N``."""
+    return ["default", *(f"bookinfo-{i}" for i in range(2, copies + 1))]
+
+
+def pods_per_copy(replicas: int) -> int:
+    """Pods of one copy of the lesson: four Bookinfo deployments and the tester."""
+    return 4 * replicas + 1
+
+
+async def apply_manifests(api: str, ca: ssl.SSLContext, token: str, replicas: int, copies: int = 1) -> None:
+    """Create the lesson's objects through the API server itself, as ``kubectl apply`` would.
+
+    With ``copies`` above 1, each extra copy gets its own namespace (see :func:`copy_namespaces`) with its own
+    Bookinfo and tester, applied concurrently.
+    """
+    from aiohttp import ClientSession, TCPConnector
+
+    from .resources import for_api_version
+
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    async with ClientSession(connector=TCPConnector(ssl=ca), headers=headers) as http:
-        for name in LESSON_MANIFESTS:
-            for obj in manifest_objects(name):
-                res = for_api_version(obj["apiVersion"], obj["kind"])
-                if res is None:
-                    raise RuntimeError(f"{name}: kind {obj['kind']} is not served by the sandbox")
-                # Annotate like `kubectl apply` does, so a later `kubectl apply -f` of the same file is a clean update.
-                last = json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n"
-                obj["metadata"].setdefault("annotations", {})[
-                    "kubectl.kubernetes.io/last-applied-configuration"] = last
-                if obj["kind"] == "Deployment" and name == "bookinfo.yaml":
-                    # The lesson's previous page scales everything to 3 replicas.
-                    obj["spec"]["replicas"] = replicas
-                prefix = "/api/v1" if not res.group else f"/apis/{res.group_version}"
-                ns = "namespaces/default/" if res.namespaced else ""
-                async with http.post(f"{api}{prefix}/{ns}{res.plural}?fieldManager=labkit-boot", json=obj) as r:
-                    if r.status not in (200, 201, 409):
-                        raise RuntimeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: "
-                                           f"{r.status} {await r.text()}")
+    parsed = {name: manifest_objects(name) for name in LESSON_MANIFESTS}  # once: YAML parsing is slow
+    async with ClientSession(connector=TCPConnector(ssl=ca, limit=32), headers=headers) as http:
+
+        async def post(path: str, obj: dict[str, Any]) -> None:
+            async with http.post(f"{api}{path}?fieldManager=labkit-boot", json=obj) as r:
+                if r.status not in (200, 201, 409):
+                    raise RuntimeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: "
+                                       f"{r.status} {await r.text()}")
+
+        async def apply_to(namespace: str) -> None:
+            if namespace != "default":
+                await post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                  "metadata": {"name": namespace}})
+            for name in LESSON_MANIFESTS:
+                for obj in copy.deepcopy(parsed[name]):
+                    res = for_api_version(obj["apiVersion"], obj["kind"])
+                    if res is None:
+                        raise RuntimeError(f"{name}: kind {obj['kind']} is not served by the sandbox")
+                    # Annotate like `kubectl apply` does, so a later `kubectl apply -f` is a clean update.
+                    last = json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n"
+                    obj["metadata"].setdefault("annotations", {})[
+                        "kubectl.kubernetes.io/last-applied-configuration"] = last
+                    if obj["kind"] == "Deployment" and name == "bookinfo.yaml":
+                        # The lesson's previous page scales everything to 3 replicas.
+                        obj["spec"]["replicas"] = replicas
+                    prefix = "/api/v1" if not res.group else f"/apis/{res.group_version}"
+                    ns = f"namespaces/{namespace}/" if res.namespaced else ""
+                    await post(f"{prefix}/{ns}{res.plural}", obj)
+
+        await asyncio.gather(*(apply_to(ns) for ns in copy_namespaces(copies)))
 
 
 async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: int | None) -> None:
@@ -83,6 +117,12 @@ async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: i
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from . import limits
+    from .apiserver import ApiServer, make_ssl_context
+    from .cluster import Cluster
+
     paths = st.StatePaths(Path(args.dir))
     report_fd = args.ready_fd
     lock = st.Lock(paths.lock)
@@ -95,7 +135,7 @@ async def serve(args: argparse.Namespace) -> int:
             stale.unlink()
     token = st.new_token()
     ca_pem = st.make_certificate(paths.cert, paths.key)
-    cluster = Cluster(str(paths.root), time_scale=args.time_scale)
+    cluster = Cluster(str(paths.root), time_scale=args.time_scale, ca_pem=ca_pem.decode())
     cluster.start()
     server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
@@ -107,6 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
     port = runner.addresses[0][1]
     api = f"https://127.0.0.1:{port}"
     server.server_address = f"127.0.0.1:{port}"
+    cluster.api_server_listening("127.0.0.1", port)
     st.write_private(paths.kubeconfig, st.kubeconfig_text(api, ca_pem, token).encode())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,9 +156,9 @@ async def serve(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         client_ssl = ssl.create_default_context(cadata=ca_pem.decode())
-        await apply_manifests(api, client_ssl, token, args.replicas)
+        await apply_manifests(api, client_ssl, token, args.replicas, args.copies)
         ingress_port = await cluster.network.start_ingress("default", "productpage", 9080, args.ingress_port)
-        expected = 4 * args.replicas + 1
+        expected = args.copies * pods_per_copy(args.replicas)
         await wait_all_ready(cluster, expected, time.monotonic() + args.boot_timeout, report_fd)
     except Exception as exc:
         log.exception("boot failed")
@@ -133,6 +174,8 @@ async def serve(args: argparse.Namespace) -> int:
         "ingress": f"http://127.0.0.1:{ingress_port}",
         "dir": str(paths.root),
         "replicas": args.replicas,
+        "copies": args.copies,
+        "namespaces": copy_namespaces(args.copies),
         "time_scale": args.time_scale,
         "started": started,
         "boot_seconds": round(time.time() - started, 3),
@@ -179,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="labkit-sandbox-daemon")
     p.add_argument("--dir", required=True)
     p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--copies", type=int, default=1)
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--api-port", type=int, default=0)
     p.add_argument("--ingress-port", type=int, default=0)
@@ -189,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent_pid:
         tie_to_parent(args.parent_pid)
     st.make_private_dirs(Path(args.dir))
+    zygote.prestart(str(Path(args.dir)))  # before the heavy imports of serve(); the kubelet adopts it
+    from . import limits  # (it imports aiohttp: only once the zygote has started)
+
     handler = logging.FileHandler(Path(args.dir) / "sandbox.log")
     handler.addFilter(limits.RateLimitFilter())  # a flood of bad requests must not fill the disk
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

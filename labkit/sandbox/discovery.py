@@ -28,6 +28,7 @@ import json
 import platform
 from typing import Any
 
+from labkit.sandbox import openapi_schemas
 from labkit.sandbox.resources import GROUP_VERSIONS, RESOURCES, Resource
 
 __all__ = [
@@ -277,7 +278,7 @@ def version_info() -> dict[str, Any]:
 
 
 def _schema_name(group: str, version: str, kind: str) -> str:
-    return f"io.k8s.api.{group or 'core'}.{version}.{kind}"
+    return f"io.k8s.api.{group.split('.')[0] or 'core'}.{version}.{kind}"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -408,6 +409,13 @@ def _document(group_version: str) -> dict[str, Any] | None:
     schemas: dict[str, Any] = {}
     for resource in resources:
         paths.update(_paths(resource))
+        name = _schema_name(resource.group, resource.version, resource.kind)
+        if name in openapi_schemas.schemas():
+            # A kind with real fields: its schema, everything it references, and its list (``kubectl explain``).
+            schemas.update(openapi_schemas.closure([name]))
+            schemas[name + "List"] = openapi_schemas.list_schema(name, resource.group, resource.version,
+                                                                 resource.kind)
+            continue
         for kind in (resource.kind, resource.list_kind):
             schemas[_schema_name(resource.group, resource.version, kind)] = _free_form(resource, kind)
     return {

@@ -19,22 +19,23 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import dns, toolbox
+from . import dns, envfrom, toolbox
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
 from .images.runtime import process_environ
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Obj, Store, WatchEvent, now_rfc3339
+from .zygote import ContainerProcess, ContainerRuntime, LaunchSpec
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
+CONFIG_SOURCES = {"ConfigMap": BY_PLURAL[("", "configmaps")], "Secret": BY_PLURAL[("", "secrets")]}
 
 FIRST_RESTART_DELAY = 1.0
 BACKOFF_INITIAL = 10.0
@@ -117,7 +118,7 @@ class Container:
     last_state: Obj = field(default_factory=dict)
     ready: bool = False
     started: bool = False
-    process: asyncio.subprocess.Process | None = None
+    process: ContainerProcess | None = None
     argv: list[str] = field(default_factory=list)
     comm: str = ""
     started_at: float = 0.0
@@ -241,7 +242,11 @@ class Kubelet:
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
+        # Container processes: forked from a pre-imported zygote, or spawned (LABKIT_ZYGOTE=0, non-Linux).
+        self.runtime = ContainerRuntime(self.state_dir)
+
     def start(self) -> None:
+        self.runtime.start()
         self.store.subscribe((PODS,), self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
@@ -316,10 +321,10 @@ class Kubelet:
     def _container_env(self, c: Container, base: dict[str, str], pod: Obj) -> dict[str, str]:
         env = dict(c.image.env) if c.image else {}
         env.update(base)
+        env.update(envfrom.resolve(c.spec, c.pod.namespace,
+                                   lambda kind, name: self.store.get(CONFIG_SOURCES[kind], c.pod.namespace, name)))
         for item in c.spec.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            elif (item.get("valueFrom") or {}).get("fieldRef"):
+            if (item.get("valueFrom") or {}).get("fieldRef"):
                 path = item["valueFrom"]["fieldRef"].get("fieldPath", "")
                 value = {"metadata.name": c.pod.name, "metadata.namespace": c.pod.namespace,
                          "status.podIP": c.pod.ip, "spec.nodeName": "sandbox",
@@ -360,7 +365,17 @@ class Kubelet:
         if c.stopping:
             return
         self._record(c, "Normal", "Pulled", f'Container image "{image}" already present on machine')
-        env = self._container_env(c, base_env, pod)
+        while True:
+            try:
+                env = self._container_env(c, base_env, pod)
+                break
+            except envfrom.ConfigError as exc:  # retried on the kubelet's next sync, as a real one does
+                c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+                self._record(c, "Warning", "Failed", f"Error: {exc}")
+                c.pod.publish()
+                await asyncio.sleep(self._delay(2.0))
+                if c.stopping:
+                    return
         c.process_env = env
         while not c.stopping:
             run_started = time.monotonic()
@@ -419,10 +434,8 @@ class Kubelet:
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
             with open(c.log_path(), "ab") as logf:
-                c.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "labkit.sandbox.images.run", c.image.name, *c.argv,
-                    env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                    pass_fds=(ready_w,), start_new_session=True, cwd=self.state_dir)
+                c.process = await self.runtime.run(
+                    LaunchSpec(c.image.name, list(c.argv), full_env, self.state_dir), logf.fileno(), ready_w)
         except OSError as exc:
             os.close(ready_r)
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
@@ -533,6 +546,7 @@ class Kubelet:
             for c in r.containers:
                 if c.task is not None:
                     c.task.cancel()
+        await self.runtime.close()
 
     def signal_container(self, c: Container, sig: int) -> None:
         if c.process is not None and c.process.returncode is None:

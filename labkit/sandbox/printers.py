@@ -482,6 +482,73 @@ def _configmap_cells(configmap: dict[str, Any], now: datetime) -> Cells:
     return [_name(configmap), entries, _age(configmap, now)]
 
 
+def _secret_cells(secret: dict[str, Any], now: datetime) -> Cells:
+    return [_name(secret), str(secret.get("type") or ""), len(secret.get("data") or {}), _age(secret, now)]
+
+
+def _node_roles(node: dict[str, Any]) -> str:
+    roles = set()
+    for key, value in (_get(node, "metadata", "labels") or {}).items():
+        if key.startswith("node-role.kubernetes.io/"):
+            roles.add(key.removeprefix("node-role.kubernetes.io/"))
+        elif key == "kubernetes.io/role" and value:
+            roles.add(str(value))
+    return ",".join(sorted(r for r in roles if r)) or "<none>"
+
+
+def _node_cells(node: dict[str, Any], now: datetime) -> Cells:
+    conditions = {c.get("type"): c.get("status") for c in _items(_get(node, "status", "conditions"))}
+    status = "Ready" if conditions.get("Ready") == "True" else "NotReady" if "Ready" in conditions else "Unknown"
+    if _get(node, "spec", "unschedulable"):
+        status += ",SchedulingDisabled"
+    addresses = {a.get("type"): a.get("address") for a in _items(_get(node, "status", "addresses"))}
+    info = _get(node, "status", "nodeInfo") or {}
+    return [_name(node), status, _node_roles(node), _age(node, now), str(info.get("kubeletVersion") or ""),
+            str(addresses.get("InternalIP") or "<none>"), str(addresses.get("ExternalIP") or "<none>"),
+            str(info.get("osImage") or "<unknown>"), str(info.get("kernelVersion") or "<unknown>"),
+            str(info.get("containerRuntimeVersion") or "<unknown>")]
+
+
+_NODE_COLUMNS: list[Column] = [
+    _NAME,
+    ("Status", "string", "", 0, "The status of the node"),
+    ("Roles", "string", "", 0, "The roles of the node"),
+    _AGE,
+    ("Version", "string", "", 0, "Kubelet Version reported by the node."),
+    ("Internal-IP", "string", "", 1, "List of addresses reachable to the node. Queried from cloud provider, if "
+                                     "available."),
+    ("External-IP", "string", "", 1, "List of addresses reachable to the node. Queried from cloud provider, if "
+                                     "available."),
+    ("OS-Image", "string", "", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 "
+                                  "(wheezy))."),
+    ("Kernel-Version", "string", "", 1, "Kernel Version reported by the node from 'uname -r' (e.g. "
+                                        "3.16.0-0.bpo.4-amd64)."),
+    ("Container-Runtime", "string", "", 1, "ContainerRuntime Version reported by the node through runtime remote "
+                                           "API (e.g. containerd://1.4.2)."),
+]
+
+
+def _endpointslice_cells(eps: dict[str, Any], now: datetime) -> Cells:
+    ports = _items(eps.get("ports"))
+    port_text = ",".join(str(p.get("port")) if p.get("port") is not None else "<unset>" for p in ports)
+    if not ports:
+        port_text = "<unset>"
+    addresses = [a for e in _items(eps.get("endpoints")) for a in _items(e.get("addresses"))]
+    shown = ",".join(addresses[:_ENDPOINTS_SHOWN])
+    if len(addresses) > _ENDPOINTS_SHOWN:
+        shown += f" + {len(addresses) - _ENDPOINTS_SHOWN} more..."
+    return [_name(eps), str(eps.get("addressType") or ""), port_text, shown or "<unset>", _age(eps, now)]
+
+
+_ENDPOINTSLICE_COLUMNS: list[Column] = [
+    _NAME,
+    ("AddressType", "string", "", 0, "Type of address carried by this EndpointSlice."),
+    ("Ports", "string", "", 0, "Ports the endpoints of this EndpointSlice listen on."),
+    ("Endpoints", "string", "", 0, "Addresses of the endpoints of this EndpointSlice."),
+    _AGE,
+]
+
+
 def _default_cells(obj: dict[str, Any], now: datetime) -> Cells:
     return [_name(obj), _age(obj, now)]
 
@@ -517,6 +584,19 @@ _PRINTERS: dict[tuple[str, str], tuple[list[Column], RowPrinter]] = {
         _configmap_cells,
     ),
 }
+_PRINTERS.update({
+    ("", "Secret"): (
+        [_NAME, ("Type", "string", "", 0, "Used to facilitate programmatic handling of secret data."),
+         ("Data", "string", "", 0, "Contains the secret data."), _AGE],
+        _secret_cells,
+    ),
+    ("", "Node"): (_NODE_COLUMNS, _node_cells),
+    ("discovery.k8s.io", "EndpointSlice"): (_ENDPOINTSLICE_COLUMNS, _endpointslice_cells),
+    ("coordination.k8s.io", "Lease"): (
+        [_NAME, ("Holder", "string", "", 0, "The holder of the lease."), _AGE],
+        lambda lease, now: [_name(lease), str(_get(lease, "spec", "holderIdentity") or ""), _age(lease, now)],
+    ),
+})
 _DEFAULT: tuple[list[Column], RowPrinter] = ([_NAME, _AGE], _default_cells)
 
 

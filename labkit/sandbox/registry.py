@@ -15,14 +15,27 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from .resources import BY_PLURAL, Resource
-from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found
+from . import defaults, node
+from .resources import BY_PLURAL, REVIEW_KINDS, Resource
+from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found, now_rfc3339
 
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+SECRETS = BY_PLURAL[("", "secrets")]
+CONFIGMAPS = BY_PLURAL[("", "configmaps")]
+NODES = BY_PLURAL[("", "nodes")]
+ENDPOINTS = BY_PLURAL[("", "endpoints")]
+LEASES = BY_PLURAL[("coordination.k8s.io", "leases")]
+ENDPOINT_SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+NAMESPACE_CONTENTS = tuple(r for r in BY_PLURAL.values() if r.namespaced and r.kind not in ("Pod", "Event"))
+"""What a namespace's deletion removes (pods go gracefully, events stay until they expire)."""
+
+SANDBOX_USER = "sandbox"
+SANDBOX_GROUPS = ("system:masters", "system:authenticated")
+"""Who the kubeconfig's token authenticates as: a cluster administrator, as on a fresh kind or minikube."""
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 INITIAL_NAMESPACES = ("default", *SYSTEM_NAMESPACES)
@@ -54,7 +67,8 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
     text = "; ".join(f"{f}: {m}" for f, m in causes)
     return StoreError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', {
         "name": name, "kind": kind,
-        "causes": [{"reason": "FieldValueRequired" if "Required" in m else "FieldValueInvalid",
+        "causes": [{"reason": "FieldValueRequired" if "Required" in m else
+                    "FieldValueForbidden" if m.startswith("Forbidden") else "FieldValueInvalid",
                     "message": m, "field": f} for f, m in causes]})
 
 
@@ -76,6 +90,53 @@ class Registry:
             self.store.create(NAMESPACES, {"metadata": {"name": ns, "labels": {
                 "kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"}})
+
+    def create_furniture(self, facts: node.NodeFacts, pod_cidr: str, api_service_ip: str) -> None:
+        """The Node, its Lease and the ``kubernetes`` Service, as a fresh cluster has them (after the namespaces).
+
+        The Service gets ``api_service_ip``, the first address of the service range as on a real cluster
+        (``10.96.0.1``), outside the pool the other Services draw from.
+        """
+        node_obj = self.store.create(NODES, node.node_object(facts, pod_cidr, now_rfc3339()))
+        lease = node.node_lease(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node.NODE_NAME,
+                                                 "uid": node_obj["metadata"]["uid"]}]
+        self.store.create(LEASES, lease)
+        service = self.prepare(SERVICES, node.kubernetes_service(), "default")
+        service["spec"]["clusterIP"] = api_service_ip
+        service["spec"]["clusterIPs"] = [api_service_ip]
+        self.store.create(SERVICES, service)
+
+    def publish_api_server(self, ip: str, port: int) -> None:
+        """Point the ``kubernetes`` Service's Endpoints and EndpointSlice at the API server."""
+        for res, obj in ((ENDPOINTS, node.api_server_endpoints(ip, port)),
+                         (ENDPOINT_SLICES, node.api_server_slice(ip, port))):
+            old = self.store.get(res, "default", "kubernetes")
+            if old is None:
+                self.store.create(res, obj)
+            else:
+                self.update(res, old, obj)
+
+    def review(self, res: Resource, obj: Obj) -> Obj:
+        """Answer a self-review without storing it: the sandbox's user may do everything."""
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+        obj.setdefault("metadata", {})
+        obj["metadata"].setdefault("creationTimestamp", None)
+        spec = obj.setdefault("spec", {})
+        if res.kind == "SelfSubjectAccessReview":
+            if not spec.get("resourceAttributes") and not spec.get("nonResourceAttributes"):
+                raise invalid(res.kind, "", [("spec.resourceAttributes", "Required value: exactly one of "
+                                              "nonResourceAttributes or resourceAttributes must be specified")])
+            obj["status"] = {"allowed": True, "reason": 'RBAC: allowed by ClusterRoleBinding "cluster-admin" of '
+                             'ClusterRole "cluster-admin" to Group "system:masters"'}
+        elif res.kind == "SelfSubjectRulesReview":
+            obj["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                             "incomplete": False}
+        else:
+            obj["status"] = {"userInfo": {"username": SANDBOX_USER, "groups": list(SANDBOX_GROUPS)}}
+        return obj
 
     # -- create
     def prepare(self, res: Resource, obj: Obj, namespace: str | None) -> Obj:
@@ -107,11 +168,7 @@ class Registry:
                     raise invalid("Pod", name, [("spec.containers[0].name", "Required value")])
                 if not c.get("image"):
                     raise invalid("Pod", name, [(f"spec.containers[{c['name']}].image", "Required value")])
-                c.setdefault("imagePullPolicy", "IfNotPresent")
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            spec.setdefault("serviceAccountName", "default")
-            spec.setdefault("dnsPolicy", "ClusterFirst")
+            defaults.pod(spec)
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif res in (DEPLOYMENTS, REPLICASETS):
             selector = spec.get("selector")
@@ -125,12 +182,7 @@ class Registry:
                                                 "template `labels`")])
             if not (template.get("spec") or {}).get("containers"):
                 raise invalid(res.kind, name, [("spec.template.spec.containers", "Required value")])
-            spec.setdefault("replicas", 1)
-            if res is DEPLOYMENTS:
-                spec.setdefault("strategy", {"type": "RollingUpdate",
-                                             "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
-                spec.setdefault("revisionHistoryLimit", 10)
-                spec.setdefault("progressDeadlineSeconds", 600)
+            (defaults.deployment_spec if res is DEPLOYMENTS else defaults.replicaset_spec)(spec)
             obj.setdefault("status", {})
         elif res is SERVICES:
             ports = spec.get("ports") or []
@@ -149,12 +201,18 @@ class Registry:
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
+        elif res is SECRETS:
+            problem = defaults.secret(obj)
+            if problem:
+                raise StoreError(400, "BadRequest", problem)
         if res in (PODS, DEPLOYMENTS, REPLICASETS, SERVICES):
             obj["spec"] = spec
         return obj
 
     def create(self, res: Resource, obj: Obj, namespace: str | None, *, dry_run: bool = False) -> Obj:
         """Default and store a new object; ``namespace`` is the request's (None: the object's or "default")."""
+        if res.kind in REVIEW_KINDS:
+            return self.review(res, obj)
         obj = self.prepare(res, obj, namespace)
         meta = obj["metadata"]
         if dry_run:
@@ -196,6 +254,17 @@ class Registry:
             spec["clusterIPs"] = old["spec"].get("clusterIPs")
         if res in (DEPLOYMENTS, REPLICASETS):
             new["status"] = old.get("status", {})
+            spec = new.setdefault("spec", {})
+            (defaults.deployment_spec if res is DEPLOYMENTS else defaults.replicaset_spec)(spec)
+        if res is SECRETS:
+            problem = defaults.secret(new)
+            if problem:
+                raise StoreError(400, "BadRequest", problem)
+        if res in (SECRETS, CONFIGMAPS) and old.get("immutable"):
+            changed = [f for f in ("data", "binaryData", "immutable") if new.get(f) != old.get(f)]
+            if changed:
+                raise invalid(res.kind, meta["name"], [(f, "Forbidden: field is immutable when `immutable` is set")
+                                                       for f in changed])
         bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
         if new == old or dry_run:
             return old if new == old else new
@@ -232,7 +301,7 @@ class Registry:
             if name in INITIAL_NAMESPACES:
                 raise StoreError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be '
                                  "deleted")
-            for other in (DEPLOYMENTS, REPLICASETS, SERVICES):
+            for other in NAMESPACE_CONTENTS:
                 for o in self.store.list(other, name):
                     self.delete(other, name, o["metadata"]["name"])
             for p in self.store.list(PODS, name):

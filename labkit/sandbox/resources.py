@@ -63,6 +63,9 @@ RESOURCES: tuple[Resource, ...] = (
              verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     Resource("serviceaccounts", "ServiceAccount", short_names=("sa",), singular="serviceaccount"),
     Resource("configmaps", "ConfigMap", short_names=("cm",), singular="configmap"),
+    Resource("secrets", "Secret", singular="secret"),
+    Resource("nodes", "Node", namespaced=False, short_names=("no",), singular="node",
+             subresources={"status": ("Node", ("get", "patch", "update"))}),
     Resource(
         "deployments", "Deployment", group="apps", short_names=("deploy",), singular="deployment", categories=ALL,
         subresources={
@@ -77,12 +80,26 @@ RESOURCES: tuple[Resource, ...] = (
             "status": ("ReplicaSet", ("get", "patch", "update")),
         },
     ),
+
+    Resource("endpointslices", "EndpointSlice", group="discovery.k8s.io", singular="endpointslice"),
+    Resource("leases", "Lease", group="coordination.k8s.io", singular="lease"),
+    Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", group="authorization.k8s.io",
+             namespaced=False, singular="selfsubjectaccessreview", verbs=("create",)),
+    Resource("selfsubjectrulesreviews", "SelfSubjectRulesReview", group="authorization.k8s.io",
+             namespaced=False, singular="selfsubjectrulesreview", verbs=("create",)),
+    Resource("selfsubjectreviews", "SelfSubjectReview", group="authentication.k8s.io",
+             namespaced=False, singular="selfsubjectreview", verbs=("create",)),
 )
+
+REVIEW_KINDS = frozenset({"SelfSubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview"})
+"""Kinds that are answered, never stored: a create returns the evaluated review."""
 
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOURCES}
 
-GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1")
+GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "coordination.k8s.io/v1",
+                                   "authorization.k8s.io/v1",
+                                   "authentication.k8s.io/v1")
 
 
 def lookup(group: str, plural: str) -> Resource | None:
