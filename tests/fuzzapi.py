@@ -33,6 +33,7 @@ from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from rawapi import RawApi, Reply
 
 from labkit.sandbox import Sandbox, discovery
+from labkit.sandbox.resources import GROUP_VERSIONS
 
 CURL = "docker.io/curlimages/curl:8.16.0"
 RATINGS = "docker.io/istio/examples-bookinfo-ratings-v1:1.20.3"
@@ -149,7 +150,7 @@ def served_openapi() -> dict[str, Any]:
     """The OpenAPI v3 documents the sandbox serves, merged into one (what ``/openapi/v3`` points at)."""
     doc = discovery.openapi_v3_document("v1")
     assert doc is not None
-    for gv in ("apps/v1",):
+    for gv in GROUP_VERSIONS[1:]:
         more = discovery.openapi_v3_document(gv)
         assert more is not None
         doc["paths"].update(more["paths"])
