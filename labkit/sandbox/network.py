@@ -229,7 +229,7 @@ class Network:
         self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True)
         self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
                                                          reuse_address=True, backlog=256)
-        return self.ingress.server.sockets[0].getsockname()[1]
+        return int(self.ingress.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         for ports in self._ports.values():
