@@ -72,6 +72,7 @@ class Cluster:
     async def shutdown(self) -> None:
         self.heartbeat.stop()
         self.controllers.stop()
+        self.events.close()
         await self.kubelet.shutdown()
         self.store.close_all_watches()
         await self.network.close()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from . import dns
 
 log = logging.getLogger("labkit.sandbox.network")
+MAX_PROXY_CONNECTIONS = 512
+"""Connections at once through one Service port or the ingress; more are reset (each holds two descriptors)."""
 
 
 def pick_subnet() -> tuple[int, int]:
@@ -91,6 +93,7 @@ class ServicePort:
     backends: list[tuple[str, int]] = field(default_factory=list)
     server: asyncio.Server | None = None
     connections: int = 0
+    active: int = 0
     ingress: bool = False
     """An ingress answers 503 "no healthy upstream" (as Envoy does) where a Service would refuse or reset."""
     sidecars: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -144,6 +147,16 @@ class ServicePort:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.active >= MAX_PROXY_CONNECTIONS:
+            _reset(writer)
+            return
+        self.active += 1
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.sidecars and not self.ingress:
             peer = writer.get_extra_info("peername")
             sidecar = self.sidecars.get(peer[0]) if peer else None
@@ -176,6 +189,8 @@ class Network:
         self.subnet = (a, b)
         self.pods = AddressPool([f"127.{a}.{b + i}.{n}" for i in (0, 1) for n in range(2, 255)])
         self.services = AddressPool([f"127.{a}.{b + 2}.{n}" for n in range(10, 255)])
+        self.pod_network = f"127.{a}.{b}.0/22"
+        """The block a pod may reach: its own pods (first two /24s) and Services (the third)."""
         self.hosts_file = os.path.join(state_dir, "network", "hosts")
         os.makedirs(os.path.dirname(self.hosts_file), exist_ok=True)
         self._dns: dict[tuple[str, str], str] = {}  # (namespace, service) -> cluster IP

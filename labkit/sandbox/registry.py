@@ -197,7 +197,9 @@ class Registry:
         if res.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
                 raise StoreError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                 "namespace sent on the request")
+                                 "namespace sent on the request", {"causes": [{
+                                     "reason": "FieldValueInvalid", "field": "metadata.namespace",
+                                     "message": "does not match the namespace sent on the request"}]})
             meta["namespace"] = namespace or meta.get("namespace") or "default"
             if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
                 raise not_found(NAMESPACES, meta["namespace"])
@@ -285,8 +287,11 @@ class Registry:
         return self.store.create(res, obj)
 
     # -- update
-    def update(self, res: Resource, old: Obj, new: Obj) -> Obj:
-        """Store ``new`` in place of ``old``, keeping what a client may not change (identity, pod spec, status)."""
+    def update(self, res: Resource, old: Obj, new: Obj, *, dry_run: bool = False) -> Obj:
+        """Store ``new`` in place of ``old``, keeping what a client may not change (identity, pod spec, status).
+
+        With ``dry_run`` the object is only made, as it would be stored, and returned.
+        """
         new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
         meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
@@ -320,8 +325,8 @@ class Registry:
                 raise invalid(res.kind, meta["name"], [(f, "Forbidden: field is immutable when `immutable` is set")
                                                        for f in changed])
         bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
-        if new == old:
-            return old
+        if new == old or dry_run:
+            return old if new == old else new
         return self.store.replace(res, new, bump_generation=bump)
 
     def mutate(self, res: Resource, namespace: str, name: str, fn: Callable[[Obj], object],
