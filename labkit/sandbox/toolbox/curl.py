@@ -651,6 +651,11 @@ class _Curl:
                            f"* {other}: (none)\n* {family}: {ip}\n*   Trying {ip}:{url.port}...")
         stats.phase = "connect"
         dial, bind = _dial_plan(ctx, ip)
+        if not ctx.resolver.reachable(dial):  # the host's loopback, another sandbox, outside: routed nowhere
+            spent = int((loop.time() - stats.t_single) * 1000)
+            await self.verbose(f"* connect to {ip} port {url.port} from 0.0.0.0 port 0 failed: Connection refused")
+            raise _CurlError(7, f"Failed to connect to {url.host} port {url.port} after {spent} ms: "
+                                "Couldn't connect to server")
         try:
             async with asyncio.timeout(opts.connect_timeout):
                 reader, writer = await _open_connection(dial, url.port, bind)
