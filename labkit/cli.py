@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         lessons = None  # type: ignore[assignment]
     if lessons is not None:
         lessons.add_commands(sub)
+        from labkit import classroom
+
+        classroom.add_commands(sub)
     return p
 
 

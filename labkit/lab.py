@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chaos, client, observe
+from . import chaos, client, observe, workshop
 from .client import POD_COLUMNS, Client
 from .page import ProductPage, fetch_page
 from .records import ExecResult
@@ -72,6 +72,15 @@ class Lab(Client):
     def traffic(self, rate: float = 5.0, **options: Any) -> Traffic:
         """A (not yet started) traffic generator against the productpage; see :class:`labkit.traffic.Traffic`."""
         return Traffic(self, rate=rate, **options)
+
+    def reset(self, lesson: str | int, **options: Any) -> workshop.ResetRecord:
+        """Return the lab to the state ``lesson`` starts from (fresh pods, its objects); see
+        :func:`labkit.workshop.reset`. ``dry_run=True`` says what it would do.
+
+        Example:
+            >>> lab.reset("04")
+        """
+        return workshop.reset(self, lesson, **options)
 
     def __enter__(self) -> Lab:
         return self

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bookinfo
+from .checks import Check
 
 if TYPE_CHECKING:
     import nbformat
@@ -447,6 +448,7 @@ def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | Non
                      progress=progress) as (sb, _):
         env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
         env["LABKIT_SANDBOX_DIR"] = str(sb.dir)
+        env.setdefault("LABKIT_SOLVE", "1")  # headless: an unanswered exercise runs its solution (labkit.checks)
         for path in paths:
             run = run_notebook(path, cwd=target, timeout=timeout, params=params, env=env, progress=progress)
             nbformat.write(run.nb, target / path.name)
@@ -652,29 +654,7 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
 # ------------------------------------------------------------------------------------------------ exercises
 
 
-@dataclass
-class Check:
-    """The answer to an exercise: right or not, why, and a hint when not. Shows as ✓ or ✗ in a notebook."""
-
-    ok: bool
-    message: str
-    hint: str = ""
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def __str__(self) -> str:
-        text = f"{'✓' if self.ok else '✗'} {self.message}"
-        return text + (f"\n  Hint: {self.hint}" if self.hint and not self.ok else "")
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        color = "#2e7d32" if self.ok else "#c62828"
-        hint = (f"<div style='margin-left:1.4em;color:#555'><b>Hint:</b> {html.escape(self.hint)}</div>"
-                if self.hint and not self.ok else "")
-        return (f"<div style='font-family:sans-serif'><b style='color:{color}'>{'✓' if self.ok else '✗'}</b> "
-                f"{html.escape(self.message)}{hint}</div>")
+# Check, the answer record every lesson's checks return, lives in labkit.checks (the reusable mechanism).
 
 
 def _unanswered(answer: Any) -> bool:
