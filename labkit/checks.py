@@ -20,6 +20,7 @@ changes nothing for the learner.
 
 from __future__ import annotations
 
+import atexit
 import html
 import json
 import os
@@ -246,22 +247,51 @@ def read_results(path: str | os.PathLike[str] | None = None) -> list[Result]:
 _lock = threading.Lock()
 
 
-def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None) -> Result:
-    """Append a check's result to the progress file (and post it to the room, if one is named)."""
+def learner_name() -> str:
+    """Who the results are from: ``$LABKIT_LEARNER``, else user@host."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "learner"
+    return os.environ.get("LABKIT_LEARNER") or f"{user}@{socket.gethostname()}"
+
+
+_posts: list[threading.Thread] = []
+_flushing: list[object] = []  # the atexit hook, once registered
+
+
+def _flush_posts() -> None:
+    """At exit, give results still on their way to the room a moment (each post times out after 2 s)."""
+    for thread in list(_posts):
+        thread.join(3)
+
+
+def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None,
+           room: str | None = None, learner: str | None = None) -> Result:
+    """Append a check's result to the progress file, and post it to the room (``room`` or ``$LABKIT_ROOM``) in
+    the background."""
     file = progress_path(path)
     with _lock:
         attempt = 1 + sum(1 for r in read_results(file) if (r.lesson, r.step) == (lesson, step))
         entry = Result(lesson, step, result.ok, attempt, datetime.now(UTC).isoformat(timespec="seconds"),
-                       result.message, result.solved, os.environ.get("LABKIT_LEARNER", ""))
+                       result.message, result.solved, learner or learner_name())
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             with file.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(asdict(entry)) + "\n")
         except OSError:
             pass  # a read-only home must not break the lesson
-    room = os.environ.get("LABKIT_ROOM")
+    room = room or os.environ.get("LABKIT_ROOM")
     if room:
-        threading.Thread(target=_post, args=(room, entry), daemon=True).start()
+        thread = threading.Thread(target=_post, args=(room, entry), name="labkit-room-post", daemon=True)
+        with _lock:
+            if not _flushing:
+                _flushing.append(atexit.register(_flush_posts))
+            _posts[:] = [t for t in _posts if t.is_alive()] + [thread]
+        thread.start()
     return entry
 
 
