@@ -24,7 +24,10 @@ import atexit
 import html
 import json
 import os
+import queue
+import re
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -32,11 +35,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import bookinfo
+
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["EXERCISES", "Check", "Exercise", "Result", "check", "progress_path", "progress_table",
-           "read_results", "record", "solve"]
+__all__ = ["EXERCISES", "VERDICTS", "Check", "Exercise", "Result", "check", "check_process", "check_restarts",
+           "check_selector", "check_verdict", "progress_path", "progress_table", "read_results", "record", "solve"]
 
 
 @dataclass
@@ -81,9 +86,110 @@ def unanswered(answer: Any) -> bool:
     return answer is None or answer is Ellipsis or (isinstance(answer, str) and answer.strip() in ("", "...", "?"))
 
 
+# ------------------------------------------------------------------------------------------------ verifiers
+# Lesson 6's checks: plain verifiers returning a Check, not recorded; checks.check records them as exercises.
+
+
+def check_selector(lab: Lab, answer: Any, *, app: str = "details") -> Check:
+    """Exercise: the label selector for the ``app`` pods. Checked against the cluster: it must match exactly them.
+
+    Example:
+        >>> checks.check_selector(lab, "app=details")
+        ✓ 'app=details' matches the 3 details pods and nothing else.
+    """
+    from .errors import LabkitError
+
+    hint = ("pods carry the label app=<service>; look at the app column of lab.pods(). A selector is "
+            "'key=value', e.g. 'app=ratings' for the ratings pods.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a selector string.", hint)
+    if not isinstance(answer, str | dict):
+        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
+    expected = set(lab.pod_names(f"app={app}"))
+    try:
+        got = set(lab.pod_names(answer))
+    except LabkitError as exc:
+        return Check(False, f"the API server cannot use {answer!r}: {exc}", hint)
+    if got == expected and got:
+        return Check(True, f"{answer!r} matches the {len(got)} {app} pods and nothing else.")
+    if not got:
+        return Check(False, f"{answer!r} matches no pod at all.", hint)
+    extra, missing = sorted(got - expected), sorted(expected - got)
+    if extra:
+        return Check(False, f"{answer!r} matches {len(got)} pods, including ones that are not {app}: "
+                            f"{', '.join(extra[:3])}.", hint)
+    return Check(False, f"{answer!r} misses {len(missing)} of the {app} pods: {', '.join(missing[:3])}.", hint)
+
+
+def check_process(app: str, answer: Any) -> Check:
+    """Exercise: the process ``pkill`` must name to crash the ``app`` container."""
+    expected = bookinfo.PROCESSES.get(app)
+    if expected is None:
+        raise ValueError(f"no exercise for app {app!r}; apps: {', '.join(bookinfo.PROCESSES)}")
+    hint = (f"{app} is written in {bookinfo.LANGUAGES[app]}; pkill matches the process name, which is the interpreter "
+            "or server that runs the code. details runs as 'ruby'.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a process name.", hint)
+    if str(answer).strip() == expected:
+        return Check(True, f"`pkill {expected}` stops the main process of the {app} container, so the container "
+                           "exits and the kubelet restarts it.")
+    return Check(False, f"{answer!r} is not the main process of the {app} container.", hint)
+
+
+_VERDICT_QUESTIONS: dict[str, tuple[str, str, str]] = {
+    # question: (expected verdict, why, hint)
+    "ratings-down": ("healthy", "reviews v1 never calls ratings, so the page cannot tell ratings is down",
+                     "which service calls ratings, and does version v1 of it do so?"),
+    "reviews-down": ("gradual degradation", "productpage catches the failed reviews call: the page still answers "
+                     "200 with the book and its details, and only the reviews half shows an error",
+                     "does productpage answer at all when one of its calls fails? Look back at lesson 4."),
+    "details-down": ("gradual degradation", "the page still answers 200 with the reviews; only the details "
+                     "half shows an error", "lesson 4 shows exactly this page."),
+    "productpage-down": ("cascading failure", "productpage is the page: with every productpage pod down no "
+                         "request gets an answer, whatever the other services do",
+                         "who answers the browser's request when every productpage pod is down?"),
+}
+VERDICTS = ("healthy", "gradual degradation", "cascading failure")
+
+
+def check_verdict(question: str, answer: Any) -> Check:
+    """Exercise: predict what traffic would show. ``question``: ratings-down, reviews-down, details-down or
+    productpage-down; ``answer``: "healthy", "gradual degradation" or "cascading failure"."""
+    if question not in _VERDICT_QUESTIONS:
+        raise ValueError(f"no question {question!r}; questions: {', '.join(_VERDICT_QUESTIONS)}")
+    expected, why, hint = _VERDICT_QUESTIONS[question]
+    if unanswered(answer):
+        return Check(False, f"not answered yet: write one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    given = re.sub(r"[\s_-]+", " ", str(answer)).strip().lower()
+    if given not in VERDICTS:
+        return Check(False, f"{answer!r} is not one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    if given == expected:
+        return Check(True, f"{expected}: {why}.")
+    return Check(False, f"not {given}.", hint)
+
+
+def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", index: int = 0) -> Check:
+    """Exercise: how many times has the ``index``-th pod of ``selector`` (kubectl's order) restarted? Checked live."""
+    pods = lab.pods(selector)
+    if len(pods) <= index:
+        raise lab.no_match(selector)
+    name, restarts = str(pods["name"].iloc[index]), int(pods["restarts"].iloc[index])
+    hint = f"lab.pods({selector!r}) has a restarts column; kubectl's first pod is the first by name."
+    if unanswered(answer):
+        return Check(False, "not answered yet: write a number.", hint)
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return Check(False, f"{answer!r} is not a number.", hint)
+    if given == restarts:
+        return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
+    return Check(False, f"{name} has not restarted {given} times.", hint)
+
+
+
 # ------------------------------------------------------------------------------------------------ exercises
 
-Verify = Callable[["Lab | None", Any], tuple[bool, str]]
+Verify = Callable[["Lab | None", Any], "tuple[bool, str] | Check"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +202,7 @@ class Exercise:
         question: what the learner is asked.
         hint: shown with a wrong answer.
         solution: Python code whose value is the answer; it may use ``lab``.
-        verify: ``(lab, answer) -> (ok, message)``, given an answered placeholder.
+        verify: ``(lab, answer) -> (ok, message)`` or a :class:`Check` (its hint wins), given an answer.
     """
 
     lesson: str
@@ -112,9 +218,14 @@ class Exercise:
                     {"lab": lab})
 
 
-def _restarted_pod(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+def _need(lab: Lab | None) -> Lab:
     if lab is None:
         raise ValueError("this check reads the cluster: call it with lab=lab")
+    return lab
+
+
+def _restarted_pod(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    lab = _need(lab)
     pods = lab.pods("app=details")
     restarted = {str(n) for n, r in zip(pods["name"], pods["restarts"], strict=True) if int(r) > 0}
     if not restarted:
@@ -136,8 +247,7 @@ def _waiting_status(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
 
 
 def _ready_count(lab: Lab | None, answer: Any) -> tuple[bool, str]:
-    if lab is None:
-        raise ValueError("this check reads the cluster: call it with lab=lab")
+    lab = _need(lab)
     pods = lab.pods("app=details")
     ready = int(sum(1 for r in pods["ready"] if str(r).split("/")[0] == str(r).split("/")[-1]))
     try:
@@ -161,6 +271,17 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
                  "container that keeps crashing?",
                  "look at the STATUS column in step 8: it names the crash loop and the back-off.",
                  '"CrashLoopBackOff"', _waiting_status),
+        Exercise("06", "selector", "The label selector of the details pods.",
+                 "pods carry the label app=<service>; look at the app column of lab.pods().",
+                 '"app=details"', lambda lab, answer: check_selector(_need(lab), answer)),
+        Exercise("06", "process", "The process pkill must name to crash the reviews container.",
+                 "reviews is written in Java.", '"java"', lambda _lab, answer: check_process("reviews", answer)),
+        Exercise("06", "verdict", "What would traffic show with every productpage pod down?",
+                 "who answers the browser's request when every productpage pod is down?", '"cascading failure"',
+                 lambda _lab, answer: check_verdict("productpage-down", answer)),
+        Exercise("06", "restarts", "How many times has the first details pod restarted?",
+                 "lab.pods('app=details') has a restarts column.", 'int(lab.pods("app=details")["restarts"].iloc[0])',
+                 lambda lab, answer: check_restarts(_need(lab), answer)),
     )
 }
 
@@ -189,17 +310,21 @@ def check(lesson: str, step: str, answer: Any, *, lab: Lab | None = None) -> Che
     if unanswered(answer):
         result = Check(False, "not answered yet: replace the ... with your answer.", ex.hint, ex.solution)
     else:
-        ok, message = ex.verify(lab, answer)
-        result = Check(ok, message, "" if ok else ex.hint, ex.solution)
+        result = _verdict(ex, lab, answer)
     record(lesson, step, result)
     return result
+
+
+def _verdict(ex: Exercise, lab: Lab | None, answer: Any, solved: bool = False) -> Check:
+    got = ex.verify(lab, answer)
+    ok, message, hint = (got.ok, got.message, got.hint) if isinstance(got, Check) else (*got, "")
+    return Check(ok, message, "" if ok else hint or ex.hint, ex.solution, solved=solved)
 
 
 def solve(lesson: str, step: str, *, lab: Lab | None = None) -> Check:
     """Run the exercise's solution ("solve it") and check its answer; recorded as solved."""
     ex = exercise(lesson, step)
-    ok, message = ex.verify(lab, ex.solve(lab))
-    result = Check(ok, message, "" if ok else ex.hint, ex.solution, solved=True)
+    result = _verdict(ex, lab, ex.solve(lab), solved=True)
     record(lesson, step, result)
     return result
 
@@ -259,14 +384,24 @@ def learner_name() -> str:
     return os.environ.get("LABKIT_LEARNER") or f"{user}@{socket.gethostname()}"
 
 
-_posts: list[threading.Thread] = []
-_flushing: list[object] = []  # the atexit hook, once registered
+_outbox: queue.Queue[tuple[str, Result]] = queue.Queue()
+_sender: list[threading.Thread] = []  # the one thread that posts, in order
 
 
-def _flush_posts() -> None:
-    """At exit, give results still on their way to the room a moment (each post times out after 2 s)."""
-    for thread in list(_posts):
-        thread.join(3)
+def _send_forever() -> None:
+    while True:
+        room, entry = _outbox.get()
+        try:
+            _post(room, entry)
+        finally:
+            _outbox.task_done()
+
+
+def _flush_posts(timeout: float = 5.0) -> None:
+    """Wait (a little) for results still on their way to the room: at exit, and in tests."""
+    deadline = time.monotonic() + timeout
+    while _outbox.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None,
@@ -286,12 +421,13 @@ def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str
             pass  # a read-only home must not break the lesson
     room = room or os.environ.get("LABKIT_ROOM")
     if room:
-        thread = threading.Thread(target=_post, args=(room, entry), name="labkit-room-post", daemon=True)
         with _lock:
-            if not _flushing:
-                _flushing.append(atexit.register(_flush_posts))
-            _posts[:] = [t for t in _posts if t.is_alive()] + [thread]
-        thread.start()
+            if not _sender:
+                thread = threading.Thread(target=_send_forever, name="labkit-room-post", daemon=True)
+                thread.start()
+                _sender.append(thread)
+                atexit.register(_flush_posts)
+            _outbox.put((room, entry))
     return entry
 
 

@@ -51,6 +51,8 @@ class Room:
         with self._lock:
             cells = self.attendees.setdefault(learner, {})
             old = cells.get(key)
+            if old is not None and int(doc.get("attempt") or 1) < old.attempts:
+                return  # an older result arriving late
             cells[key] = Cell(bool(doc["ok"]), max(int(doc.get("attempt") or 1), old.attempts if old else 0),
                               bool(doc.get("solved")), old.first_seen if old else now, now)
 
@@ -143,16 +145,29 @@ class RunningRoom:
 
 
 def serve(code: str, *, host: str = "127.0.0.1", port: int = 0, stuck_after: float = 120.0) -> RunningRoom:
-    """Start a room on ``host:port`` (0: a free port) in a background thread."""
+    """Start a room on ``host:port`` (0: a free port) in a background thread with its own event loop."""
+    import concurrent.futures
+
     room = Room(code, stuck_after=stuck_after)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(room.app())
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, host, port)
-    loop.run_until_complete(site.start())
-    bound = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, name="labkit-room", daemon=True)
+    started: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, host, port)
+            loop.run_until_complete(site.start())
+            started.set_result(int(runner.addresses[0][1]))
+        except Exception as exc:  # the caller gets it
+            started.set_exception(exc)
+            return
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="labkit-room", daemon=True)
     thread.start()
+    bound = started.result(30)
     return RunningRoom(room, f"http://{host}:{bound}", loop, thread, runner)
 
 

@@ -87,7 +87,20 @@ def test_checks_against_the_cluster_and_solve_it(progress: Path, lab: labkit.Lab
 
 def test_lesson_6_checks_are_the_same_record() -> None:
     assert lessons.Check is checks.Check
+    assert lessons.check_selector is checks.check_selector
     assert isinstance(lessons.check_process("details", "ruby"), checks.Check)
+
+
+def test_lesson_6_exercises_are_recorded_with_their_own_hints(progress: Path, lab: labkit.Lab) -> None:
+    assert checks.check("06", "selector", "app=details", lab=lab).ok
+    wrong = checks.check("06", "selector", "version=v1", lab=lab)
+    assert not wrong.ok and "including ones that are not details" in wrong.message and "app=<service>" in wrong.hint
+    assert "Java" in checks.check("06", "process", "ruby").hint
+    assert checks.check("06", "verdict", "Cascading failure").ok
+    assert checks.solve("06", "restarts", lab=lab).ok
+    assert [(r.step, r.ok, r.attempt) for r in checks.read_results(progress)] == [
+        ("selector", True, 1), ("selector", False, 2), ("process", False, 1), ("verdict", True, 1),
+        ("restarts", True, 1)]
 
 
 def test_labkit_progress_prints_the_table(progress: Path) -> None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import eventually
 
-from labkit import room
+from labkit import checks, room
 
 LEARNERS = 20
 
@@ -98,3 +100,54 @@ def test_a_wrong_join_code_is_refused(running: room.RunningRoom) -> None:
         urllib.request.urlopen(bad, timeout=10)
     assert err.value.code == 400
     assert json.loads(_get(running.url + "/state.json"))["attendees"] == {}
+
+
+# ------------------------------------------------------------------------------------------------ in a browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright, as tests/test_browser.py; skipped without it, except in CI."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    executable = os.environ.get("LABKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not executable:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
+        pytest.skip("Debian's chromium is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room.RunningRoom,
+                                                     tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(running.url + "/")
+        assert page.locator("h1").inner_text() == "labkit room JOIN42"
+        assert page.locator("tr[data-learner]").count() == 0
+        for i, answers in enumerate((["CrashLoopBackOff"], ["Error", "Error"], ["Error", "CrashLoopBackOff"])):
+            for answer in answers:
+                checks.record("04", "waiting-status", checks.Check(answer == "CrashLoopBackOff", answer),
+                              path=tmp_path / f"{i}.jsonl", room=running.join_url, learner=f"learner-{i}")
+        # the page reloads itself: no click, no script
+        page.wait_for_selector("tr[data-learner='learner-2']", timeout=20_000)
+        cell = "td[data-step='04/waiting-status']"
+        assert page.locator(f"tr[data-learner='learner-0'] {cell}").get_attribute("class") == "pass"
+        stuck = page.locator(f"tr[data-learner='learner-1'] {cell}")
+        assert stuck.get_attribute("class") == "stuck" and stuck.inner_text().startswith("✗ 2×")
+        assert page.locator(f"tr[data-learner='learner-2'] {cell}").get_attribute("class") == "pass"
+        background = page.locator(f"tr[data-learner='learner-1'] {cell}").evaluate(
+            "el => getComputedStyle(el).backgroundColor")
+        assert background == "rgb(229, 57, 53)"  # stuck is red, seen by the browser
+        assert "3 attendees" in page.locator("p").first.inner_text()
+        assert errors == []
+    finally:
+        context.close()
