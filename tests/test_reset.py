@@ -124,3 +124,24 @@ def test_the_lessons_checks_were_solved_and_recorded(progress_file: Path) -> Non
     for key in checks.EXERCISES:
         assert key in got, f"{key} not recorded: {results}"
         assert got[key].ok and got[key].solved and got[key].attempt == 1
+
+
+def test_on_a_named_cluster_reset_rolls_the_deployments(ready_sandbox: Sandbox) -> None:
+    """Connected by kubeconfig (as to a real cluster: no sandbox handle), a reset rolls the deployments instead of
+    deleting pods, and waits for the rollout's fresh pods."""
+    with labkit.connect(kubeconfig=ready_sandbox.kubeconfig) as lab:
+        assert not lab.is_sandbox
+        rec = lab.record("app=details")
+        try:
+            action = lab.kill("app=details", "ruby", mode="all", confirm=True)
+            lessons.wait_recovered(rec, action, progress=False)
+        finally:
+            rec.stop()
+        before = lab.apps.read_namespaced_deployment("details-v1", lab.namespace)
+        planned = lab.reset("05", dry_run=True)
+        assert [s.verb for s in planned.steps] == ["renew"] and not planned.sandbox
+        done = lab.reset("05", timeout=120)
+        assert done.pods == 13 and set(_restarts(lab).values()) == {0}
+        after = lab.apps.read_namespaced_deployment("details-v1", lab.namespace)
+        assert "kubectl.kubernetes.io/restartedAt" in (after.spec.template.metadata.annotations or {})
+        assert after.metadata.generation > before.metadata.generation
