@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -151,3 +152,20 @@ def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room
         assert errors == []
     finally:
         context.close()
+
+
+def test_labkit_room_command_serves_the_page() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "room", "--host", "127.0.0.1", "--port", str(port),
+                             "--code", "ROOM7"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert f"LABKIT_ROOM=http://<this host>:{port}/ROOM7" in proc.stdout.readline()
+        page = eventually(lambda: _get(f"http://127.0.0.1:{port}/"), timeout=30, what="the room's page",
+                          ignore=(OSError,))
+        assert "labkit room ROOM7" in page and "0 attendees" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
