@@ -26,9 +26,13 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check labkit tests benchmarks
+	$(VPY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP)
 	$(VPY) -m ruff check labkit tests benchmarks
+	$(VPY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(VPY) -m pytest -p no:cacheprovider -rfE
 
 bench: $(STAMP)

@@ -3,6 +3,7 @@
     python benchmarks/run.py            # everything, results in benchmarks/results/latest.json
     python benchmarks/run.py up exec    # a subset
     python benchmarks/run.py scale      # cost per pod: 13, ~100, ~300 pods; up with and without the zygote
+    python benchmarks/run.py mesh       # Istio: up with every pod meshed, latency through a sidecar, split, faults
 
 Each benchmark starts its own sandbox in a temporary folder and stops it afterwards.
 """
@@ -418,6 +419,96 @@ def bench_scale(runs: int = 7) -> dict[str, Any]:
     return out
 
 
+def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    proc = subprocess.run([str(kubectl if kubectl.exists() else "kubectl"), *args], input=stdin, text=True,
+                          capture_output=True, env={**os.environ, "KUBECONFIG": str(kubeconfig)}, check=True)
+    return proc.stdout
+
+
+def _get_from(source_ip: str, ip: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
+    """One GET on a new connection from ``source_ip``: a meshed pod's address sends it through that pod's sidecar."""
+    import http.client
+
+    conn = http.client.HTTPConnection(ip, port, timeout=30, source_address=(source_ip, 0))
+    try:
+        conn.request("GET", path, headers=headers or {})
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def bench_mesh(runs: int = 3) -> dict[str, Any]:
+    """Istio in the sandbox: up with every pod meshed, added latency per request through a sidecar, a 50/50 split
+    over 1,000 requests, and the measured latency of a 0.5 s fault delay and of a 0.5 s route timeout."""
+    os.environ["LABKIT_SANDBOX_MESH"] = "1"
+    try:
+        up = bench_up(runs)
+        sb = _sandbox()
+    finally:
+        os.environ.pop("LABKIT_SANDBOX_MESH", None)
+    out: dict[str, Any] = {"up_all_meshed": up}
+    try:
+        kc = sb.kubeconfig
+        manifests = Path(__file__).resolve().parent.parent / "labkit" / "sandbox" / "manifests"
+        _kubectl(kc, "apply", "-f", str(manifests / "reviews-v2-v3.yaml"), "-f",
+                 str(manifests / "istio" / "destination-rule-all.yaml"))
+        pods = json.loads(_kubectl(kc, "get", "pods", "-o", "json"))["items"]
+
+        def ready() -> bool:
+            items = json.loads(_kubectl(kc, "get", "pods", "-o", "json"))["items"]
+            return len(items) >= 15 and all(all(c["ready"] for c in p["status"].get("containerStatuses") or
+                                                    [{"ready": False}]) for p in items)
+
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pods = json.loads(_kubectl(kc, "get", "pods", "-o", "json"))["items"]
+        sleep_ip = next(p["status"]["podIP"] for p in pods if p["metadata"]["labels"].get("app") == "sleep")
+        svcs = {s["metadata"]["name"]: s["spec"]["clusterIP"]
+                for s in json.loads(_kubectl(kc, "get", "svc", "-o", "json"))["items"]}
+        out["meshed_pods"] = sum(len(p["spec"]["containers"]) == 2 for p in pods)
+        n = 300
+        plain, meshed = [], []
+        for _ in range(n):  # interleaved, so both paths see the same machine load
+            t0 = time.perf_counter()
+            _get_from("127.0.0.1", svcs["ratings"], 9080, "/ratings/0")
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            _get_from(sleep_ip, svcs["ratings"], 9080, "/ratings/0")
+            meshed.append(time.perf_counter() - t0)
+        plain.sort()
+        meshed.sort()
+        out["latency_ratings_ms"] = {
+            "requests": n, "plain_p50": round(median(plain) * 1000, 2),
+            "one_sidecar_p50": round(median(meshed) * 1000, 2),
+            "added_p50": round((median(meshed) - median(plain)) * 1000, 2),
+            "plain_p90": round(plain[int(n * 0.9)] * 1000, 2), "one_sidecar_p90": round(meshed[int(n * 0.9)] * 1000, 2)}
+        _kubectl(kc, "apply", "-f", str(manifests / "istio" / "virtual-service-reviews-50-v3.yaml"))
+        time.sleep(0.5)
+        v3 = sum(b'"color": "red"' in _get_from(sleep_ip, svcs["reviews"], 9080, "/reviews/0") for _ in range(1000))
+        out["split_50_50_of_1000"] = {"v3": v3, "v1": 1000 - v3, "binomial_sd": 15.8,
+                                      "z": round((v3 - 500) / 15.8, 2)}
+        vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n"
+              "  hosts: [ratings]\n  http:\n  - fault: {delay: {percentage: {value: 100}, fixedDelay: 0.5s}}\n"
+              "    route: [{destination: {host: ratings}}]\n")
+        _kubectl(kc, "apply", "-f", "-", stdin=vs)
+        time.sleep(0.5)
+        delays = _time(lambda: _get_from(sleep_ip, svcs["ratings"], 9080, "/ratings/0"), 10)
+        out["fault_delay_0_5s_measured_median_s"] = round(median(delays), 3)
+        _kubectl(kc, "apply", "-f", "-", stdin=vs.replace("0.5s", "2s"))
+        reviews_vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
+                      "spec:\n  hosts: [reviews]\n  http:\n  - timeout: 0.5s\n"
+                      "    route: [{destination: {host: reviews, subset: v2}}]\n")
+        _kubectl(kc, "apply", "-f", "-", stdin=reviews_vs)
+        time.sleep(0.5)
+        timeouts = _time(lambda: _get_from(sleep_ip, svcs["reviews"], 9080, "/reviews/0"), 10)
+        out["route_timeout_0_5s_measured_median_s"] = round(median(timeouts), 3)
+    finally:
+        sb.stop()
+    return out
+
+
 def bench_reset() -> dict[str, Any]:
     """`lab.reset(lesson)` for each lesson, from the state lesson 4 leaves (every details pod crashed twice, one in
     CrashLoopBackOff back-off), at time scale 1: the call's wall time, which includes waiting for the fresh pods."""
@@ -460,6 +551,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "recorder": bench_recorder,
     "tour": bench_tour,
     "scale": bench_scale,
+    "mesh": bench_mesh,
     "reset": bench_reset,
 }
 

@@ -12,7 +12,8 @@ contract ``layers`` in pyproject.toml check it)::
     faces     cli, lessons, export           commands, the tour, publishing
     display   plots, widgets, experiment     what notebooks show and run
     facade    lab                            Lab: one object, every verb, delegating below
-    features  chaos, observe, traffic, page  kill/delete, recorder and waits, traffic, the product page
+    features  chaos, observe, traffic,       kill/delete, recorder and waits, traffic, the product page,
+              page, deploy                   apply, label, release and roll back versions
     core      client, records, progress      connection, pods, exec, the one pod watch, the error boundary;
                                              the records that cross modules (PodState, ChaosAction, recovery)
     facts     kubestatus, bookinfo, errors   pod status as kubectl computes it, Bookinfo's facts, the errors

@@ -3,7 +3,8 @@
 A Lab is a :class:`~labkit.client.Client` (the connection, pods, exec, the pod watch) with the features' verbs on
 top, each delegating to its module: :mod:`labkit.chaos` (``kill``, ``delete_pods``), :mod:`labkit.observe`
 (``record``, ``wait_ready``, ``live_pods``), :mod:`labkit.page` (``page``) and :mod:`labkit.traffic`
-(``traffic``). Nothing in labkit imports this module back: features take a Client.
+(``traffic``) and :mod:`labkit.deploy` (``apply``, ``label``, ``pod_ip``, ``owners``, ``delete_deployment``,
+``wait_rollout``, ``wait_deleted``). Nothing in labkit imports this module back: features take a Client.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chaos, client, observe, workshop
+from . import chaos, client, deploy, observe, workshop
 from .client import POD_COLUMNS, Client
 from .page import ProductPage, fetch_page
 from .records import ExecResult
@@ -23,7 +24,7 @@ from .traffic import Traffic
 if TYPE_CHECKING:
     import ipywidgets
 
-    from .records import ChaosAction
+    from .records import ApplyResult, ChaosAction, LabelResult
 
 __all__ = ["POD_COLUMNS", "ExecResult", "Lab", "connect"]
 
@@ -72,6 +73,45 @@ class Lab(Client):
     def traffic(self, rate: float = 5.0, **options: Any) -> Traffic:
         """A (not yet started) traffic generator against the productpage; see :class:`labkit.traffic.Traffic`."""
         return Traffic(self, rate=rate, **options)
+
+    # -- versions: apply, label, release, roll back (labkit.deploy)
+    def apply(self, source: str | os.PathLike[str], **options: Any) -> ApplyResult:
+        """``kubectl apply [-l SELECTOR] -f SOURCE`` and wait for the rollout; see :func:`labkit.deploy.apply`.
+
+        Example:
+            >>> lab.apply("reviews-v2-v3.yaml", selector="app=reviews_test,version=v2",
+            ...           replace={"app: reviews": "app: reviews_test"})
+            deployment.apps/reviews-v2 created
+        """
+        return deploy.apply(self, source, **options)
+
+    def label(self, target: Selector, labels: Mapping[str, str | None], **options: Any) -> LabelResult:
+        """``kubectl label pods -l SELECTOR key=value [--overwrite]``; see :func:`labkit.deploy.label`.
+
+        Example:
+            >>> lab.label("version=v2", {"app": "reviews"}, overwrite=True)
+        """
+        return deploy.label(self, target, labels, **options)
+
+    def pod_ip(self, selector: Selector, **options: Any) -> str:
+        """The first matching pod's IP (``{.items[0].status.podIP}``); see :func:`labkit.deploy.pod_ip`."""
+        return deploy.pod_ip(self, selector, **options)
+
+    def owners(self, selector: Selector | None = None, **options: Any) -> pd.DataFrame:
+        """The pods with their controller (a released pod has none); see :func:`labkit.deploy.owners`."""
+        return deploy.owners(self, selector, **options)
+
+    def delete_deployment(self, name: str, **options: Any) -> str:
+        """``kubectl delete deployment NAME``, its pods gone; see :func:`labkit.deploy.delete_deployment`."""
+        return deploy.delete_deployment(self, name, **options)
+
+    def wait_rollout(self, deployment: str, **options: Any) -> pd.DataFrame:
+        """``kubectl rollout status deploy/NAME``; see :func:`labkit.deploy.wait_rollout`."""
+        return deploy.wait_rollout(self, deployment, **options)
+
+    def wait_deleted(self, selector: Selector, **options: Any) -> int:
+        """Wait until no pod matches ``selector``; see :func:`labkit.deploy.wait_deleted`."""
+        return deploy.wait_deleted(self, selector, **options)
 
     def reset(self, lesson: str | int, **options: Any) -> workshop.ResetRecord:
         """Return the lab to the state ``lesson`` starts from (fresh pods, its objects); see

@@ -39,7 +39,8 @@ from .records import mime_bundle
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["SECTIONS", "ProductPage", "fetch_page", "parse_sections", "tester_url"]
+__all__ = ["SECTIONS", "STAR_VERSIONS", "ProductPage", "fetch_page", "parse_sections", "reviews_served_by",
+           "tester_url"]
 
 Via = Literal["host", "tester"]
 
@@ -47,6 +48,12 @@ Via = Literal["host", "tester"]
 # Star markup: legacy ``<span class="glyphicon glyphicon-star">``; current ``<div class="flex gap-x-1
 # text-red-500">`` around the star SVGs (for black stars the class is the non-existent ``text-black-500``).
 _STAR_ROW = re.compile(r"(?:^|\s)gap-x-1(?:\s|$)")
+_STAR_COLOR = re.compile(r"(?:^|\s)text-([a-z]+)-500(?:\s|$)")
+_SERVED_BY = re.compile(r"reviews served by:\s*(\S+)", re.IGNORECASE)
+_VERSION_IN_NAME = re.compile(r"^reviews-(v\d+)-")
+
+STAR_VERSIONS: dict[str, str] = {"black": "v2", "red": "v3"}
+"""Which reviews version draws stars of a colour (``STAR_COLOR`` of the Deployments); v1 draws no stars."""
 _SKIPPED_TAGS = frozenset({"script", "style", "title", "head"})
 
 
@@ -63,6 +70,7 @@ class _PageReader(HTMLParser):
         self.stars = 0
         self.hints: dict[str, str] = {}
         self.ratings_hints: list[str] = []
+        self.star_colors: list[str] = []
         self._skip = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -72,6 +80,10 @@ class _PageReader(HTMLParser):
         classes = a.get("class", "")
         if "glyphicon-star" in classes or (tag == "div" and _STAR_ROW.search(classes)):
             self.stars += 1
+        if tag == "font" and a.get("color"):  # the legacy page wraps each review's stars in <font color=...>
+            self.star_colors.append(a["color"].strip().lower())
+        elif tag == "div" and _STAR_ROW.search(classes) and (color := _STAR_COLOR.search(classes)):
+            self.star_colors.append(color.group(1))
         if "data-section" in a and "data-status" in a:
             self.hints[a["data-section"]] = a["data-status"]
         if "data-ratings" in a:
@@ -130,6 +142,35 @@ def parse_sections(html_text: str) -> dict[str, bool | None]:
         elif reader.stars or "ok" in reader.ratings_hints:
             ratings = True
     return {"details": details, "reviews": reviews, "ratings": ratings}
+
+
+def reviews_served_by(html_text: str) -> tuple[str, str]:
+    """Which reviews version and pod served a product page: ``(version, pod)``, "" for what the page does not tell.
+
+    The version comes from the stars: black ones are drawn by v2, red ones by v3, none at all (with the reviews
+    shown and no ratings error) by v1. When ratings failed the stars are missing, and the version is read from the
+    pod's name (``reviews-v2-...``) as the page's "Reviews served by" line gives it (Bookinfo images since 2022).
+
+    Example:
+        >>> reviews_served_by(requests.get(lab.productpage_url).text)
+        ('v2', 'reviews-v2-7d9f8c6b5-x2x9k')
+    """
+    reader = _PageReader()
+    reader.feed(html_text or "")
+    reader.close()
+    text = " ".join(" ".join(reader.text).split())
+    served = _SERVED_BY.search(text)
+    pod = served.group(1) if served else ""
+    reviews = parse_sections(html_text)
+    if reviews["reviews"] is not True:
+        return "", pod
+    colors = [STAR_VERSIONS[c] for c in reader.star_colors if c in STAR_VERSIONS]
+    if colors:
+        return colors[0], pod
+    if reviews["ratings"] is None and not reader.stars:
+        return "v1", pod
+    named = _VERSION_IN_NAME.match(pod)
+    return (named.group(1) if named else ""), pod
 
 
 def failed_sections() -> dict[str, bool | None]:

@@ -34,8 +34,12 @@ __all__ = [
     "RECOVERY_COLUMNS",
     "TIMELINE_COLUMNS",
     "ActionSink",
+    "Applied",
+    "ApplyResult",
     "ChaosAction",
     "ExecResult",
+    "LabelChange",
+    "LabelResult",
     "PodHit",
     "PodState",
     "RecoveryFrame",
@@ -595,3 +599,93 @@ class RecoveryFrame(pd.DataFrame):
 def recovery_frame(rows: Sequence[RecoveryRow]) -> RecoveryFrame:
     """The recovery rows as a :class:`RecoveryFrame` with :data:`RECOVERY_COLUMNS` (fixed even when empty)."""
     return RecoveryFrame(typed_frame([r.row() for r in rows], RECOVERY_COLUMNS))
+
+
+# ------------------------------------------------------------------------------------------------ apply and label
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One object ``kubectl apply`` handled: ``action`` is created, configured or unchanged."""
+
+    kind: str
+    name: str
+    namespace: str
+    action: Literal["created", "configured", "unchanged"] | str
+    printed_kind: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.printed_kind or self.kind.lower()}/{self.name} {self.action}"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :func:`labkit.deploy.apply` did; prints as kubectl's lines (``deployment.apps/reviews-v2 created``).
+
+    Attributes:
+        objects: the objects applied, in the manifest's order.
+        skipped: objects of the manifest left out by the selector.
+        selector: the ``-l`` selector ("" for none).
+    """
+
+    objects: list[Applied]
+    skipped: int = 0
+    selector: str = ""
+
+    def __str__(self) -> str:
+        return "\n".join(str(o) for o in self.objects)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return f"<pre style='margin:0'>{html.escape(str(self))}</pre>"
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        record = {"kind": "apply", "selector": self.selector, "skipped": self.skipped,
+                  "objects": [{"kind": o.kind, "name": o.name, "namespace": o.namespace, "action": o.action}
+                              for o in self.objects]}
+        return mime_bundle(record, str(self), self._repr_html_())
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """One pod's labels before and after ``kubectl label``."""
+
+    pod: str
+    namespace: str
+    before: dict[str, str]
+    after: dict[str, str]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def __str__(self) -> str:
+        return f"pod/{self.pod} {'labeled' if self.changed else 'not labeled'}"
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """What :func:`labkit.deploy.label` did, pod by pod; prints as kubectl's lines (``pod/NAME labeled``)."""
+
+    changes: list[LabelChange]
+    target: str = ""
+
+    @property
+    def pods(self) -> list[str]:
+        """The pods whose labels changed."""
+        return [c.pod for c in self.changes if c.changed]
+
+    def __str__(self) -> str:
+        return "\n".join(str(c) for c in self.changes)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return f"<pre style='margin:0'>{html.escape(str(self))}</pre>"
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        record = {"kind": "label", "target": self.target,
+                  "changes": [{"pod": c.pod, "namespace": c.namespace, "before": dict(c.before),
+                               "after": dict(c.after)} for c in self.changes]}
+        return mime_bundle(record, str(self), self._repr_html_())

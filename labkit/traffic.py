@@ -35,8 +35,20 @@ from .records import utc
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["AVAILABILITY_COLUMNS", "MAX_RATE", "TRAFFIC_COLUMNS", "Traffic", "Verdict", "availability",
-           "explain", "summarize", "verdict"]
+__all__ = [
+    "AVAILABILITY_COLUMNS",
+    "MAX_RATE",
+    "SERVED_COLUMNS",
+    "TRAFFIC_COLUMNS",
+    "VERSION_COLUMNS",
+    "Traffic",
+    "Verdict",
+    "availability",
+    "by_version",
+    "explain",
+    "summarize",
+    "verdict",
+]
 
 TRAFFIC_COLUMNS: dict[str, str] = {
     "time": "datetime64[ns, UTC]",
@@ -71,6 +83,24 @@ details/reviews/ratings: the share of requests (0..1) whose page showed that sec
 only requests where ratings could show (it is NaN throughout when no response ever showed ratings, as with
 reviews v1). Buckets without requests have NaN shares.
 """
+
+SERVED_COLUMNS: dict[str, str] = {
+    "time": "datetime64[ns, UTC]",
+    "version": "string",
+    "pod": "string",
+}
+"""The columns of :attr:`Traffic.served`, one row per request whose page showed the reviews: which reviews version
+served it (:func:`labkit.page.reviews_served_by`: v1 no stars, v2 black stars, v3 red stars) and the pod named on
+the page ("" when the page does not name it)."""
+
+VERSION_COLUMNS: dict[str, str] = {
+    "version": "string",
+    "requests": "int64",
+    "share": "float64",
+    "pods": "int64",
+}
+"""The columns of :meth:`Traffic.by_version`: per reviews version, the requests it served, their share (0..1)
+of the requests that showed the reviews, and how many distinct pods served them."""
 
 Moment = pd.Timestamp | datetime | str | None
 """A point in time for a window: a Timestamp (e.g. a ChaosAction's ``time``), a datetime or an ISO string."""
@@ -125,6 +155,7 @@ class Traffic:
         self.timeout = float(timeout)
         self.url = _page.host_url(lab, url) if via == "host" else _page.tester_url(url)
         self._rows: list[tuple[int, int, float, bool | None, bool | None, bool | None, str]] = []
+        self._served: list[tuple[int, str, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._queue: queue.Queue[int | None] = queue.Queue()
@@ -256,8 +287,11 @@ class Traffic:
             else:
                 sections = _page.failed_sections()
             row = (sent, status, latency, sections["details"], sections["reviews"], sections["ratings"], error)
+            served = _page.reviews_served_by(body) if sections["reviews"] else None
             with self._lock:
                 self._rows.append(row)
+                if served is not None:
+                    self._served.append((sent, *served))
 
     def _request(self) -> tuple[int, str, str]:
         if self.via == "host":
@@ -295,6 +329,39 @@ class Traffic:
         data["time"] = pd.to_datetime(data["time"], unit="ns", utc=True)
         data = data.astype(TRAFFIC_COLUMNS)
         return data.sort_values("time", kind="stable", ignore_index=True)
+
+    @property
+    def served(self) -> pd.DataFrame:
+        """Which reviews version and pod served each request that showed the reviews (:data:`SERVED_COLUMNS`)."""
+        with self._lock:
+            rows = list(self._served)
+        if not rows:
+            return empty_frame(SERVED_COLUMNS)
+        data = pd.DataFrame(rows, columns=list(SERVED_COLUMNS))
+        data["time"] = pd.to_datetime(data["time"], unit="ns", utc=True)
+        return data.astype(SERVED_COLUMNS).sort_values("time", kind="stable", ignore_index=True)
+
+    def by_version(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
+        """The traffic per reviews version: requests, share of the page loads that showed reviews, pods.
+
+        How the lesson sees a new version take its share: one v2 pod beside three v1 pods behind the reviews
+        Service serves about a quarter of the page loads.
+
+        Returns:
+            A DataFrame with :data:`VERSION_COLUMNS`, one row per version seen, sorted by version.
+
+        Example:
+            >>> lab.traffic(rate=10).run(10).by_version()
+              version  requests  share  pods
+            0      v1        74   0.74     3
+            1      v2        26   0.26     1
+        """
+        data = self.served
+        if since is not None:
+            data = data[data["time"] >= _utc(since)]
+        if until is not None:
+            data = data[data["time"] < _utc(until)]
+        return by_version(data)
 
     def window(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
         """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
@@ -397,6 +464,18 @@ def _section_shares(frame: pd.DataFrame) -> pd.DataFrame:
         out["ratings"] = float("nan")
     out["page"] = frame["status"].eq(200).astype("float64")
     return out
+
+
+def by_version(served: pd.DataFrame) -> pd.DataFrame:
+    """Requests per reviews version from a :attr:`Traffic.served` frame (:data:`VERSION_COLUMNS`)."""
+    total = len(served)
+    rows = []
+    for version, group in served.groupby(served["version"].fillna("").astype(str), sort=True):
+        pods = group["pod"].fillna("").astype(str)
+        rows.append({"version": version or "unknown", "requests": len(group),
+                     "share": round(len(group) / total, 4) if total else 0.0,
+                     "pods": int(pods[pods != ""].nunique())})
+    return pd.DataFrame(rows, columns=list(VERSION_COLUMNS)).astype(VERSION_COLUMNS)
 
 
 def availability(frame: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:

@@ -28,6 +28,8 @@ from .errors import LabkitError, WaitTimeout, translate
 __all__ = ["LESSONS", "LessonState", "ResetRecord", "ResetStep", "lesson_state", "plan", "reset"]
 
 BOOKINFO = ("bookinfo.yaml", "sleep.yaml")
+SHIPPED = ("bookinfo.yaml", "sleep.yaml", "reviews-v2-v3.yaml")
+"""Every manifest labkit ships: an object of one of them that the lesson does not have is removed by a reset."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ class LessonState:
 
 
 # The start state of every lesson. Lessons 1-6 change no object: they crash processes and delete pods, which the
-# fresh pods of a reset undo. A lesson that adds objects (reviews v2 and v3, say) lists its manifest here; a reset
-# to an earlier lesson then removes them.
+# fresh pods of a reset undo. Lesson 7 deploys reviews v2, releases a pod of it, deletes reviews v1 and puts it all
+# back at its end: a reset removes what an interrupted run left (reviews-v2, the released pod) and brings v1 back.
+# A lesson that starts with more objects lists its manifest here.
 LESSONS: dict[str, LessonState] = {
     "01": LessonState("01", "Connect and look around"),
     "02": LessonState("02", "Test one service"),
@@ -58,6 +61,7 @@ LESSONS: dict[str, LessonState] = {
     "04": LessonState("04", "Chaos in all pods"),
     "05": LessonState("05", "Measure it"),
     "06": LessonState("06", "Your own experiment"),
+    "07": LessonState("07", "Add a new version of reviews"),
 }
 
 
@@ -86,7 +90,8 @@ class ResetStep:
 
     Attributes:
         verb: ``create`` (a missing object), ``scale`` / ``restore`` (a deployment's replicas / images),
-            ``delete`` (an object of a later lesson), ``renew`` (fresh pods for a deployment with crash history).
+            ``delete`` (an object of another lesson, or a pod no controller owns), ``renew`` (fresh pods for
+            a deployment with crash history).
         kind: the object's kind (``Deployment``, ``Service``, ``Pod``...).
         name: the object's name.
         why: the reason, e.g. ``"2 restarts, CrashLoopBackOff"``.
@@ -263,11 +268,19 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
             steps.append(ResetStep("renew", kind, name, "; ".join(f"{pod}: {why}" for pod, why in stale)))
     # the objects of the other lessons (later ones) that the target lesson does not have
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    others = {name for s in states.values() for name in s.manifests} - set(state.manifests)
+    others = ({name for s in states.values() for name in s.manifests} | set(SHIPPED)) - set(state.manifests)
+    universe = _objects(sorted(others)) + desired
     for obj in _objects(sorted(others)):
         key = (obj["kind"], obj["metadata"]["name"])
         if key not in wanted and obj["kind"] in _KINDS and _read(lab, *key, ns) is not None:
             steps.append(ResetStep("delete", *key, f"not in lesson {state.lesson}"))
+    # pods no controller owns that look like Bookinfo's (lesson 7 releases one by relabelling it)
+    templates = [o["spec"]["template"]["metadata"].get("labels") or {} for o in universe if o["kind"] == "Deployment"]
+    for pod in pods:
+        owned = any(ref.get("controller") for ref in pod["metadata"].get("ownerReferences") or [])
+        if not owned and not pod["metadata"].get("deletionTimestamp") and any(
+                t and _matches(pod, {k: v for k, v in t.items() if k == "app"}) for t in templates):
+            steps.append(ResetStep("delete", "Pod", pod["metadata"]["name"], "no controller owns it"))
     return _Plan(state, ns, desired, steps, renew)
 
 
@@ -334,6 +347,8 @@ def reset(lab: Client, lesson: str | int, *, dry_run: bool = False, timeout: flo
                 lab.apps.patch_namespaced_deployment(step.name, ns, patch, _preload_content=False)
             except Exception as exc:
                 translate(exc, f'deployment "{step.name}" in namespace {ns}')
+        elif step.verb == "delete" and step.kind == "Pod":
+            lab.delete_pod(step.name, namespace=ns, grace_period=0)
         elif step.verb == "delete":
             _delete(lab, step.kind, step.name, ns)
         elif step.verb == "renew":

@@ -102,7 +102,7 @@ def test_exec_results_and_exit_codes(lab: labkit.Lab, ready_sandbox: Sandbox) ->
     assert unknown.returncode == 6 and "Could not resolve host: ratingz" in unknown.stderr
     with pytest.raises(ExecError, match=r"exited with code 6.*Could not resolve host"):
         lab.request("http://ratingz:9080/ratings/7", check=True)
-    assert lab.exec(tester, "sh -c 'echo hi'").returncode == 127
+    assert lab.exec(tester, "bash -c 'echo hi'").returncode == 127
     assert lab.exec(tester, ["cat"], stdin="piped\n").stdout == "piped\n"
     with pytest.raises(ExecTimeout, match=r"did not finish within 0\.5 s"):
         lab.exec(tester, ["sleep", "5"], timeout=0.5)

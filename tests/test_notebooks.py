@@ -20,10 +20,10 @@ from labkit.sandbox import Sandbox
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob(lessons.NOTEBOOK_PATTERN))
 EXPECTED = ["01-connect-and-look-around", "02-test-one-service", "03-chaos-one-pod", "04-chaos-all-pods",
-            "05-measure-it", "06-your-own-experiment"]
+            "05-measure-it", "06-your-own-experiment", "07-new-version-of-reviews"]
 
 
-def test_the_six_lessons_are_there() -> None:
+def test_the_lessons_are_there() -> None:
     assert [p.stem for p in PATHS] == EXPECTED
     assert lessons.find_notebooks() == PATHS
 
@@ -124,9 +124,13 @@ def test_shell_equivalents_are_commands() -> None:
     for path in PATHS:
         for cell in nbformat.read(path, as_version=4).cells:
             shell = cell.get("metadata", {}).get("labkit", {}).get("shell")
-            if shell:
-                assert isinstance(shell, str) and shell.split()[0] in ("kubectl", "curl", "for"), shell
-                assert "kubectl exec -it" not in shell  # istio.io's snippet tooling refuses -it
+            for command in [shell] if isinstance(shell, str) else list(shell or []):
+                assert isinstance(command, str), command
+                first = command.split()[0]
+                # istio.io's own forms: a command, a loop, or a variable set from kubectl and echoed
+                assert first in ("kubectl", "curl", "for", "echo") or re.match(r"^[A-Z_0-9]+=\$\(kubectl ", command), \
+                    command
+                assert "kubectl exec -it" not in command  # istio.io's snippet tooling refuses -it
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -319,6 +323,65 @@ def test_lesson_6_without_a_page_url_stops_with_a_clear_error(ready_sandbox: San
         with pytest.raises(LabkitError, match=r"cannot run: its probes request the product page.*PRODUCTPAGE_URL"):
             exp.run()
         assert broken == [], "nothing is broken when the experiment cannot look at the page"
+
+
+def test_lesson_7_releases_one_pod_of_v2(runs: dict[str, lessons.LessonRun]) -> None:
+    nb = runs["07-new-version-of-reviews"].nb
+
+    def text(source_start: str) -> str:
+        return "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(nb, source_start))
+
+    assert text("lab.apply(MANIFEST, selector=\"app=reviews_test") == "deployment.apps/reviews-v2 created"
+    hidden = _plain_table(_outputs(nb, "hidden = "))
+    assert [(r["version"], r["share"]) for r in hidden] == [("v1", "1.0")]  # nobody reaches v2 through the Service
+    assert '"rating": {"stars": 5, "color": "black"}' in text("lab.request(f\"http://{v2_ip}")
+    assert text("lessons.status_codes(").split() == ["200"] * 10
+    assert re.fullmatch(r"pod/reviews-v2-\S+ labeled", text("lab.label("))
+    owners = text("lab.wait_rollout(\"reviews-v2\")\nlab.owners(")
+    assert "reviews_test" in owners and re.search(r"reviews-v2-\S+\s+reviews\s+v2\s+<NA>|reviews\s+v2\s*$", owners,
+                                                  re.MULTILINE), owners
+    released = {r["version"]: r for r in _plain_table(_outputs(nb, "released = "))}
+    assert set(released) == {"v1", "v2"} and released["v2"]["pods"] == "1" and 0 < float(released["v2"]["share"]) < 1
+    scaled = {r["version"]: r for r in _plain_table(_outputs(nb, "scaled = "))}
+    assert scaled["v2"]["pods"] == "3" and scaled["v1"]["pods"] == "3"
+    only_v2 = _plain_table(_outputs(nb, "lab.delete_deployment(\"reviews-v1\")"))
+    assert [(r["version"], r["share"]) for r in only_v2] == [("v2", "1.0")]
+    final = _plain_table(_outputs(nb, "lab.apply(\"bookinfo.yaml\""))
+    assert [r["version"] for r in final] == ["v1"] * 3 and all(r["status"] == "Running" for r in final)
+    for start in ("my_selector", "my_share", "my_answer"):
+        shown = _outputs(nb, start)[0]["data"]["text/plain"]
+        assert shown.startswith("✗ not answered yet") and "Hint:" in shown
+
+
+ISTIO_ADD_VERSION_COMMANDS = [
+    "sed 's/app: reviews/app: reviews_test/' | kubectl apply -l app=reviews_test,version=v2 -f -",
+    "REVIEWS_V2_POD_IP=$(kubectl get pod -l app=reviews_test,version=v2 -o jsonpath='{.items[0].status.podIP}')",
+    "echo $REVIEWS_V2_POD_IP",
+    '-- curl -sS "$REVIEWS_V2_POD_IP:9080/reviews/7"',
+    "-- sh -c \"for i in 1 2 3 4 5 6 7 8 9 10; do curl -o /dev/null -s -w '%{http_code}\\n' "
+    "$REVIEWS_V2_POD_IP:9080/reviews/7; done\"",
+    "kubectl label pods -l version=v2 app=reviews --overwrite",
+    "kubectl delete deployment reviews-v2",
+    "kubectl delete pod -l app=reviews,version=v2",
+    "kubectl apply -l app=reviews,version=v2 -f ",
+    "kubectl scale deployment reviews-v2 --replicas=3",
+    "kubectl delete deployment reviews-v1",
+]
+"""The commands of istio.io's "Add a new version of reviews", in its order (the tester pod is ``sleep`` here)."""
+
+
+def test_lesson_7_hugo_page_shows_istios_commands(runs: dict[str, lessons.LessonRun]) -> None:
+    from labkit import export
+
+    page = export.to_hugo(runs["07-new-version-of-reviews"].nb)
+    assert export.hugo_problems(page.text, images=set(page.images)) == []
+    commands = [line.strip()[2:] for line in page.text.splitlines() if line.strip().startswith("$ ")]
+    found = [next((i for i, c in enumerate(commands) if wanted in c), -1) for wanted in ISTIO_ADD_VERSION_COMMANDS]
+    assert -1 not in found, [w for w, i in zip(ISTIO_ADD_VERSION_COMMANDS, found, strict=True) if i < 0]
+    assert found == sorted(found), "the commands come in istio.io's order"
+    text = page.text
+    assert "deployment.apps/reviews-v2 created" in text and re.search(r"pod/reviews-v2-\S+ labeled", text)
+    assert '"rating": {"stars": 5, "color": "black"}' in text and "<none>" in text  # the released pod's owner
 
 
 # ------------------------------------------------------------------------------------------------ the checks

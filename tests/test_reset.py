@@ -145,3 +145,20 @@ def test_on_a_named_cluster_reset_rolls_the_deployments(ready_sandbox: Sandbox) 
         after = lab.apps.read_namespaced_deployment("details-v1", lab.namespace)
         assert "kubectl.kubernetes.io/restartedAt" in (after.spec.template.metadata.annotations or {})
         assert after.metadata.generation > before.metadata.generation
+
+
+def test_reset_cleans_up_an_interrupted_lesson_7(lab: labkit.Lab) -> None:
+    """Lesson 7 stopped after releasing a v2 pod and retiring v1: reviews-v2, a pod nobody owns, no reviews-v1."""
+    lab.apply("reviews-v2-v3.yaml", selector="app=reviews_test,version=v2",
+              replace={"app: reviews": "app: reviews_test"})
+    lab.label("version=v2", {"app": "reviews"}, overwrite=True)
+    lab.wait_rollout("reviews-v2")
+    released = lab.pod_names("app=reviews,version=v2")
+    assert len(released) == 1
+    lab.delete_deployment("reviews-v1")
+    done = lab.reset("07")
+    steps = {(s.verb, s.kind, s.name) for s in done.steps}
+    assert {("create", "Deployment", "reviews-v1"), ("delete", "Deployment", "reviews-v2"),
+            ("delete", "Pod", released[0])} <= steps, steps
+    eventually(lambda: not lab.pod_names("version=v2"), what="every v2 pod gone")
+    assert done.pods == 13 and len(lab.pod_names("app=reviews,version=v1")) == 3

@@ -23,12 +23,14 @@ import pytest
 
 from labkit.sandbox.dns import Resolver, write_hosts
 from labkit.sandbox.toolbox import (
+    INPUT_LIMIT,
     UNKNOWN,
     ExecContext,
     PodProcess,
     commands,
     has_command,
     not_found_message,
+    regex,
     run,
 )
 
@@ -276,9 +278,9 @@ def test_curl_unknown_host_is_exit_6() -> None:
 def test_curl_max_time_against_a_server_that_never_answers() -> None:
     result, _ = run_with_server(never_answer, lambda port: ["curl", "-sS", "-m", "1", f"http://127.0.0.1:{port}/"])
     assert result.code == 28
-    # at least the 1 s asked for (a busy machine may take longer: no upper bound)
-    assert re.fullmatch(r"curl: \(28\) Operation timed out after [1-9]\d{3,} milliseconds with 0 bytes received\n",
-                        result.stderr)
+    message = re.fullmatch(r"curl: \(28\) Operation timed out after (\d+) milliseconds with 0 bytes received\n",
+                           result.stderr)
+    assert message is not None and int(message.group(1)) >= 1000
 
 
 def test_curl_fail_turns_http_errors_into_exit_22() -> None:
@@ -423,18 +425,23 @@ def test_curl_connects_from_the_pod_address_and_localhost_is_the_pod() -> None:
     assert (result.code, result.out) == (0, b"me")
 
 
+async def stops_when_cancelled(task: asyncio.Task[int]) -> bool:
+    """Cancel a command that would run for an hour or more; True when it ended (a generous deadline)."""
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    return task.cancelled()
+
+
 def test_curl_stops_promptly_when_cancelled() -> None:
-    async def main() -> None:
+    async def main() -> bool:
         async with serve(never_answer) as (port, _):
             ctx = ExecContext(pod=CURL_POD)
-            task = asyncio.create_task(run(["curl", "-s", f"http://127.0.0.1:{port}/"], ctx))
-            await asyncio.sleep(0.2)
-            task.cancel()
-            # the server never answers and curl has no -m: only the cancel can end it (30 s: a hang guard)
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+            return await stops_when_cancelled(asyncio.create_task(run(["curl", "-s", f"http://127.0.0.1:{port}/"],
+                                                                      ctx)))
 
-    asyncio.run(main())
+    assert asyncio.run(main())
 
 
 # -- pkill and kill against real processes -------------------------------------------------------------------
@@ -662,10 +669,10 @@ def test_cat_files_and_missing_files() -> None:
 
 
 def test_unknown_commands_fail_like_the_container_runtime() -> None:
-    result = execute(["sh", "-c", "curl ratings:9080 | grep id"])
+    result = execute(["bash", "-c", "curl ratings:9080 | grep id"])
     assert result.code == 127
     assert result.stderr == ('OCI runtime exec failed: exec failed: unable to start container process: '
-                             'exec: "sh": executable file not found in $PATH: unknown\n')
+                             'exec: "bash": executable file not found in $PATH: unknown\n')
     message = not_found_message("/opt/tool")
     assert message.endswith('exec: "/opt/tool": stat /opt/tool: no such file or directory: unknown')
     assert execute(["/opt/curl", "x"]).code == 127
@@ -675,16 +682,11 @@ def test_unknown_commands_fail_like_the_container_runtime() -> None:
 
 
 def test_sleep_stops_as_soon_as_it_is_cancelled() -> None:
-    async def main(argv: list[str]) -> None:
-        task = asyncio.create_task(run(argv, ExecContext(pod=CURL_POD)))
-        await asyncio.sleep(0.1)
-        assert not task.done()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):  # only the cancel can end it (30 s: a hang guard)
-            await asyncio.wait_for(task, 30)
+    async def main(argv: list[str]) -> bool:
+        return await stops_when_cancelled(asyncio.create_task(run(argv, ExecContext(pod=CURL_POD))))
 
-    asyncio.run(main(["sleep", "1000"]))
-    asyncio.run(main(["/bin/sleep", "infinity"]))
+    assert asyncio.run(main(["sleep", "100000"]))
+    assert asyncio.run(main(["/bin/sleep", "infinity"]))
 
 
 def test_sleep_durations_and_bad_intervals() -> None:
@@ -741,3 +743,175 @@ def test_head_wc_and_ls() -> None:
 
 def test_unknown_is_the_exit_code_of_a_command_that_never_finished() -> None:
     assert UNKNOWN == -1
+
+
+def test_wc_reports_missing_files_like_coreutils() -> None:
+    missing = execute(["wc", "/nope"])
+    assert (missing.code, missing.out, missing.stderr) == (1, b"", "wc: /nope: No such file or directory\n")
+    assert execute(["wc", "-l", "/nope"]).stderr == "wc: /nope: No such file or directory\n"
+    files = {"/etc/hostname": b"details-v1-abc\n"}
+    mixed = execute(["wc", "/nope", "/etc/hostname"], files=files)
+    assert mixed.code == 1
+    assert mixed.stderr == "wc: /nope: No such file or directory\n"
+    assert mixed.stdout == " 1  1 15 /etc/hostname\n 1  1 15 total\n"
+    folder = execute(["wc", "/etc"], files=files)
+    assert (folder.code, folder.stderr) == (1, "wc: /etc: Is a directory\n")
+
+
+def test_wc_counts_stdin_as_it_streams() -> None:
+    text = b"one two\nthree  four five\n\xc3\xa9t\xc3\xa9\n"
+    assert execute(["wc"], stdin=text).stdout == "      3       6      31\n"
+    assert execute(["wc", "-m"], stdin=text).stdout == "29\n"
+
+    async def in_pieces() -> bytes:
+        pieces = [b"one tw", b"o\nthree", b"  four five\n\xc3", b"\xa9t\xc3\xa9\n", b""]
+
+        async def reader(n: int) -> bytes:
+            return pieces.pop(0)
+
+        ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
+        await run(["wc", "-lwm"], ctx)
+        return bytes(ctx.stdout)
+
+    assert asyncio.run(in_pieces()) == b"      3       6      29\n"
+
+
+def test_head_reads_only_the_lines_it_prints_from_stdin() -> None:
+    async def main() -> tuple[bytes, int]:
+        pieces = [b"1\n2\n", b"3\n4\n", b"5\n"]
+
+        async def reader(n: int) -> bytes:
+            return pieces.pop(0) if pieces else b""
+
+        ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
+        await run(["head", "-n", "3"], ctx)
+        return bytes(ctx.stdout), len(pieces)
+
+    assert asyncio.run(main()) == (b"1\n2\n3\n", 1)
+
+
+# -- the pod boundary and the limits -------------------------------------------------------------------------
+
+HOST_PATHS = ["/etc/passwd", "/proc/self/environ", "/proc/1/cmdline", "../../../../etc/passwd", __file__]
+
+
+@pytest.mark.parametrize("path", HOST_PATHS)
+def test_no_host_file_is_readable_from_a_pod(path: str) -> None:
+    for argv, code in ((["cat", path], 1), (["head", path], 1), (["wc", path], 1), (["grep", "-c", "", path], 2),
+                       (["ls", path], 2)):
+        result = execute(argv)
+        assert (result.code, result.out) == (code, b""), argv
+        assert "No such file or directory" in result.stderr
+    assert execute(["curl", "-sS", f"file://{path}"]).code == 1
+
+
+def test_curl_output_files_are_capped_per_container() -> None:
+    body = b"x" * 300
+    files = {"/etc/hosts": b"127.0.0.1\tlocalhost\n"}
+    result, _ = run_with_server(reply(200, body),
+                                lambda port: ["curl", "-sS", "-o", "/tmp/big", f"http://127.0.0.1:{port}/"],
+                                files=files, files_limit=200)
+    assert result.code == 23
+    assert result.stderr == ("curl: (23) Failure writing output to destination: /tmp/big: File too large "
+                             "(a container keeps at most 0.000190735 MiB of files in memory)\n")
+    assert sum(len(v) for v in result.ctx.files.values()) == 200
+    assert result.ctx.files["/etc/hosts"] == b"127.0.0.1\tlocalhost\n"
+    fits, _ = run_with_server(reply(200, body[:100]),
+                              lambda port: ["curl", "-sS", "-o", "/tmp/small", f"http://127.0.0.1:{port}/"],
+                              files_limit=200)
+    assert (fits.code, fits.ctx.files["/tmp/small"]) == (0, body[:100])
+
+
+def test_a_whole_stdin_past_the_input_limit_is_refused() -> None:
+    line = b"y" * 1023 + b"\n"
+    big = line * (INPUT_LIMIT // len(line) + 1)
+    result = execute(["head", "-n", "-1"], stdin=big)  # all but the last line: head must hold all of it
+    assert (result.code, result.out) == (1, b"")
+    assert result.stderr == "head: cannot open '-' for reading: File too large\n"
+    # Tools that stream have no limit.
+    assert execute(["wc", "-l"], stdin=big).stdout == f"{INPUT_LIMIT // len(line) + 1}\n"
+    assert execute(["cat", "-n"], stdin=big).out.endswith(f"{INPUT_LIMIT // len(line) + 1}\t".encode() + line)
+
+
+RUNAWAY = ["grep", "-E", "(a+)+$"]
+RUNAWAY_INPUT = b"a" * 64 + b"!\n"
+
+
+def test_a_backtracking_grep_is_cut_while_other_commands_run() -> None:
+    async def main() -> tuple[Result, Result, bool]:
+        grep = asyncio.create_task(exec_async(RUNAWAY, stdin=RUNAWAY_INPUT))
+        echo = await exec_async(["echo", "still here"])
+        grep_was_running = not grep.done()
+        return await grep, echo, grep_was_running
+
+    grep, echo, grep_was_running = asyncio.run(main())
+    assert (echo.code, echo.out) == (0, b"still here\n")
+    assert grep_was_running
+    assert grep.code == 2
+    assert grep.stderr.startswith("grep: regular expression stopped after 2 s of CPU time")
+    assert grep.out == b""
+
+
+def test_a_cut_grep_leaves_a_working_engine_and_plain_patterns_need_none() -> None:
+    assert execute(RUNAWAY, stdin=RUNAWAY_INPUT).code == 2
+    assert execute(["grep", "-E", "(a+)+!$"], stdin=RUNAWAY_INPUT).out == RUNAWAY_INPUT
+    assert execute(["grep", "-E", "a{2,"], stdin=b"a{2,\n").code == 0  # Python reads it as a literal too
+    bad = execute(["grep", "-E", "(unclosed"], stdin=b"x\n")
+    assert (bad.code, bad.stderr) == (2, "grep: missing ), unterminated subpattern at position 0\n")
+    assert execute(["grep", "-io", "details"], stdin=b"Book Details\n").out == b"Details\n"
+
+
+def test_a_backtracking_pkill_pattern_is_cut_and_kills_nothing(
+        spawn: Callable[[], subprocess.Popen[bytes]]) -> None:
+    details = spawn()
+    procs = pod_processes((details, "ruby", ["ruby", "a" * 64 + "!"]))
+    result = execute(["pkill", "-f", "(a+)+$"], process_lister=lambda: procs)
+    assert result.code == 3
+    assert result.stderr.startswith("pkill: regular expression stopped after 2 s of CPU time")
+    assert details.poll() is None
+
+
+def test_a_cancelled_grep_stops_its_worker() -> None:
+    regex.shutdown()  # start from no worker, so the one this grep uses is known
+
+    async def main() -> tuple[bool, int]:
+        pieces = [RUNAWAY_INPUT]
+
+        async def reader(n: int) -> bytes:
+            return pieces.pop() if pieces else b""
+
+        ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
+        task = asyncio.create_task(run(RUNAWAY, ctx))
+        while not regex.worker_pids():
+            await asyncio.sleep(0.01)
+        worker = regex.worker_pids()[0]
+        return await stops_when_cancelled(task), worker
+
+    stopped, worker = asyncio.run(main())
+    assert stopped
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{worker}").exists(), "the cancelled grep's worker was killed and reaped"
+
+
+def test_cat_numbers_and_head_cuts_lines_split_across_chunks() -> None:
+    async def main(argv: list[str], pieces: list[bytes]) -> bytes:
+        async def reader(n: int) -> bytes:
+            return pieces.pop(0) if pieces else b""
+
+        ctx = ExecContext(pod=CURL_POD, stdin_reader=reader)
+        await run(argv, ctx)
+        return bytes(ctx.stdout)
+
+    numbered = asyncio.run(main(["cat", "-nE"], [b"a\nb", b"c\n\nd"]))
+    assert numbered == b"     1\ta$\n     2\tbc$\n     3\t$\n     4\td"
+    assert asyncio.run(main(["head", "-c", "4"], [b"ab", b"cd", b"ef"])) == b"abcd"
+    assert execute(["head", "-n", "-1"], stdin=b"1\n2\n3\n").out == b"1\n2\n"
+    assert execute(["head", "-n", "-2"], stdin=b"1\n2\n3").out == b"1\n"
+    assert execute(["head", "-n", "-5"], stdin=b"1\n2\n3").out == b""
+    assert execute(["head", "-c", "-2"], stdin=b"abcd").out == b"ab"
+    files = {"/tmp/f": b"".join(f"{i}\n".encode() for i in range(100000))}
+    assert execute(["head", "-n", "2", "/tmp/f"], files=files).out == b"0\n1\n"
+    assert execute(["grep", "-c", "7", "/tmp/f"], files=files).out == b"40951\n"
+    assert execute(["grep", "-cE", "^9+$", "/tmp/f"], files=files).out == b"5\n"

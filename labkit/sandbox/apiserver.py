@@ -5,7 +5,8 @@ HTTPS on 127.0.0.1 with a self-signed certificate and a bearer token. Every path
 collection, its objects and their subresources (``pods/exec``, ``pods/log``, ``services/proxy``, ``scale``...).
 Reads come from the :class:`~.store.Store`, writes go to the :class:`~.registry.Registry`, and exec, logs and
 port-forward reach the containers through the :class:`~.kubelet.Kubelet`. Errors leave as ``Status`` objects shaped
-like the real API server's, unknown paths and methods included.
+like the real API server's, unknown paths and methods included. Query parameters, bodies and objects are checked
+by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import discovery, dns, portforward, printers, protobuf, toolbox
+from . import discovery, dns, limits, portforward, printers, protobuf, toolbox, validation
 from .kubelet import Kubelet
 from .network import Network
 from .patch import apply_patch
 from .registry import Registry
-from .resources import BY_PLURAL, GROUP_VERSIONS, RESOURCES, Resource
+from .resources import BY_PLURAL, GROUP_VERSIONS, RESOURCES, REVIEW_KINDS, Resource
 from .status import error, status_body
 from .store import (
     FieldRequirement,
@@ -57,6 +57,9 @@ DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
 NOT_FOUND = "the server could not find the requested resource"
+SCALE = Resource("scale", "Scale", group="autoscaling")
+EXEC_STDIN_LIMIT = 16 * 1024 * 1024
+"""Bytes of stdin an exec may buffer for a command that does not read them; beyond, the exec is stopped."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CollectionHandler = Callable[[web.Request, Resource, str | None], Awaitable[web.StreamResponse]]
@@ -97,9 +100,11 @@ class ApiServer:
         self.kubelet = kubelet
         self.network = network
         self.token = token
-        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=32 * 1024 * 1024)
+        self.app = web.Application(middlewares=[self._errors, self._auth, self._checked],
+                                   client_max_size=validation.MAX_BODY_BYTES)
         self.app.router.add_routes(self.routes())
         self.server_address = "127.0.0.1:6443"
+        self.guard = limits.ConnectionGuard()
         self._proxy_session: ClientSession | None = None
 
     # -- the served API, in one place
@@ -205,7 +210,26 @@ class ApiServer:
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
             return error(401, "Unauthorized", "Unauthorized")
+        self.guard.authenticated(request.transport)
         return await handler(request)
+
+    @web.middleware
+    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Query parameters and body size are checked before any handler runs (service proxy queries pass)."""
+        if "/proxy" in request.path:
+            return await handler(request)
+        length = request.content_length
+        if length is not None and length > validation.MAX_BODY_BYTES:
+            return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
+                         f"{validation.MAX_BODY_BYTES}")
+        query = validation.parse_query(list(request.query.items()))
+        if query.changed:
+            request = request.clone(rel_url=request.rel_url.with_query(query.normalised))
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "RequestEntityTooLarge", f"Request entity too large: limit is "
+                         f"{validation.MAX_BODY_BYTES}")
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -220,8 +244,11 @@ class ApiServer:
         except web.HTTPMethodNotAllowed as exc:
             return error(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
                          f"resource ({exc.method} {request.path})")
-        except web.HTTPException:
-            raise
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own answers (a request its router cannot match...) leave as a Status too.
+            return error(exc.status, "BadRequest", exc.reason)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the client gets a Status, the log gets the traceback
@@ -351,70 +378,107 @@ class ApiServer:
         return resp
 
     # -- writes
-    async def _body(self, request: web.Request) -> Obj:
+    async def _body(self, request: web.Request, kind: str | None = None) -> Obj:
+        """The decoded body, checked as plain JSON and, given its kind, for the types of the fields read."""
         raw = await request.read()
         if not raw:
             return {}
         if protobuf.is_protobuf(request.content_type):
-            return protobuf.decode_request(raw)
-        try:
-            body = yaml.safe_load(raw) if "yaml" in request.content_type else json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise StoreError(400, "BadRequest", f"the request body could not be decoded: {exc}") from exc
-        if not isinstance(body, dict):
-            raise StoreError(400, "BadRequest", "the request body must be a JSON object")
+            body = protobuf.decode_request(raw)
+            validation.check_json_value(body)
+        else:
+            body = validation.decode_body(raw, request.content_type)
+        if kind is not None:
+            validation.check_types(kind, body)
         return body
 
     async def _create(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, res.kind)
         kind = body.get("kind")
         if kind and kind != res.kind:
-            raise StoreError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not "
-                             f"match the expected API version ({res.api_version}) for kind {res.kind}"
-                             if body.get("apiVersion") != res.api_version else
-                             f"the kind in the data ({kind}) does not match the URL ({res.plural})")
+            wrong_version = body.get("apiVersion") != res.api_version
+            raise validation.bad_request(
+                f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version "
+                f"({res.api_version}) for kind {res.kind}" if wrong_version else
+                f"the kind in the data ({kind}) does not match the URL ({res.plural})",
+                "apiVersion" if wrong_version else "kind")
         dry = request.query.get("dryRun") == "All"
+        if res.kind not in REVIEW_KINDS:  # a review is answered, never stored: it has no name to check
+            validation.validate_object(res.kind, body, namespaced=res.namespaced)
+            validation.check_storable(res.kind, body)
         created = self.registry.create(res, body, ns if res.namespaced else None, dry_run=dry)
         return json_response(created, 201)
 
     async def _replace(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, res.kind)
         old = self.store.require(res, ns, name)
+        given_name = body.get("metadata", {}).get("name")
+        if given_name and given_name != name:
+            raise validation.bad_request(f"the name of the object ({given_name}) does not match the name on the "
+                                         f"URL ({name})", "metadata.name")
         given_rv = body.get("metadata", {}).get("resourceVersion")
         if given_rv and given_rv != old["metadata"]["resourceVersion"]:
             raise StoreError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
                              "has been modified; please apply your changes to the latest version and try again",
                              {"name": name, "kind": res.plural})
-        return json_response(self.registry.update(res, old, body))
+        return json_response(self._update(request, res, old, body))
+
+    def _update(self, request: web.Request, res: Resource, old: Obj, new: Obj) -> Obj:
+        """Validate the object a PUT or PATCH makes, then store it (or only say what it would be, on a dry run)."""
+        new.setdefault("metadata", {}).setdefault("name", old["metadata"]["name"])
+        validation.validate_object(res.kind, new, namespaced=res.namespaced)
+        validation.check_storable(res.kind, new)
+        return self.registry.update(res, old, new, dry_run=request.query.get("dryRun") == "All")
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
                      status_only: bool = False) -> web.Response:
         raw = await request.read()
         ctype = request.content_type
+        patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
         old = self.store.get(res, ns, name)
         if old is None:
             if ctype == "application/apply-patch+yaml":
-                body = yaml.safe_load(raw) or {}
-                return json_response(self.registry.create(res, body, ns if res.namespaced else None), 201)
+                validation.check_types(res.kind, patch)
+                patch.setdefault("metadata", {}).setdefault("name", name)
+                validation.validate_object(res.kind, patch, namespaced=res.namespaced)
+                validation.check_storable(res.kind, patch)
+                return json_response(self.registry.create(res, patch, ns if res.namespaced else None,
+                                                          dry_run=request.query.get("dryRun") == "All"), 201)
             raise not_found(res, name)
-        try:
-            new = apply_patch(old, raw, ctype)
-        except ValueError as exc:
-            raise StoreError(422 if "test" in str(exc) else 400, "BadRequest", str(exc)) from exc
+        new = self._apply_patch(res, old, patch, ctype)
         if status_only:
             return json_response(old)
-        return json_response(self.registry.update(res, old, new))
+        return json_response(self._update(request, res, old, new))
+
+    @staticmethod
+    def _apply_patch(res: Resource, old: Obj, patch: Any, ctype: str) -> Obj:
+        """Apply a decoded patch; what it makes must be an object of the right field types."""
+        # The body was decoded and checked once; the patch code gets it back as JSON (apply is a merge patch).
+        as_json = "application/merge-patch+json" if "yaml" in ctype else ctype
+        try:
+            new = apply_patch(old, dumps(patch).encode(), as_json)
+        except ValueError as exc:
+            code = 422 if "test" in str(exc) else 400
+            raise validation.ValidationError(code, "Invalid" if code == 422 else "BadRequest", str(exc), {
+                "causes": [{"reason": "FieldValueInvalid", "message": str(exc), "field": "<patch>"}]}) from exc
+        except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            raise validation.bad_request(f"the patch cannot be applied to {res.kind} "
+                                         f'"{old["metadata"]["name"]}": {type(exc).__name__}: {exc}',
+                                         "<patch>") from exc
+        if not isinstance(new, dict):
+            raise validation.bad_request(f"the patch turns {res.kind} \"{old['metadata']['name']}\" into "
+                                         "something that is not an object", "<root>")
+        validation.check_json_value(new, f"the patched {res.kind}")
+        validation.check_types(res.kind, new)
+        return new
 
     async def _patch_status(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         """A status patch is accepted and ignored: status belongs to the kubelet and the controllers."""
         return await self._patch(request, res, ns, name, status_only=True)
 
     async def _delete(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
-        opts = await self._body(request)
-        grace = request.query.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
-        propagation = request.query.get("propagationPolicy", opts.get("propagationPolicy") or "Background")
-        dry = request.query.get("dryRun") == "All" or bool(opts.get("dryRun"))
-        obj = self.registry.delete(res, ns, name, None if grace is None else int(grace), propagation, dry_run=dry)
+        opts = validation.delete_options(request.query, await self._body(request))
+        obj = self.registry.delete(res, ns, name, opts.grace, opts.propagation, dry_run=opts.dry_run)
         if obj.get("kind") in ("Pod", "Deployment", "ReplicaSet", "Service"):
             return json_response(obj)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -422,13 +486,13 @@ class ApiServer:
 
     async def _delete_collection(self, request: web.Request, res: Resource, ns: str | None) -> web.Response:
         labels, fields = self._selectors(request)
+        opts = validation.delete_options(request.query, await self._body(request))
         items = self.store.list(res, ns, labels, fields)
-        grace = request.query.get("gracePeriodSeconds")
         gone = []
         for obj in items:
             with contextlib.suppress(StoreError):
                 gone.append(self.registry.delete(res, obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
-                                                 None if grace is None else int(grace)))
+                                                 opts.grace, opts.propagation, dry_run=opts.dry_run))
         return json_response({"kind": res.list_kind, "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
 
@@ -437,12 +501,20 @@ class ApiServer:
         if request.method in ("PATCH", "PUT"):
             raw = await request.read()
             current = self._scale_obj(obj)
-            new_scale = apply_patch(current, raw, request.content_type) if request.method == "PATCH" \
-                else json.loads(raw)
+            ctype = request.content_type
+            if request.method == "PATCH":
+                patch = validation.decode_body(raw or b"{}", ctype, allow_list=ctype == "application/json-patch+json")
+                new_scale = self._apply_patch(SCALE, current, patch, ctype)
+            else:
+                new_scale = validation.decode_body(raw, ctype)
+                validation.check_types("Scale", new_scale)
             replicas = (new_scale.get("spec") or {}).get("replicas")
-            if not isinstance(replicas, int) or replicas < 0:
-                raise StoreError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid '
-                                 f"value: {replicas!r}: must be greater than or equal to 0")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) \
+                    or not 0 <= replicas <= validation.MAX_REPLICAS:
+                raise validation.invalid("Scale", name, [validation.invalid_value(
+                    "spec.replicas", replicas, f"must be between 0 and {validation.MAX_REPLICAS}, inclusive")])
+            if request.query.get("dryRun") == "All":
+                return json_response({**current, "spec": {"replicas": replicas}})
             obj = self.registry.mutate(res, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas),
                                        bump_generation=True) or obj
         return json_response(self._scale_obj(obj))
@@ -463,8 +535,8 @@ class ApiServer:
         names = [c["name"] for c in pod["spec"]["containers"]]
         if requested:
             if requested not in names:
-                raise StoreError(400, "BadRequest", f"container {requested} is not valid for pod "
-                                 f"{pod['metadata']['name']}")
+                raise validation.bad_request(f"container {requested} is not valid for pod "
+                                 f"{pod['metadata']['name']}", "container")
             return requested
         default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
         return str(default) if default in names else str(names[0])
@@ -474,14 +546,14 @@ class ApiServer:
         q = request.query
         command = q.getall("command", [])
         if not command:
-            raise StoreError(400, "BadRequest", "you must specify at least 1 command")
+            raise validation.bad_request("you must specify at least 1 command", "command")
         cname = self._pick_container(pod, q.get("container"))
         runtime = self.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or container.process is None or container.process.returncode is not None:
-            raise StoreError(400, "BadRequest", f'container not found ("{cname}")')
+            raise validation.bad_request(f'container not found ("{cname}")', "container")
         if "upgrade" not in request.headers.get("Connection", "").lower():
-            raise StoreError(400, "BadRequest", "Upgrade request required")
+            raise validation.bad_request("Upgrade request required", "Upgrade")
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, heartbeat=None)
         await ws.prepare(request)
         if ws.ws_protocol is None:
@@ -495,6 +567,7 @@ class ApiServer:
             stdin.put_nowait(b"")
         send_lock = asyncio.Lock()
         pending = bytearray()
+        queued = [0]  # bytes of stdin received and not yet read by the command
 
         async def send(channel: int, data: bytes) -> None:
             if not data or ws.closed:
@@ -511,6 +584,7 @@ class ApiServer:
                 del pending[:n]
                 return chunk
             data = await stdin.get()
+            queued[0] -= len(data)
             if not data:
                 stdin.put_nowait(b"")  # EOF stays EOF for later reads
                 return b""
@@ -522,7 +596,8 @@ class ApiServer:
         ctx = toolbox.ExecContext(
             pod=name, namespace=ns, container=cname, pod_ip=runtime.ip if runtime else "",
             hostname=name, env=dict(container.process_env),
-            files=container.files, resolver=dns.Resolver(self.network.hosts_file, ns), tty=tty,
+            files=container.files, tty=tty,
+            resolver=dns.Resolver(self.network.hosts_file, ns, self.network.pod_network),
             stdin_reader=read_stdin, stdout_writer=lambda b: send(1, b), stderr_writer=lambda b: send(2, b),
             process_lister=lambda: self.kubelet.pod_processes(ns, name),
             signaller=lambda proc, sig: self.kubelet.signal_pod_process(ns, name, proc, sig),
@@ -535,6 +610,11 @@ class ApiServer:
                     continue
                 channel, payload = data[0], data[1:]
                 if channel == 0 and payload:
+                    queued[0] += len(payload)
+                    if queued[0] > EXEC_STDIN_LIMIT:  # the command does not read its stdin: a bounded buffer
+                        await send(2, f"error: more than {EXEC_STDIN_LIMIT} bytes of stdin left unread\n".encode())
+                        task.cancel()
+                        break
                     stdin.put_nowait(bytes(payload))
                 elif channel == 255 and v5 and payload[:1] == b"\x00":
                     stdin.put_nowait(b"")
@@ -577,24 +657,24 @@ class ApiServer:
         if not cname:
             default = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER)
             if len(names) > 1 and default not in names:
-                raise StoreError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one "
-                                 f"of: [{' '.join(names)}]")
+                raise validation.bad_request(f"a container name must be specified for pod {name}, choose one "
+                                 f"of: [{' '.join(names)}]", "container")
             cname = default if default in names else names[0]
         if cname not in names:
-            raise StoreError(400, "BadRequest", f"container {cname} is not valid for pod {name}")
+            raise validation.bad_request(f"container {cname} is not valid for pod {name}", "container")
         runtime = self.kubelet.runtime_for(ns, name)
         container = next((c for c in runtime.containers if c.name == cname), None) if runtime else None
         if container is None or (container.restart_count == 0 and not container.started
                                  and not container.last_state):
             reason = (container.state.get("waiting") or {}).get("reason", "ContainerCreating") if container \
                 else "ContainerCreating"
-            raise StoreError(400, "BadRequest", f'container "{cname}" in pod "{name}" is waiting to start: '
-                             + ("trying and failing to pull image" if "Image" in reason else reason))
+            raise validation.bad_request(f'container "{cname}" in pod "{name}" is waiting to start: '
+                             + ("trying and failing to pull image" if "Image" in reason else reason), "container")
         previous = q.get("previous") in ("true", "1")
         if previous:
             if container.restart_count == 0:
-                raise StoreError(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not '
-                                 "found")
+                raise validation.bad_request(f'previous terminated container "{cname}" in pod "{name}" not '
+                                 "found", "previous")
             path = container.log_path(container.restart_count - 1)
         else:
             path = container.log_path()
@@ -646,7 +726,7 @@ class ApiServer:
         pod = self.store.require(PODS, ns, name)
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":
-            raise StoreError(400, "BadRequest", f"pod {name} is not running, cannot forward ports")
+            raise validation.bad_request(f"pod {name} is not running, cannot forward ports", "status.phase")
         # Like a kubelet, any port the pod listens on can be forwarded, declared or not.
         request["streaming"] = True
         return await portforward.handle(request, ip, None)

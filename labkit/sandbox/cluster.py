@@ -12,6 +12,7 @@ recorder are given the store to read and the registry to write, never this objec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from labkit.kubestatus import is_pod_ready
@@ -19,9 +20,10 @@ from labkit.kubestatus import is_pod_ready
 from .controllers import Controllers
 from .events import EventRecorder
 from .kubelet import Kubelet, NodeConfig
+from .mesh import MeshControl
 from .network import Network
 from .node import Heartbeat, NodeFacts
-from .registry import Registry
+from .registry import INJECTION_LABEL, Registry
 from .resources import BY_PLURAL
 from .store import Store
 
@@ -46,15 +48,20 @@ class Cluster:
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.network,
                                NodeConfig(state_dir=state_dir, time_scale=time_scale, python_path=PYTHON_PATH))
         self.controllers = Controllers(self.store, self.registry, self.events, self.network, ca_pem=ca_pem)
+        self.mesh = MeshControl(self.store, self.network)
         self.heartbeat = Heartbeat(self.registry, BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io",
                                                                                       "leases")])
 
     def start(self) -> None:
         self.registry.create_initial_namespaces()
+        if os.environ.get("LABKIT_SANDBOX_MESH") == "1":  # every pod of "default" gets an istio-proxy sidecar
+            self.registry.mutate(BY_PLURAL[("", "namespaces")], "", "default",
+                                 lambda ns: ns["metadata"]["labels"].update({INJECTION_LABEL: "enabled"}))
         a, b = self.network.subnet
         self.registry.create_furniture(NodeFacts.of_this_machine(self.state_dir), f"127.{a}.{b}.0/23",
                                        f"127.{a}.{b + 2}.1")
         self.controllers.start()
+        self.mesh.start()
         self.kubelet.start()
         self.heartbeat.start()
 
@@ -65,6 +72,7 @@ class Cluster:
     async def shutdown(self) -> None:
         self.heartbeat.stop()
         self.controllers.stop()
+        self.events.close()
         await self.kubelet.shutdown()
         self.store.close_all_watches()
         await self.network.close()

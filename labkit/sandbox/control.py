@@ -118,8 +118,7 @@ class Sandbox:
         if self.running():
             raise SandboxError(f"a sandbox is already running in {self.dir} (pid {self._pid_or_unknown()}); "
                                "use `Sandbox.attach()` or stop it with `labkit sandbox down`")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        st.make_private_dirs(self.dir)
         read_fd, write_fd = os.pipe()
         cmd = [sys.executable, "-m", "labkit.sandbox.daemon", "--dir", str(self.dir),
                "--replicas", str(self.replicas), "--copies", str(self.copies), "--time-scale", str(self.time_scale),

@@ -386,6 +386,7 @@ class Controllers:
             return
         uid = rs["metadata"]["uid"]
         selector = match_labels_selector(rs["spec"].get("selector"))
+        self._release_orphans(rs, selector)
         mine = [p for p in self.store.list(PODS, ns, selector) if _owned_by(p, uid)]
         active = [p for p in mine if not p["metadata"].get("deletionTimestamp")]
         desired = 0 if rs["metadata"].get("deletionTimestamp") else int(rs["spec"].get("replicas", 1))
@@ -415,6 +416,24 @@ class Controllers:
             r["status"] = st
 
         self.registry.mutate(REPLICASETS, ns, name, status)
+
+    def _release_orphans(self, rs: Obj, selector: list[Requirement]) -> None:
+        """Release the pods this ReplicaSet controls whose labels no longer match its selector (a pod relabelled
+        out of it): their controller ownerReference goes, as the real controller's ClaimPods does, so they keep
+        running on their own and garbage collection of the ReplicaSet no longer deletes them."""
+        ns, uid = rs["metadata"]["namespace"], rs["metadata"]["uid"]
+        for pod in self.store.list(PODS, ns):
+            if not _owned_by(pod, uid) or labels_match(selector, pod["metadata"].get("labels")):
+                continue
+
+            def release(p: Obj) -> None:
+                refs = [r for r in p["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                if refs:
+                    p["metadata"]["ownerReferences"] = refs
+                else:
+                    p["metadata"].pop("ownerReferences", None)
+
+            self.registry.mutate(PODS, ns, pod["metadata"]["name"], release)
 
     def _pod_from_template(self, rs: Obj) -> Obj:
         template = copy.deepcopy(rs["spec"]["template"])

@@ -119,6 +119,7 @@ async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: i
 async def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from . import limits
     from .apiserver import ApiServer, make_ssl_context
     from .cluster import Cluster
 
@@ -137,9 +138,10 @@ async def serve(args: argparse.Namespace) -> int:
     cluster = Cluster(str(paths.root), time_scale=args.time_scale, ca_pem=ca_pem.decode())
     cluster.start()
     server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
-    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           keepalive_timeout=limits.IDLE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.api_port, ssl_context=make_ssl_context(
+    site = limits.GuardedSite(runner, "127.0.0.1", args.api_port, guard=server.guard, ssl_context=make_ssl_context(
         str(paths.cert), str(paths.key)), backlog=256, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
@@ -230,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.parent_pid:
         tie_to_parent(args.parent_pid)
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    st.make_private_dirs(Path(args.dir))
     zygote.prestart(str(Path(args.dir)))  # before the heavy imports of serve(); the kubelet adopts it
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.FileHandler(Path(args.dir) / "sandbox.log")])
+    from . import limits  # (it imports aiohttp: only once the zygote has started)
+
+    handler = logging.FileHandler(Path(args.dir) / "sandbox.log")
+    handler.addFilter(limits.RateLimitFilter())  # a flood of bad requests must not fill the disk
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
+    limits.raise_fd_limit()
     if sys.version_info < (3, 12):
         with contextlib.suppress(Exception):
             import warnings

@@ -41,19 +41,54 @@ def write_hosts(path: str, entries: dict[str, list[str]]) -> None:
     os.replace(tmp, path)
 
 
-class Resolver:
-    """Resolves names the way a pod in ``namespace`` would, from the sandbox hosts file."""
+def reachable(address: str, pod_network: str | None) -> bool:
+    """Whether a pod may connect to ``address``: only inside the sandbox's own pod and service block.
 
-    def __init__(self, hosts_file: str | None, namespace: str = "default") -> None:
+    Everything else is refused, as a cluster network routes it nowhere: the host's loopback services in all their
+    spellings (``127.0.0.1`` is not the pod's own address here, ``0.0.0.0``, ``::``, ``::ffff:127.0.0.1``), other
+    sandboxes' blocks and anything outside. ``pod_network`` None means no boundary (an image run by hand).
+
+        >>> reachable("127.70.8.5", "127.70.8.0/22"), reachable("0.0.0.0", "127.70.8.0/22")
+        (True, False)
+        >>> reachable("::ffff:127.70.8.5", "127.70.8.0/22"), reachable("127.71.0.2", "127.70.8.0/22")
+        (True, False)
+    """
+    if pod_network is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+        network = ipaddress.ip_network(pod_network, strict=False)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version == network.version and ip in network and ip != network.network_address
+
+
+class Resolver:
+    """Resolves names the way a pod in ``namespace`` would, from the sandbox hosts file.
+
+    ``pod_network`` (``127.A.B.0/22``) is the sandbox's block of pod and service addresses: :meth:`reachable`
+    says whether a resolved address may be dialled from a pod.
+    """
+
+    def __init__(self, hosts_file: str | None, namespace: str = "default", pod_network: str | None = None) -> None:
         self.hosts_file = hosts_file
         self.namespace = namespace
+        self.pod_network = pod_network
         self._stamp: tuple[int, int] | None = None
         self._table: dict[str, str] = {}
 
     @classmethod
     def from_env(cls) -> Resolver:
-        """The resolver of the current container (``LABKIT_HOSTS_FILE``, ``LABKIT_NAMESPACE``)."""
-        return cls(os.environ.get("LABKIT_HOSTS_FILE"), os.environ.get("LABKIT_NAMESPACE", "default"))
+        """The resolver of the current container (``LABKIT_HOSTS_FILE``, ``LABKIT_NAMESPACE``,
+        ``LABKIT_POD_NETWORK``)."""
+        return cls(os.environ.get("LABKIT_HOSTS_FILE"), os.environ.get("LABKIT_NAMESPACE", "default"),
+                   os.environ.get("LABKIT_POD_NETWORK") or None)
+
+    def reachable(self, address: str) -> bool:
+        """Whether a pod may connect to ``address`` (see :func:`reachable`)."""
+        return reachable(address, self.pod_network)
 
     def _load(self) -> dict[str, str]:
         if not self.hosts_file:

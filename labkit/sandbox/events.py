@@ -1,17 +1,27 @@
-"""Kubernetes Events, recorded the way the kubelet and controllers do (repeats counted on one object)."""
+"""Kubernetes Events, recorded the way the kubelet and controllers do (repeats counted on one object).
+
+Events expire one hour after their last write, as the real API server stores them under an etcd lease
+(``--event-ttl``, default 1 h), whoever wrote them: the kubelet, a controller or a client.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
 import logging
 import secrets
+import time
 
 from .registry import Registry
 from .resources import BY_PLURAL
-from .store import Obj, StoreError, now_rfc3339
+from .store import Obj, StoreError, WatchEvent, now_rfc3339
 
 log = logging.getLogger("labkit.sandbox.events")
 
 EVENTS = BY_PLURAL[("", "events")]
+EVENT_TTL = 3600.0
+"""Seconds an Event lives after its last write (the API server's ``--event-ttl``)."""
 
 
 class EventRecorder:
@@ -19,11 +29,60 @@ class EventRecorder:
 
     Best effort, as the real event recorders are: an event that cannot be written (its namespace is being
     deleted) is logged and dropped, never raised into the controller or kubelet that reported it.
+
+    It also expires every Event ``ttl`` seconds after its last write.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, ttl: float = EVENT_TTL) -> None:
         self.registry = registry
+        self.ttl = ttl
         self._seen: dict[tuple[str, str, str, str, str], str] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str, str, str, str]] = {}  # event -> its _seen key
+        self._deadline: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, str, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        registry.store.subscribe((EVENTS,), self._on_change)
+
+    # -- expiry
+    def _on_change(self, ev: WatchEvent) -> None:
+        if ev.resource is not EVENTS:
+            return
+        meta = ev.object["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        if ev.type == "DELETED":
+            self._deadline.pop(key, None)
+            seen = self._keys.pop(key, None)
+            if seen is not None and self._seen.get(seen) == key[1]:
+                del self._seen[seen]
+            return
+        deadline = time.monotonic() + self.ttl
+        self._deadline[key] = deadline
+        heapq.heappush(self._heap, (deadline, *key))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None or not self._heap:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a store used outside the sandbox): nothing expires
+        self._timer = loop.call_at(loop.time() + max(0.0, self._heap[0][0] - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            deadline, ns, name = heapq.heappop(self._heap)
+            if self._deadline.get((ns, name)) == deadline:  # not rewritten since this entry was pushed
+                with contextlib.suppress(StoreError):
+                    self.registry.delete(EVENTS, ns, name)
+        self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def record(self, obj: Obj, etype: str, reason: str, message: str, *, component: str,
                field_path: str = "") -> None:
@@ -40,6 +99,7 @@ class EventRecorder:
                 return
         name = f"{meta['name']}.{secrets.token_hex(8)}"
         self._seen[key] = name
+        self._keys[(ns, name)] = key
         involved: Obj = {
             "kind": obj.get("kind", ""), "namespace": ns, "name": meta["name"], "uid": meta.get("uid", ""),
             "apiVersion": obj.get("apiVersion", "v1"), "resourceVersion": meta.get("resourceVersion", ""),

@@ -26,6 +26,7 @@ from typing import Protocol
 from . import dns, envfrom, toolbox
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
+from .images.runtime import process_environ
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Obj, Store, WatchEvent, now_rfc3339
@@ -79,13 +80,17 @@ class AddressPool(Protocol):
 
 
 class PodNetwork(Protocol):
-    """What the kubelet needs of the network: pod addresses and the cluster DNS hosts file (see :mod:`.network`)."""
+    """What the kubelet needs of the network: pod addresses, the cluster DNS hosts file and the block pods may
+    reach (see :mod:`.network`)."""
 
     @property
     def pods(self) -> AddressPool: ...
 
     @property
     def hosts_file(self) -> str: ...
+
+    @property
+    def pod_network(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -413,8 +418,7 @@ class Kubelet:
         c.comm = process_name_for(c.image, c.argv)
         os.makedirs(os.path.dirname(c.log_path()), exist_ok=True)
         ready_r, ready_w = os.pipe()
-        full_env = {
-            **env,
+        full_env = process_environ(env, {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": self.python_path,
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -425,7 +429,8 @@ class Kubelet:
             "LABKIT_READY_FD": str(ready_w),
             "LABKIT_PARENT_PID": str(os.getpid()),
             "LABKIT_PROCESS_NAME": c.comm,
-        }
+            "LABKIT_POD_NETWORK": self.network.pod_network,
+        })
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         try:
             with open(c.log_path(), "ab") as logf:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from . import dns
 
 log = logging.getLogger("labkit.sandbox.network")
+MAX_PROXY_CONNECTIONS = 512
+"""Connections at once through one Service port or the ingress; more are reset (each holds two descriptors)."""
 
 
 def pick_subnet() -> tuple[int, int]:
@@ -91,8 +93,11 @@ class ServicePort:
     backends: list[tuple[str, int]] = field(default_factory=list)
     server: asyncio.Server | None = None
     connections: int = 0
+    active: int = 0
     ingress: bool = False
     """An ingress answers 503 "no healthy upstream" (as Envoy does) where a Service would refuse or reset."""
+    sidecars: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Meshed pods: pod IP -> its sidecar's outbound listener (shared by every ServicePort of the network)."""
 
     async def start(self) -> None:
         if self.server is None:
@@ -125,8 +130,39 @@ class ServicePort:
             await writer.drain()
         writer.close()
 
+    async def _to_sidecar(self, sidecar: tuple[str, int], peer: str, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        """A meshed pod's connection: its own sidecar applies the mesh's rules per request (Istio's iptables
+        redirect to Envoy's outbound port), told the original destination in a first line."""
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*sidecar, local_addr=(peer, 0))
+        except OSError:
+            _reset(writer)
+            return
+        up_writer.write(f"LABKIT-ORIG {self.host} {self.port}\r\n".encode())
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+        for w in (writer, up_writer):
+            with contextlib.suppress(Exception):
+                w.close()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.active >= MAX_PROXY_CONNECTIONS:
+            _reset(writer)
+            return
+        self.active += 1
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.sidecars and not self.ingress:
+            peer = writer.get_extra_info("peername")
+            sidecar = self.sidecars.get(peer[0]) if peer else None
+            if sidecar is not None:
+                await self._to_sidecar(sidecar, peer[0], reader, writer)
+                return
         if not self.backends:
             await self._unavailable(writer)
             return
@@ -153,12 +189,17 @@ class Network:
         self.subnet = (a, b)
         self.pods = AddressPool([f"127.{a}.{b + i}.{n}" for i in (0, 1) for n in range(2, 255)])
         self.services = AddressPool([f"127.{a}.{b + 2}.{n}" for n in range(10, 255)])
+        self.pod_network = f"127.{a}.{b}.0/22"
+        """The block a pod may reach: its own pods (first two /24s) and Services (the third)."""
         self.hosts_file = os.path.join(state_dir, "network", "hosts")
         os.makedirs(os.path.dirname(self.hosts_file), exist_ok=True)
         self._dns: dict[tuple[str, str], str] = {}  # (namespace, service) -> cluster IP
         self._ports: dict[tuple[str, str], dict[int, ServicePort]] = {}
         self.ingress: ServicePort | None = None
         self.ingress_target: tuple[str, str, int] | None = None
+        self.sidecars: dict[str, tuple[str, int]] = {}
+        """Meshed pods whose sidecar is ready: pod IP -> the sidecar's outbound listener."""
+        self.mesh_file = os.path.join(state_dir, "network", "mesh.json")
         self._write_hosts()
 
     # -- DNS
@@ -196,13 +237,22 @@ class Network:
             if port not in ports:
                 await current.pop(port).stop()
         for port, backends in ports.items():
-            sp = current.get(port) or current.setdefault(port, ServicePort(ip, port))
+            sp = current.get(port) or current.setdefault(port, ServicePort(ip, port, sidecars=self.sidecars))
             try:
                 await sp.set_backends(backends)
             except OSError as exc:
                 log.warning("cannot listen on %s:%s for service %s/%s: %s", ip, port, namespace, name, exc)
         if self.ingress_target and self.ingress_target[:2] == (namespace, name) and self.ingress is not None:
             self.ingress.backends = list(ports.get(self.ingress_target[2], []))
+
+    def set_sidecars(self, sidecars: dict[str, tuple[str, int]]) -> None:
+        """Which pods are meshed now (the dict is shared with every Service port, so update it in place)."""
+        self.sidecars.clear()
+        self.sidecars.update(sidecars)
+
+    def service_ports(self) -> dict[tuple[str, str], dict[int, list[tuple[str, int]]]]:
+        """Every Service's ready backends per port, as kube-proxy has them."""
+        return {key: {port: list(sp.backends) for port, sp in ports.items()} for key, ports in self._ports.items()}
 
     def backends(self, namespace: str, name: str, port: int) -> list[tuple[str, int]]:
         sp = self._ports.get((namespace, name), {}).get(port)
@@ -214,7 +264,7 @@ class Network:
         self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True)
         self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
                                                          reuse_address=True, backlog=256)
-        return self.ingress.server.sockets[0].getsockname()[1]
+        return int(self.ingress.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         for ports in self._ports.values():

@@ -597,6 +597,28 @@ _PRINTERS.update({
         lambda lease, now: [_name(lease), str(_get(lease, "spec", "holderIdentity") or ""), _age(lease, now)],
     ),
 })
+
+
+
+def _json_list(value: Any) -> str:
+    """An array column of a CRD, as the API server prints it (compact JSON); empty when absent."""
+    if value is None:
+        return ""
+    return "[" + ",".join('"' + str(v).replace('"', '\\"') + '"' for v in _items(value)) + "]"
+
+
+_PRINTERS.update({
+    ("networking.istio.io", "VirtualService"): (
+        [_NAME, ("Gateways", "string", "", 0, "The names of gateways and sidecars that should apply these routes"),
+         ("Hosts", "string", "", 0, "The destination hosts to which traffic is being sent"), _AGE],
+        lambda vs, now: [_name(vs), _json_list(_get(vs, "spec", "gateways")), _json_list(_get(vs, "spec", "hosts")),
+                         _age(vs, now)],
+    ),
+    ("networking.istio.io", "DestinationRule"): (
+        [_NAME, ("Host", "string", "", 0, "The name of a service from the service registry"), _AGE],
+        lambda dr, now: [_name(dr), str(_get(dr, "spec", "host") or ""), _age(dr, now)],
+    ),
+})
 _DEFAULT: tuple[list[Column], RowPrinter] = ([_NAME, _AGE], _default_cells)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from . import defaults, node
+from . import defaults, meshrules, node
 from .resources import BY_PLURAL, REVIEW_KINDS, Resource
 from .store import Obj, Store, StoreError, labels_match, match_labels_selector, not_found, now_rfc3339
 
@@ -60,6 +60,58 @@ def controller_of(obj: Obj) -> Obj | None:
         if ref.get("controller"):
             return dict(ref)
     return None
+
+
+MESH_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway"})
+INJECTION_LABEL = "istio-injection"
+PROXY_CONTAINER = "istio-proxy"
+PROXY_IMAGE = "docker.io/istio/proxyv2:1.24.0"
+PROXY_PORT = 15001
+"""The sidecar's outbound listener on the pod's address (Envoy's virtualOutbound port)."""
+
+
+def check_mesh_object(res: Resource, obj: Obj) -> None:
+    """Reject an invalid Istio object as Istio does: the CRD schema (422) or the validation webhook (400)."""
+    problems = meshrules.validate(res.kind, obj)
+    if not problems:
+        return
+    name = (obj.get("metadata") or {}).get("name", "")
+    schema = [p for p in problems if p.schema]
+    if schema:
+        raise invalid(f"{res.kind}.{res.group}", name, [(p.field, p.message) for p in schema])
+    text = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    raise StoreError(400, "BadRequest", f'admission webhook "validation.istio.io" denied the request: '
+                     f"configuration is invalid: {text}")
+
+
+def inject_sidecar(meta: Obj, spec: Obj) -> None:
+    """Add Istio's ``istio-proxy`` container (classic sidecar) to a new pod, as the injection webhook does."""
+    if any(c.get("name") == PROXY_CONTAINER for c in spec.get("containers") or []):
+        return
+    annotations = meta.setdefault("annotations", {})
+    if str(annotations.get("sidecar.istio.io/inject", "")).lower() == "false":
+        return
+    labels = meta.setdefault("labels", {})
+    app = spec["containers"][0].get("name", "")
+    annotations.setdefault("kubectl.kubernetes.io/default-container", app)
+    annotations.setdefault("kubectl.kubernetes.io/default-logs-container", app)
+    annotations.setdefault("istio.io/rev", "default")
+    annotations.setdefault("prometheus.io/scrape", "true")
+    annotations.setdefault("prometheus.io/port", "15020")
+    annotations.setdefault("prometheus.io/path", "/stats/prometheus")
+    annotations.setdefault("sidecar.istio.io/status", '{"initContainers":null,"containers":["istio-proxy"],'
+                           '"volumes":null,"imagePullSecrets":null,"revision":"default"}')
+    labels.setdefault("security.istio.io/tlsMode", "istio")
+    labels.setdefault("service.istio.io/canonical-name", labels.get("app", meta.get("name", "")))
+    labels.setdefault("service.istio.io/canonical-revision", labels.get("version", "latest"))
+    spec["containers"].append({
+        "name": PROXY_CONTAINER, "image": PROXY_IMAGE,
+        "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+        "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "INSTANCE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+    })
 
 
 def invalid(kind: str, name: str, causes: list[tuple[str, str]]) -> StoreError:
@@ -145,7 +197,9 @@ class Registry:
         if res.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
                 raise StoreError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                 "namespace sent on the request")
+                                 "namespace sent on the request", {"causes": [{
+                                     "reason": "FieldValueInvalid", "field": "metadata.namespace",
+                                     "message": "does not match the namespace sent on the request"}]})
             meta["namespace"] = namespace or meta.get("namespace") or "default"
             if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
                 raise not_found(NAMESPACES, meta["namespace"])
@@ -166,6 +220,9 @@ class Registry:
                     raise invalid("Pod", name, [("spec.containers[0].name", "Required value")])
                 if not c.get("image"):
                     raise invalid("Pod", name, [(f"spec.containers[{c['name']}].image", "Required value")])
+            ns_obj = self.store.get(NAMESPACES, "", meta["namespace"]) or {}
+            if ((ns_obj.get("metadata") or {}).get("labels") or {}).get(INJECTION_LABEL) == "enabled":
+                inject_sidecar(meta, spec)
             defaults.pod(spec)
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif res in (DEPLOYMENTS, REPLICASETS):
@@ -203,6 +260,8 @@ class Registry:
             problem = defaults.secret(obj)
             if problem:
                 raise StoreError(400, "BadRequest", problem)
+        elif res.kind in MESH_KINDS:
+            check_mesh_object(res, obj)
         if res in (PODS, DEPLOYMENTS, REPLICASETS, SERVICES):
             obj["spec"] = spec
         return obj
@@ -228,8 +287,11 @@ class Registry:
         return self.store.create(res, obj)
 
     # -- update
-    def update(self, res: Resource, old: Obj, new: Obj) -> Obj:
-        """Store ``new`` in place of ``old``, keeping what a client may not change (identity, pod spec, status)."""
+    def update(self, res: Resource, old: Obj, new: Obj, *, dry_run: bool = False) -> Obj:
+        """Store ``new`` in place of ``old``, keeping what a client may not change (identity, pod spec, status).
+
+        With ``dry_run`` the object is only made, as it would be stored, and returned.
+        """
         new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
         meta["name"], meta["namespace"] = old["metadata"]["name"], old["metadata"].get("namespace")
@@ -251,6 +313,8 @@ class Registry:
             new["status"] = old.get("status", {})
             spec = new.setdefault("spec", {})
             (defaults.deployment_spec if res is DEPLOYMENTS else defaults.replicaset_spec)(spec)
+        if res.kind in MESH_KINDS:
+            check_mesh_object(res, new)
         if res is SECRETS:
             problem = defaults.secret(new)
             if problem:
@@ -261,8 +325,8 @@ class Registry:
                 raise invalid(res.kind, meta["name"], [(f, "Forbidden: field is immutable when `immutable` is set")
                                                        for f in changed])
         bump = new.get("spec") != old.get("spec") and res in (DEPLOYMENTS, REPLICASETS)
-        if new == old:
-            return old
+        if new == old or dry_run:
+            return old if new == old else new
         return self.store.replace(res, new, bump_generation=bump)
 
     def mutate(self, res: Resource, namespace: str, name: str, fn: Callable[[Obj], object],

@@ -89,6 +89,13 @@ RESOURCES: tuple[Resource, ...] = (
              namespaced=False, singular="selfsubjectrulesreview", verbs=("create",)),
     Resource("selfsubjectreviews", "SelfSubjectReview", group="authentication.k8s.io",
              namespaced=False, singular="selfsubjectreview", verbs=("create",)),
+    # Istio's traffic-management CRDs (served as an installed Istio would serve them; see meshrules.py).
+    Resource("virtualservices", "VirtualService", group="networking.istio.io", short_names=("vs",),
+             singular="virtualservice", categories=("istio-io", "networking-istio-io")),
+    Resource("destinationrules", "DestinationRule", group="networking.istio.io", short_names=("dr",),
+             singular="destinationrule", categories=("istio-io", "networking-istio-io")),
+    Resource("gateways", "Gateway", group="networking.istio.io", short_names=("gw",),
+             singular="gateway", categories=("istio-io", "networking-istio-io")),
 )
 
 REVIEW_KINDS = frozenset({"SelfSubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview"})
@@ -99,7 +106,7 @@ BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOUR
 
 GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "coordination.k8s.io/v1",
                                    "authorization.k8s.io/v1",
-                                   "authentication.k8s.io/v1")
+                                   "authentication.k8s.io/v1", "networking.istio.io/v1")
 
 
 def lookup(group: str, plural: str) -> Resource | None:

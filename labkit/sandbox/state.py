@@ -83,12 +83,30 @@ def make_certificate(cert_path: Path, key_path: Path) -> bytes:
         .sign(key, hashes.SHA256())
     )
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(cert_path.parent, 0o700)
+    make_private_dirs(cert_path.parent)
     write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
     cert_path.write_bytes(pem)
     return pem
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents as 0700 folders; a folder that exists keeps its permissions.
+
+    Pointed at a shared folder (``--dir /tmp/shared``), labkit must not change who can read it: only the folders
+    it creates are private (the secrets inside are 0600 files and a 0700 ``pki`` folder of its own).
+    """
+    missing = []
+    cur = path
+    while not cur.exists():
+        missing.append(cur)
+        if cur.parent == cur:
+            break
+        cur = cur.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+            os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -31,6 +31,9 @@ Obj = dict[str, Any]
 HISTORY = 20000
 COMPACT_AFTER = 300.0
 """Seconds of watch history kept, like etcd's default 5-minute compaction: older versions get 410 Gone."""
+WATCH_BUFFER = 10000
+"""Events queued for one watcher that does not read; beyond this it is closed (the client re-watches from its
+last resourceVersion), as the real watch cache closes a watcher that is too slow."""
 
 
 def now_rfc3339() -> str:
@@ -400,6 +403,9 @@ class Store:
             for w in [*by_ns.get(None, ()), *(by_ns.get(ns, ()) if ns is not None else ())]:
                 seen = w.translate(ev)
                 if seen is not None:
+                    if w.queue.qsize() >= WATCH_BUFFER:
+                        self.unwatch(w)
+                        continue
                     w.queue.put_nowait(seen)
         for listener in list(self._listeners.get(res, ())):
             listener(ev)

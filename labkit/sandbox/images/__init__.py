@@ -133,6 +133,15 @@ _OTHER_IMAGES: dict[str, ImageSpec] = {
         env={},
         ports=(),
     ),
+    # Istio's sidecar (pilot-agent + Envoy in the real image); injected by the API server, never in a manifest.
+    "istio/proxyv2": ImageSpec(
+        name="istio_proxy",
+        module=f"{__name__}.istio_proxy",
+        process_name="pilot-agent",
+        default_command=("/usr/local/bin/pilot-agent", "proxy", "sidecar"),
+        env={},
+        ports=(15001, 15020),
+    ),
 }
 
 
@@ -170,7 +179,8 @@ def match_image(image: str) -> ImageSpec | None:
     repo = _repository(image)
     if not repo:
         return None
-    spec = _OTHER_IMAGES.get(repo) or _BOOKINFO_IMAGES.get(repo.rsplit("/", 1)[-1])
+    spec = (_OTHER_IMAGES.get(repo) or _OTHER_IMAGES.get(repo.replace("release/", "istio/"))
+            or _BOOKINFO_IMAGES.get(repo.rsplit("/", 1)[-1]))
     if spec is None:
         return None
     # A copy, so a caller merging the manifest's env into spec.env cannot change the registry for everyone.

@@ -136,7 +136,9 @@ class DetailsHandler(runtime.Handler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
     def _host(self) -> str:
-        host = self.headers.get("Host") or f"{runtime.pod_ip()}:{self.server.server_address[1]}"
+        address = self.server.server_address
+        port = address[1] if isinstance(address, tuple) else 9080
+        host = self.headers.get("Host") or f"{runtime.pod_ip()}:{port!s}"
         return host if ":" in host else f"{host}:80"
 
     def _route(self) -> tuple[int, bytes, str]:

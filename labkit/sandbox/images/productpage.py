@@ -454,7 +454,7 @@ def _review_html(review: Mapping[str, object]) -> str:
     rating = review.get("rating")
     attrs, marks = ' data-ratings="none"', ""
     stars = rating.get("stars") if isinstance(rating, dict) else None
-    if isinstance(stars, int | float) and not isinstance(stars, bool):
+    if isinstance(rating, dict) and isinstance(stars, int | float) and not isinstance(stars, bool):
         count = int(stars)
         attrs = f' data-ratings="ok" data-stars="{count}"'
         if count:  # the original template shows nothing for zero stars
@@ -649,7 +649,8 @@ class ProductPageHandler(runtime.Handler):
         if (self.headers.get("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
             form = parse_qs(body.decode("utf-8", "replace"))
         # request.values: the query string first, then the form; "passwd" is never checked.
-        user = (query.get("username") or form.get("username") or [None])[0]
+        names: list[str | None] = [*(query.get("username") or form.get("username") or []), None]
+        user = names[0]
         session = {**self._session(), "user": user}
         self._redirect_back(f"{_SESSION_COOKIE}={encode_session(session)}; HttpOnly; Path=/")
 

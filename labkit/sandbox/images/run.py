@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
+IMAGES = ("details", "ratings", "reviews", "productpage", "curl", "istio_proxy")
 
 
 def _skip_openssl() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import http.client
+import json
 import os
 import signal
 import socketserver
@@ -101,6 +102,51 @@ def notify_ready() -> None:
 
 
 # --- environment ----------------------------------------------------------------------------------
+
+
+# What the host's dynamic loader and C library read from the environment (glibc's list of variables it ignores
+# for setuid programs), and the Python interpreter's own variables: a pod's env must never steer the host's
+# loader or interpreter, which run every container here.
+HOST_SENSITIVE = frozenset({
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "NIS_PATH", "NLSPATH",
+    "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR", "PATH",
+})
+HOST_SENSITIVE_PREFIXES = ("LD_", "PYTHON", "MALLOC_", "LABKIT_", "__PYVENV")
+POD_ENV = "LABKIT_POD_ENV"
+
+
+def host_sensitive(name: str) -> bool:
+    """Whether the host's loader or interpreter reads ``name`` (``LD_PRELOAD``, ``PYTHONHOME``...)."""
+    return name in HOST_SENSITIVE or name.startswith(HOST_SENSITIVE_PREFIXES)
+
+
+def process_environ(pod_env: Mapping[str, str], system: Mapping[str, str]) -> dict[str, str]:
+    """The environment a container process is started with.
+
+    The pod's variables that the host's loader or interpreter would read are left out; the whole pod env travels
+    in ``LABKIT_POD_ENV`` (JSON), which is what ``env`` inside the container prints.
+
+    Args:
+        pod_env: The container's env as the pod spec and the kubelet make it.
+        system: The kubelet's own variables (``PATH``, ``PYTHONPATH``, ``LABKIT_*``), which always win.
+    """
+    environ = {k: v for k, v in pod_env.items() if not host_sensitive(k)}
+    environ.update(system)
+    environ[POD_ENV] = json.dumps(dict(pod_env), separators=(",", ":"))
+    return environ
+
+
+def pod_environ() -> dict[str, str]:
+    """The container's env as its pod spec gave it (including what was kept from the host's loader)."""
+    raw = os.environ.get(POD_ENV)
+    if raw:
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return {str(k): str(v) for k, v in decoded.items()}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "PYTHON"))}
 
 
 def pod_ip() -> str:
@@ -197,7 +243,7 @@ def _toolbox_context() -> toolbox.ExecContext:
         namespace=env("LABKIT_NAMESPACE", "default"),
         pod_ip=pod_ip(),
         hostname=hostname,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "PYTHON"))},
+        env=pod_environ(),
         files={
             "/etc/hostname": f"{hostname}\n".encode(),
             "/etc/hosts": f"127.0.0.1\tlocalhost\n{pod_ip()}\t{hostname}\n".encode(),
@@ -393,6 +439,8 @@ def http_get(host: str, port: int, path: str, headers: Mapping[str, str], timeou
     ip = resolver().resolve(host)
     if ip is None:
         raise DownstreamError(f"Failed to resolve '{host}' ([Errno -2] Name or service not known)")
+    if not resolver().reachable(ip):
+        raise DownstreamError(f"Connection to {host}:{port} failed: [Errno 111] Connection refused")
     conn = http.client.HTTPConnection(ip, port, timeout=timeout, source_address=(pod_ip(), 0))
     try:
         conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)

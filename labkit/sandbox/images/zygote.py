@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import subprocess
 
-IMAGES = ("details", "ratings", "reviews", "productpage", "curl")
+IMAGES = ("details", "ratings", "reviews", "productpage", "curl", "istio_proxy")
 ENV_MODE = "LABKIT_ZYGOTE"
 """``0``/``off``/``spawn`` forces the spawn path; anything else (or unset) uses the zygote where it can."""
 TITLE_ROOM = 1024
