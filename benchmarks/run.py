@@ -509,6 +509,41 @@ def bench_mesh(runs: int = 3) -> dict[str, Any]:
     return out
 
 
+def bench_reset() -> dict[str, Any]:
+    """`lab.reset(lesson)` for each lesson, from the state lesson 4 leaves (every details pod crashed twice, one in
+    CrashLoopBackOff back-off), at time scale 1: the call's wall time, which includes waiting for the fresh pods."""
+    import labkit
+    from labkit import lessons, workshop
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        times: dict[str, float] = {}
+        steps: dict[str, int] = {}
+        for lesson in workshop.LESSONS:
+            rec = lab.record("app=details")
+            try:
+                first = lab.kill("app=details", "ruby", mode="all")
+                lessons.wait_recovered(rec, first, progress=False)
+                second = lab.kill("app=details", "ruby", mode="all")
+                lessons.wait_status(rec, "CrashLoopBackOff", since=second)
+            finally:
+                rec.stop()
+            t0 = time.perf_counter()
+            record = lab.reset(lesson)
+            times[lesson] = time.perf_counter() - t0
+            steps[lesson] = len(record.steps)
+        dry = _time(lambda: lab.reset("04", dry_run=True), 10)
+        lab.close()
+        return {"reset_seconds": {k: round(v, 3) for k, v in times.items()},
+                "reset_median_s": round(median(list(times.values())), 3),
+                "reset_max_s": round(max(times.values()), 3),
+                "reset_steps": steps,
+                "reset_dry_run_median_s": round(median(dry), 4)}
+    finally:
+        sb.stop()
+
+
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "up": bench_up,
     "restart": bench_restart,
@@ -517,6 +552,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "tour": bench_tour,
     "scale": bench_scale,
     "mesh": bench_mesh,
+    "reset": bench_reset,
 }
 
 

@@ -9,11 +9,13 @@ Example:
 The library's layers (each imports only the layers below it; ``tests/test_layers.py`` and the import-linter
 contract ``layers`` in pyproject.toml check it)::
 
-    faces     cli, lessons, export           commands, the tour, publishing
-    display   plots, widgets, experiment     what notebooks show and run
+    faces     cli, lessons, export,          commands, the tour, publishing,
+              classroom, room                `labkit reset`/`progress`, the instructor's room page
+    display   plots, widgets, experiment,    what notebooks show and run,
+              checks                         the exercises' checks, solutions and progress file
     facade    lab                            Lab: one object, every verb, delegating below
     features  chaos, observe, traffic,       kill/delete, recorder and waits, traffic, the product page,
-              page, deploy                   apply, label, release and roll back versions
+              page, deploy, mesh, workshop   apply, label, release and roll back versions, reset to a lesson
     core      client, records, progress      connection, pods, exec, the one pod watch, the error boundary;
                                              the records that cross modules (PodState, ChaosAction, recovery)
     facts     kubestatus, bookinfo, errors   pod status as kubectl computes it, Bookinfo's facts, the errors

@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         lessons = None  # type: ignore[assignment]
     if lessons is not None:
         lessons.add_commands(sub)
+        from labkit import classroom, room
+
+        classroom.add_commands(sub)
+        room.add_commands(sub)
     return p
 
 

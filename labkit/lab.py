@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chaos, client, deploy, observe
+from . import chaos, client, deploy, observe, workshop
 from .client import POD_COLUMNS, Client
 from .page import ProductPage, fetch_page
 from .records import ExecResult
@@ -112,6 +112,15 @@ class Lab(Client):
     def wait_deleted(self, selector: Selector, **options: Any) -> int:
         """Wait until no pod matches ``selector``; see :func:`labkit.deploy.wait_deleted`."""
         return deploy.wait_deleted(self, selector, **options)
+
+    def reset(self, lesson: str | int, **options: Any) -> workshop.ResetRecord:
+        """Return the lab to the state ``lesson`` starts from (fresh pods, its objects); see
+        :func:`labkit.workshop.reset`. ``dry_run=True`` says what it would do.
+
+        Example:
+            >>> lab.reset("04")
+        """
+        return workshop.reset(self, lesson, **options)
 
     def __enter__(self) -> Lab:
         return self

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bookinfo
+from .checks import Check, check_process, check_restarts, check_selector, check_verdict
+from .checks import unanswered as _unanswered
 
 if TYPE_CHECKING:
     import nbformat
@@ -452,6 +454,7 @@ def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | Non
                      progress=progress) as (sb, _):
         env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
         env["LABKIT_SANDBOX_DIR"] = str(sb.dir)
+        env.setdefault("LABKIT_SOLVE", "1")  # headless: an unanswered exercise runs its solution (labkit.checks)
         for path in paths:
             run = run_notebook(path, cwd=target, timeout=timeout, params=params, env=env, progress=progress)
             nbformat.write(run.nb, target / path.name)
@@ -657,129 +660,8 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
 # ------------------------------------------------------------------------------------------------ exercises
 
 
-@dataclass
-class Check:
-    """The answer to an exercise: right or not, why, and a hint when not. Shows as ✓ or ✗ in a notebook."""
-
-    ok: bool
-    message: str
-    hint: str = ""
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def __str__(self) -> str:
-        text = f"{'✓' if self.ok else '✗'} {self.message}"
-        return text + (f"\n  Hint: {self.hint}" if self.hint and not self.ok else "")
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        color = "#2e7d32" if self.ok else "#c62828"
-        hint = (f"<div style='margin-left:1.4em;color:#555'><b>Hint:</b> {html.escape(self.hint)}</div>"
-                if self.hint and not self.ok else "")
-        return (f"<div style='font-family:sans-serif'><b style='color:{color}'>{'✓' if self.ok else '✗'}</b> "
-                f"{html.escape(self.message)}{hint}</div>")
-
-
-def _unanswered(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis or (isinstance(answer, str) and answer.strip() in ("", "...", "?"))
-
-
-def check_selector(lab: Lab, answer: Any, *, app: str = "details") -> Check:
-    """Exercise: the label selector for the ``app`` pods. Checked against the cluster: it must match exactly them.
-
-    Example:
-        >>> lessons.check_selector(lab, "app=details")
-        ✓ 'app=details' matches the 3 details pods and nothing else.
-    """
-    from .errors import LabkitError
-
-    hint = ("pods carry the label app=<service>; look at the app column of lab.pods(). A selector is "
-            "'key=value', e.g. 'app=ratings' for the ratings pods.")
-    if _unanswered(answer):
-        return Check(False, "not answered yet: replace the placeholder with a selector string.", hint)
-    if not isinstance(answer, str | dict):
-        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
-    expected = set(lab.pod_names(f"app={app}"))
-    try:
-        got = set(lab.pod_names(answer))
-    except LabkitError as exc:
-        return Check(False, f"the API server cannot use {answer!r}: {exc}", hint)
-    if got == expected and got:
-        return Check(True, f"{answer!r} matches the {len(got)} {app} pods and nothing else.")
-    if not got:
-        return Check(False, f"{answer!r} matches no pod at all.", hint)
-    extra, missing = sorted(got - expected), sorted(expected - got)
-    if extra:
-        return Check(False, f"{answer!r} matches {len(got)} pods, including ones that are not {app}: "
-                            f"{', '.join(extra[:3])}.", hint)
-    return Check(False, f"{answer!r} misses {len(missing)} of the {app} pods: {', '.join(missing[:3])}.", hint)
-
-
-def check_process(app: str, answer: Any) -> Check:
-    """Exercise: the process ``pkill`` must name to crash the ``app`` container."""
-    expected = PROCESSES.get(app)
-    if expected is None:
-        raise ValueError(f"no exercise for app {app!r}; apps: {', '.join(PROCESSES)}")
-    hint = (f"{app} is written in {bookinfo.LANGUAGES[app]}; pkill matches the process name, which is the interpreter "
-            "or server that runs the code. details runs as 'ruby'.")
-    if _unanswered(answer):
-        return Check(False, "not answered yet: replace the placeholder with a process name.", hint)
-    if str(answer).strip() == expected:
-        return Check(True, f"`pkill {expected}` stops the main process of the {app} container, so the container "
-                           "exits and the kubelet restarts it.")
-    return Check(False, f"{answer!r} is not the main process of the {app} container.", hint)
-
-
-_VERDICT_QUESTIONS: dict[str, tuple[str, str, str]] = {
-    # question: (expected verdict, why, hint)
-    "ratings-down": ("healthy", "reviews v1 never calls ratings, so the page cannot tell ratings is down",
-                     "which service calls ratings, and does version v1 of it do so?"),
-    "reviews-down": ("gradual degradation", "productpage catches the failed reviews call: the page still answers "
-                     "200 with the book and its details, and only the reviews half shows an error",
-                     "does productpage answer at all when one of its calls fails? Look back at lesson 4."),
-    "details-down": ("gradual degradation", "the page still answers 200 with the reviews; only the details "
-                     "half shows an error", "lesson 4 shows exactly this page."),
-    "productpage-down": ("cascading failure", "productpage is the page: with every productpage pod down no "
-                         "request gets an answer, whatever the other services do",
-                         "who answers the browser's request when every productpage pod is down?"),
-}
-VERDICTS = ("healthy", "gradual degradation", "cascading failure")
-
-
-def check_verdict(question: str, answer: Any) -> Check:
-    """Exercise: predict what traffic would show. ``question``: ratings-down, reviews-down, details-down or
-    productpage-down; ``answer``: "healthy", "gradual degradation" or "cascading failure"."""
-    if question not in _VERDICT_QUESTIONS:
-        raise ValueError(f"no question {question!r}; questions: {', '.join(_VERDICT_QUESTIONS)}")
-    expected, why, hint = _VERDICT_QUESTIONS[question]
-    if _unanswered(answer):
-        return Check(False, f"not answered yet: write one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
-    given = re.sub(r"[\s_-]+", " ", str(answer)).strip().lower()
-    if given not in VERDICTS:
-        return Check(False, f"{answer!r} is not one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
-    if given == expected:
-        return Check(True, f"{expected}: {why}.")
-    return Check(False, f"not {given}.", hint)
-
-
-def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", index: int = 0) -> Check:
-    """Exercise: how many times has the ``index``-th pod of ``selector`` (kubectl's order) restarted? Checked live."""
-    pods = lab.pods(selector)
-    if len(pods) <= index:
-        raise lab.no_match(selector)
-    name, restarts = str(pods["name"].iloc[index]), int(pods["restarts"].iloc[index])
-    hint = f"lab.pods({selector!r}) has a restarts column; kubectl's first pod is the first by name."
-    if _unanswered(answer):
-        return Check(False, "not answered yet: write a number.", hint)
-    try:
-        given = int(answer)
-    except (TypeError, ValueError):
-        return Check(False, f"{answer!r} is not a number.", hint)
-    if given == restarts:
-        return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
-    return Check(False, f"{name} has not restarted {given} times.", hint)
+# The exercise checks (Check, check_selector, check_process, check_verdict, check_restarts) live in labkit.checks,
+# the one check mechanism of every lesson; they are imported above under their old names.
 
 
 def check_service_selector(lab: Lab, answer: Any, *, service: str = "reviews") -> Check:

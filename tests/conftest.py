@@ -71,6 +71,19 @@ def wait_all_ready(sb: Sandbox, timeout: float = 60) -> None:
         raise AssertionError(f"pods not Ready after {timeout} s: {pods}") from None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _progress_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Check results (labkit.checks) go to a temporary progress file, never the learner's ~/.labkit."""
+    saved = os.environ.get("LABKIT_PROGRESS")
+    os.environ["LABKIT_PROGRESS"] = str(tmp_path_factory.mktemp("progress") / "progress.jsonl")
+    os.environ.pop("LABKIT_ROOM", None)
+    yield
+    if saved is None:
+        os.environ.pop("LABKIT_PROGRESS", None)
+    else:
+        os.environ["LABKIT_PROGRESS"] = saved
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A fresh sandbox for each test module, at the fast time scale (it boots in about half a second).

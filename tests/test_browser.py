@@ -257,31 +257,49 @@ def _alive(pid: int) -> bool:
 
 
 def _jupyterlab_settings(folder: Path) -> None:
-    """User settings for the test's JupyterLab: every cell in the DOM (no windowing), no news pop-up."""
+    """User settings for the test's JupyterLab: every cell in the DOM (no windowing), no news pop-up, terminals
+    that keep their screen's text in the DOM (xterm.js's screen-reader buffer: its WebGL/canvas screen has none)."""
     notebook = folder / "@jupyterlab" / "notebook-extension"
     notebook.mkdir(parents=True)
     (notebook / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     apputils = folder / "@jupyterlab" / "apputils-extension"
     apputils.mkdir(parents=True)
     (apputils / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    terminal = folder / "@jupyterlab" / "terminal-extension"
+    terminal.mkdir(parents=True)
+    (terminal / "plugin.jupyterlab-settings").write_text('{"screenReaderMode": true}')
 
 
-@pytest.fixture()
-def jupyterlab(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """`labkit lab` on a copy of the lessons, with its own sandbox; stopped with Ctrl-C (SIGINT) by the test."""
-    folder = tmp_path / "lessons"
-    shutil.copytree(NOTEBOOKS, folder)
+@contextlib.contextmanager
+def _labkit_lab(tmp_path: Path, *, bare: bool = False) -> Iterator[dict[str, Any]]:
+    """`labkit lab` with its own sandbox, stopped with Ctrl-C (SIGINT) unless the test already stopped it.
+
+    By default it opens a copy of the lessons (``--notebooks``) with the test's environment. ``bare``: as a user
+    starts it, from an empty folder (where it copies the lessons), with ``PATH=/usr/bin:/bin``, a ``KUBECONFIG``
+    that points nowhere and an empty ``HOME``: whatever its kernels and terminals reach, they got from `labkit lab`.
+    """
     _jupyterlab_settings(tmp_path / "settings")
-    port, token, state = _free_port(), "labkit-browser-test", tmp_path / "sandbox"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
-    env.pop("LABKIT_KUBECONFIG", None)
+    port, token, state, cwd = _free_port(), "labkit-browser-test", tmp_path / "sandbox", tmp_path / "work"
+    cwd.mkdir()
+    dirs = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    args = ["--token", token, "--dir", str(state), "--time-scale", FAST]
+    if bare:
+        folder = cwd / lessons.LESSONS_FOLDER
+        (tmp_path / "home").mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "JUPYTER"))}
+        env.update(dirs, PATH="/usr/bin:/bin", KUBECONFIG=str(tmp_path / "no-such-kubeconfig"),
+                   HOME=str(tmp_path / "home"), JUPYTER_DATA_DIR=str(tmp_path / "data"), SHELL="/bin/bash")
+    else:
+        folder = tmp_path / "lessons"
+        shutil.copytree(NOTEBOOKS, folder)
+        env = {**os.environ, **dirs}
+        env.pop("LABKIT_KUBECONFIG", None)
+        args += ["--notebooks", str(folder)]
     log = (tmp_path / "lab.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--port", str(port), "--no-browser",
-                             "--token", token, "--notebooks", str(folder), "--dir", str(state),
-                             "--time-scale", FAST],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--port", str(port), "--no-browser", *args],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     info = {"proc": proc, "url": f"http://127.0.0.1:{port}", "token": token, "state": state,
             "log": Path(log.name), "folder": folder}
     try:
@@ -295,6 +313,20 @@ def jupyterlab(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+@pytest.fixture()
+def jupyterlab(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """`labkit lab` on a copy of the lessons, with its own sandbox; stopped with Ctrl-C (SIGINT) by the test."""
+    with _labkit_lab(tmp_path) as info:
+        yield info
+
+
+@pytest.fixture()
+def bare_jupyterlab(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """`labkit lab` started as a user does, with a PATH and KUBECONFIG that know nothing of the kit or the sandbox."""
+    with _labkit_lab(tmp_path, bare=True) as info:
+        yield info
 
 
 def _wait_for_server(info: dict[str, Any]) -> None:
@@ -394,7 +426,12 @@ def test_jupyterlab_runs_lesson_4_and_ctrl_c_stops_everything(browser: Any, jupy
     finally:
         page.close()
 
-    # Ctrl-C: JupyterLab, its kernel and the sandbox with every pod's process end
+    _ctrl_c_stops_everything(info)
+
+
+def _ctrl_c_stops_everything(info: dict[str, Any]) -> set[int]:
+    """Ctrl-C `labkit lab`: JupyterLab, its kernels, its terminals and the sandbox with every pod's process end.
+    Returns the processes that were running before (all now gone)."""
     proc = info["proc"]
     tree = descendants(proc.pid)
     assert len(tree) > 13, f"expected JupyterLab, a kernel and the sandbox's processes; found {len(tree)}"
@@ -402,9 +439,99 @@ def test_jupyterlab_runs_lesson_4_and_ctrl_c_stops_everything(browser: Any, jupy
     assert proc.wait(timeout=60) == 0, info["log"].read_text()
     eventually(lambda: not any(_alive(pid) for pid in tree), 20, "every process labkit lab started to end")
     assert not Sandbox(info["state"]).running()
+    return tree
 
 
 def _restarts(panel: Any) -> dict[str, int]:
     rows = panel.locator("tr[data-pod]")
     return {str(rows.nth(i).get_attribute("data-pod")): int(rows.nth(i).get_attribute("data-restarts") or 0)
             for i in range(rows.count())}
+
+
+def _terminal_screen(p: Any) -> str:
+    """The text on the Terminal's screen, one line a row: xterm.js's DOM rows, else its screen-reader buffer (the
+    same rows, kept in the DOM when the screen itself is drawn with WebGL or a canvas)."""
+    for selector in (".jp-Terminal .xterm-rows", ".jp-Terminal .xterm-accessibility-tree"):
+        rows = p.locator(selector)
+        if rows.count():
+            return str(rows.first.evaluate("e => [...e.children].map(row => row.textContent).join('\\n')"))
+    return ""
+
+
+def _running_pods(text: str, pods: list[str]) -> dict[str, str]:
+    """The STATUS shown beside each of ``pods`` in ``kubectl get pods`` output (pods not shown are left out)."""
+    shown: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] in pods:
+            shown[fields[0]] = fields[2]
+    return shown
+
+
+def test_jupyterlab_terminal_and_a_cell_run_kubectl_against_the_sandbox(
+        browser: Any, bare_jupyterlab: dict[str, Any]) -> None:
+    """The lesson's `kubectl get pods`, typed in JupyterLab's Terminal and as `!kubectl` in a new notebook's cell,
+    lists the sandbox's 13 pods Running, though `labkit lab` was started with PATH=/usr/bin:/bin and a KUBECONFIG
+    pointing nowhere: the kit's kubectl and the sandbox's kubeconfig came from `labkit lab` itself."""
+    from conftest import wait_all_ready
+
+    info = bare_jupyterlab
+    _wait_for_server(info)
+    sandbox = Sandbox.attach(info["state"])
+    wait_all_ready(sandbox, timeout=120)
+    pods = sorted(pod["name"] for pod in sandbox.pods())
+    assert len(pods) == 13, pods
+    everything_running = dict.fromkeys(pods, "Running")
+    kit_kubectl = str(Path(sys.executable).parent / "kubectl")
+    page = Page(browser)
+    p = page.page
+    try:
+        with screenshot_on_failure(p, "jupyterlab-terminal"):
+            p.goto(f"{info['url']}/lab?token={info['token']}")
+            p.wait_for_selector(".jp-Launcher", timeout=90_000)
+
+            # File > New > Terminal
+            p.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).click()
+            p.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^New$")).first.hover()
+            p.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Terminal$")).first.click()
+            p.wait_for_selector(".jp-Terminal .xterm", timeout=60_000)
+            eventually(lambda: _terminal_screen(p).strip(), 60, "the terminal's shell prompt")
+            p.locator(".jp-Terminal .xterm").first.click()
+            p.keyboard.type("command -v kubectl")
+            p.keyboard.press("Enter")
+            eventually(lambda: kit_kubectl in _terminal_screen(p), 30, f"the terminal to find {kit_kubectl}")
+            p.keyboard.type("kubectl get pods")
+            p.keyboard.press("Enter")
+            try:
+                eventually(lambda: _running_pods(_terminal_screen(p), pods) == everything_running, 60,
+                           "the terminal to show the 13 pods Running")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nthe terminal's screen:\n{_terminal_screen(p)}") from None
+            screen = _terminal_screen(p)
+            assert "NAME" in screen and "STATUS" in screen, screen
+
+            # a new notebook from the launcher, a cell typed in it: !kubectl get pods
+            p.locator(".lm-TabBar-tab", has_text="Launcher").first.click()
+            p.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
+            p.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+            # the status bar names the kernel once the notebook is connected to it (before, a cell run is lost)
+            p.locator("#jp-main-statusbar").get_by_text(re.compile(r"Python 3.*\| Idle")).wait_for(timeout=90_000)
+            p.locator(".jp-Notebook .jp-CodeCell .cm-content").first.click()
+            p.keyboard.type("!kubectl get pods")
+            p.keyboard.press("Shift+Enter")
+            output = p.locator(".jp-Notebook .jp-CodeCell .jp-OutputArea-output").first
+            try:
+                eventually(lambda: output.count() and
+                           _running_pods(output.inner_text(), pods) == everything_running, 60,
+                           "the cell's output to show the 13 pods Running")
+            except AssertionError as exc:
+                shown = output.inner_text() if output.count() else "(no output)"
+                raise AssertionError(f"{exc}\nthe cell's output:\n{shown}") from None
+            errors = p.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            assert errors.count() == 0, errors.all_inner_texts()
+    finally:
+        page.close()
+
+    # Ctrl-C: JupyterLab, the kernel, the terminal's shell and the sandbox all end
+    tree = _ctrl_c_stops_everything(info)
+    assert len(tree) > 15, f"expected JupyterLab, a kernel, a shell and the sandbox's processes; found {len(tree)}"

@@ -30,7 +30,8 @@ def test_no_import_cycles_in_the_library(graph: grimp.ImportGraph) -> None:
 
 def test_features_and_the_core_never_import_the_lab(graph: grimp.ImportGraph) -> None:
     importers = graph.find_modules_that_directly_import("labkit.lab")
-    below = {"labkit.chaos", "labkit.observe", "labkit.traffic", "labkit.page", "labkit.deploy", "labkit.client",
+    below = {"labkit.chaos", "labkit.observe", "labkit.traffic", "labkit.page", "labkit.deploy", "labkit.workshop",
+             "labkit.client",
              "labkit.records", "labkit.progress", "labkit.kubestatus", "labkit.bookinfo", "labkit.errors"}
     assert not importers & below, f"the Lab is imported back by {sorted(importers & below)}"
 

@@ -1,0 +1,462 @@
+"""Steps that check themselves: a check after a step, green or red with a hint, the solution to reveal or run,
+and every result recorded in the learner's progress file.
+
+A lesson's exercise is data (:data:`EXERCISES`): a question, a hint, the solution as code, and a verifier. A
+notebook cell only calls it::
+
+    my_pod = ...                                   # the learner's answer
+    checks.check("03", "restarted-pod", my_pod, lab=lab)
+
+The answer shows ✓ or ✗ with a hint, and a collapsed "Show solution" (plain HTML ``<details>``: it works in
+JupyterLab and in exported pages, no JavaScript). ``checks.solve("03", "restarted-pod", lab=lab)`` runs the
+solution ("solve it") so a stuck learner catches up. With ``LABKIT_SOLVE=1`` in the kernel's environment (what the
+headless ``labkit tour`` sets), an unanswered check runs its solution instead.
+
+Every result is appended to a JSON-lines file (lesson, step, ok, attempt, time): ``$LABKIT_PROGRESS``, or
+``~/.labkit/progress.jsonl``. ``labkit progress`` prints it as a table. When ``LABKIT_ROOM`` names an instructor's
+room (``http://host:port/JOINCODE``), each result is also posted there in the background; an unreachable room
+changes nothing for the learner.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import json
+import os
+import queue
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import bookinfo
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["EXERCISES", "VERDICTS", "Check", "Exercise", "Result", "check", "check_process", "check_restarts",
+           "check_selector", "check_verdict", "progress_path", "progress_table", "read_results", "record", "solve"]
+
+
+@dataclass
+class Check:
+    """The answer to an exercise: right or not, why, a hint when not, and the solution to reveal.
+
+    Shows as ✓ or ✗ in a notebook; true when right.
+    """
+
+    ok: bool
+    message: str
+    hint: str = ""
+    solution: str = ""
+    solved: bool = False
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        text = f"{'✓' if self.ok else '✗'} {self.message}"
+        if self.solved:
+            text += " (solved by the solution)"
+        return text + (f"\n  Hint: {self.hint}" if self.hint and not self.ok else "")
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        color = "#2e7d32" if self.ok else "#c62828"
+        hint = (f"<div style='margin-left:1.4em;color:#555'><b>Hint:</b> {html.escape(self.hint)}</div>"
+                if self.hint and not self.ok else "")
+        solution = ""
+        if self.solution and not self.ok:
+            solution = ("<details style='margin-left:1.4em'><summary>Show solution</summary>"
+                        f"<pre><code>{html.escape(self.solution)}</code></pre></details>")
+        solved = " <i>(solved by the solution)</i>" if self.solved else ""
+        return (f"<div style='font-family:sans-serif'><b style='color:{color}'>{'✓' if self.ok else '✗'}</b> "
+                f"{html.escape(self.message)}{solved}{hint}{solution}</div>")
+
+
+def unanswered(answer: Any) -> bool:
+    """The placeholder of an exercise (``...``, None, an empty string)."""
+    return answer is None or answer is Ellipsis or (isinstance(answer, str) and answer.strip() in ("", "...", "?"))
+
+
+# ------------------------------------------------------------------------------------------------ verifiers
+# Lesson 6's checks: plain verifiers returning a Check, not recorded; checks.check records them as exercises.
+
+
+def check_selector(lab: Lab, answer: Any, *, app: str = "details") -> Check:
+    """Exercise: the label selector for the ``app`` pods. Checked against the cluster: it must match exactly them.
+
+    Example:
+        >>> checks.check_selector(lab, "app=details")
+        ✓ 'app=details' matches the 3 details pods and nothing else.
+    """
+    from .errors import LabkitError
+
+    hint = ("pods carry the label app=<service>; look at the app column of lab.pods(). A selector is "
+            "'key=value', e.g. 'app=ratings' for the ratings pods.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a selector string.", hint)
+    if not isinstance(answer, str | dict):
+        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
+    expected = set(lab.pod_names(f"app={app}"))
+    try:
+        got = set(lab.pod_names(answer))
+    except LabkitError as exc:
+        return Check(False, f"the API server cannot use {answer!r}: {exc}", hint)
+    if got == expected and got:
+        return Check(True, f"{answer!r} matches the {len(got)} {app} pods and nothing else.")
+    if not got:
+        return Check(False, f"{answer!r} matches no pod at all.", hint)
+    extra, missing = sorted(got - expected), sorted(expected - got)
+    if extra:
+        return Check(False, f"{answer!r} matches {len(got)} pods, including ones that are not {app}: "
+                            f"{', '.join(extra[:3])}.", hint)
+    return Check(False, f"{answer!r} misses {len(missing)} of the {app} pods: {', '.join(missing[:3])}.", hint)
+
+
+def check_process(app: str, answer: Any) -> Check:
+    """Exercise: the process ``pkill`` must name to crash the ``app`` container."""
+    expected = bookinfo.PROCESSES.get(app)
+    if expected is None:
+        raise ValueError(f"no exercise for app {app!r}; apps: {', '.join(bookinfo.PROCESSES)}")
+    hint = (f"{app} is written in {bookinfo.LANGUAGES[app]}; pkill matches the process name, which is the interpreter "
+            "or server that runs the code. details runs as 'ruby'.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a process name.", hint)
+    if str(answer).strip() == expected:
+        return Check(True, f"`pkill {expected}` stops the main process of the {app} container, so the container "
+                           "exits and the kubelet restarts it.")
+    return Check(False, f"{answer!r} is not the main process of the {app} container.", hint)
+
+
+_VERDICT_QUESTIONS: dict[str, tuple[str, str, str]] = {
+    # question: (expected verdict, why, hint)
+    "ratings-down": ("healthy", "reviews v1 never calls ratings, so the page cannot tell ratings is down",
+                     "which service calls ratings, and does version v1 of it do so?"),
+    "reviews-down": ("gradual degradation", "productpage catches the failed reviews call: the page still answers "
+                     "200 with the book and its details, and only the reviews half shows an error",
+                     "does productpage answer at all when one of its calls fails? Look back at lesson 4."),
+    "details-down": ("gradual degradation", "the page still answers 200 with the reviews; only the details "
+                     "half shows an error", "lesson 4 shows exactly this page."),
+    "productpage-down": ("cascading failure", "productpage is the page: with every productpage pod down no "
+                         "request gets an answer, whatever the other services do",
+                         "who answers the browser's request when every productpage pod is down?"),
+}
+VERDICTS = ("healthy", "gradual degradation", "cascading failure")
+
+
+def check_verdict(question: str, answer: Any) -> Check:
+    """Exercise: predict what traffic would show. ``question``: ratings-down, reviews-down, details-down or
+    productpage-down; ``answer``: "healthy", "gradual degradation" or "cascading failure"."""
+    if question not in _VERDICT_QUESTIONS:
+        raise ValueError(f"no question {question!r}; questions: {', '.join(_VERDICT_QUESTIONS)}")
+    expected, why, hint = _VERDICT_QUESTIONS[question]
+    if unanswered(answer):
+        return Check(False, f"not answered yet: write one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    given = re.sub(r"[\s_-]+", " ", str(answer)).strip().lower()
+    if given not in VERDICTS:
+        return Check(False, f"{answer!r} is not one of {', '.join(repr(v) for v in VERDICTS)}.", hint)
+    if given == expected:
+        return Check(True, f"{expected}: {why}.")
+    return Check(False, f"not {given}.", hint)
+
+
+def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", index: int = 0) -> Check:
+    """Exercise: how many times has the ``index``-th pod of ``selector`` (kubectl's order) restarted? Checked live."""
+    pods = lab.pods(selector)
+    if len(pods) <= index:
+        raise lab.no_match(selector)
+    name, restarts = str(pods["name"].iloc[index]), int(pods["restarts"].iloc[index])
+    hint = f"lab.pods({selector!r}) has a restarts column; kubectl's first pod is the first by name."
+    if unanswered(answer):
+        return Check(False, "not answered yet: write a number.", hint)
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return Check(False, f"{answer!r} is not a number.", hint)
+    if given == restarts:
+        return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
+    return Check(False, f"{name} has not restarted {given} times.", hint)
+
+
+
+# ------------------------------------------------------------------------------------------------ exercises
+
+Verify = Callable[["Lab | None", Any], "tuple[bool, str] | Check"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One checked step of a lesson.
+
+    Attributes:
+        lesson: ``"03"``.
+        step: a short id, unique in the lesson (``"restarted-pod"``).
+        question: what the learner is asked.
+        hint: shown with a wrong answer.
+        solution: Python code whose value is the answer; it may use ``lab``.
+        verify: ``(lab, answer) -> (ok, message)`` or a :class:`Check` (its hint wins), given an answer.
+    """
+
+    lesson: str
+    step: str
+    question: str
+    hint: str
+    solution: str
+    verify: Verify
+
+    def solve(self, lab: Lab | None) -> Any:
+        """The solution's value (its code run with ``lab``)."""
+        return eval(compile(self.solution, f"<solution {self.lesson}/{self.step}>", "eval"),
+                    {"lab": lab})
+
+
+def _need(lab: Lab | None) -> Lab:
+    if lab is None:
+        raise ValueError("this check reads the cluster: call it with lab=lab")
+    return lab
+
+
+def _restarted_pod(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    lab = _need(lab)
+    pods = lab.pods("app=details")
+    restarted = {str(n) for n, r in zip(pods["name"], pods["restarts"], strict=True) if int(r) > 0}
+    if not restarted:
+        return False, "no details pod has restarted yet: run step 3 first."
+    if str(answer) in restarted:
+        return True, f"{answer} restarted: the kubelet restarted its container after the kill."
+    if str(answer) in set(pods["name"]):
+        return False, f"{answer} is a details pod, but it never restarted."
+    return False, f"{answer!r} is not a details pod."
+
+
+def _waiting_status(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    given = str(answer).strip()
+    if given == "CrashLoopBackOff":
+        return True, "CrashLoopBackOff: the container crashed again, and the kubelet waits longer before each restart."
+    if given.lower() == "crashloopbackoff":
+        return False, f"{given!r}: almost; kubectl writes it CrashLoopBackOff, with capitals."
+    return False, f"{given!r} is not what kubectl shows while the kubelet waits to restart a crashed container."
+
+
+def _ready_count(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    lab = _need(lab)
+    pods = lab.pods("app=details")
+    ready = int(sum(1 for r in pods["ready"] if str(r).split("/")[0] == str(r).split("/")[-1]))
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return False, f"{answer!r} is not a number."
+    if given == ready:
+        return True, f"{ready} of the {len(pods)} details pods are Ready now."
+    return False, f"not {given}: count the pods whose READY column reads 1/1."
+
+
+EXERCISES: dict[tuple[str, str], Exercise] = {
+    (e.lesson, e.step): e for e in (
+        Exercise("03", "restarted-pod", "Which details pod restarted?",
+                 "lab.pods('app=details') has a restarts column: the pod you killed is the one above 0.",
+                 'lab.pods("app=details").query("restarts > 0")["name"].iloc[0]', _restarted_pod),
+        Exercise("03", "ready-count", "How many details pods are Ready now?",
+                 "lab.pods('app=details') has a ready column: 1/1 is Ready.",
+                 'int((lab.pods("app=details")["ready"] == "1/1").sum())', _ready_count),
+        Exercise("04", "waiting-status", "What status does kubectl show while the kubelet waits to restart a "
+                 "container that keeps crashing?",
+                 "look at the STATUS column in step 8: it names the crash loop and the back-off.",
+                 '"CrashLoopBackOff"', _waiting_status),
+        Exercise("06", "selector", "The label selector of the details pods.",
+                 "pods carry the label app=<service>; look at the app column of lab.pods().",
+                 '"app=details"', lambda lab, answer: check_selector(_need(lab), answer)),
+        Exercise("06", "process", "The process pkill must name to crash the reviews container.",
+                 "reviews is written in Java.", '"java"', lambda _lab, answer: check_process("reviews", answer)),
+        Exercise("06", "verdict", "What would traffic show with every productpage pod down?",
+                 "who answers the browser's request when every productpage pod is down?", '"cascading failure"',
+                 lambda _lab, answer: check_verdict("productpage-down", answer)),
+        Exercise("06", "restarts", "How many times has the first details pod restarted?",
+                 "lab.pods('app=details') has a restarts column.", 'int(lab.pods("app=details")["restarts"].iloc[0])',
+                 lambda lab, answer: check_restarts(_need(lab), answer)),
+    )
+}
+
+
+def exercise(lesson: str, step: str) -> Exercise:
+    """The exercise ``lesson``/``step``; an unknown one raises, naming the known ones."""
+    found = EXERCISES.get((lesson, step))
+    if found is None:
+        known = ", ".join(f"{a}/{b}" for a, b in EXERCISES)
+        raise KeyError(f"no exercise {lesson}/{step}; exercises: {known}")
+    return found
+
+
+def check(lesson: str, step: str, answer: Any, *, lab: Lab | None = None) -> Check:
+    """Check the learner's answer to an exercise, record the result, and show ✓ or ✗ with a hint.
+
+    With ``LABKIT_SOLVE=1`` (the headless tour), an unanswered exercise runs its solution instead.
+
+    Example:
+        >>> checks.check("04", "waiting-status", "CrashLoopBackOff")
+        ✓ CrashLoopBackOff: ...
+    """
+    ex = exercise(lesson, step)
+    if unanswered(answer) and os.environ.get("LABKIT_SOLVE") == "1":
+        return solve(lesson, step, lab=lab)
+    if unanswered(answer):
+        result = Check(False, "not answered yet: replace the ... with your answer.", ex.hint, ex.solution)
+    else:
+        result = _verdict(ex, lab, answer)
+    record(lesson, step, result)
+    return result
+
+
+def _verdict(ex: Exercise, lab: Lab | None, answer: Any, solved: bool = False) -> Check:
+    got = ex.verify(lab, answer)
+    ok, message, hint = (got.ok, got.message, got.hint) if isinstance(got, Check) else (*got, "")
+    return Check(ok, message, "" if ok else hint or ex.hint, ex.solution, solved=solved)
+
+
+def solve(lesson: str, step: str, *, lab: Lab | None = None) -> Check:
+    """Run the exercise's solution ("solve it") and check its answer; recorded as solved."""
+    ex = exercise(lesson, step)
+    result = _verdict(ex, lab, ex.solve(lab), solved=True)
+    record(lesson, step, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+@dataclass(frozen=True)
+class Result:
+    """One recorded check: a line of the progress file."""
+
+    lesson: str
+    step: str
+    ok: bool
+    attempt: int
+    time: str
+    message: str = ""
+    solved: bool = False
+    learner: str = ""
+
+
+def progress_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The progress file: ``path``, ``$LABKIT_PROGRESS``, or ``~/.labkit/progress.jsonl``."""
+    chosen = path or os.environ.get("LABKIT_PROGRESS") or Path.home() / ".labkit" / "progress.jsonl"
+    return Path(chosen).expanduser()
+
+
+def read_results(path: str | os.PathLike[str] | None = None) -> list[Result]:
+    """Every recorded check, oldest first (a line that is not a result is skipped)."""
+    file = progress_path(path)
+    if not file.exists():
+        return []
+    out = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        try:
+            doc = json.loads(line)
+            out.append(Result(str(doc["lesson"]), str(doc["step"]), bool(doc["ok"]), int(doc["attempt"]),
+                              str(doc["time"]), str(doc.get("message", "")), bool(doc.get("solved", False)),
+                              str(doc.get("learner", ""))))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+_lock = threading.Lock()
+
+
+def learner_name() -> str:
+    """Who the results are from: ``$LABKIT_LEARNER``, else user@host."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "learner"
+    return os.environ.get("LABKIT_LEARNER") or f"{user}@{socket.gethostname()}"
+
+
+_outbox: queue.Queue[tuple[str, Result]] = queue.Queue()
+_sender: list[threading.Thread] = []  # the one thread that posts, in order
+
+
+def _send_forever() -> None:
+    while True:
+        room, entry = _outbox.get()
+        try:
+            _post(room, entry)
+        finally:
+            _outbox.task_done()
+
+
+def _flush_posts(timeout: float = 5.0) -> None:
+    """Wait (a little) for results still on their way to the room: at exit, and in tests."""
+    deadline = time.monotonic() + timeout
+    while _outbox.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None,
+           room: str | None = None, learner: str | None = None) -> Result:
+    """Append a check's result to the progress file, and post it to the room (``room`` or ``$LABKIT_ROOM``) in
+    the background."""
+    file = progress_path(path)
+    with _lock:
+        attempt = 1 + sum(1 for r in read_results(file) if (r.lesson, r.step) == (lesson, step))
+        entry = Result(lesson, step, result.ok, attempt, datetime.now(UTC).isoformat(timespec="seconds"),
+                       result.message, result.solved, learner or learner_name())
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with file.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(asdict(entry)) + "\n")
+        except OSError:
+            pass  # a read-only home must not break the lesson
+    room = room or os.environ.get("LABKIT_ROOM")
+    if room:
+        with _lock:
+            if not _sender:
+                thread = threading.Thread(target=_send_forever, name="labkit-room-post", daemon=True)
+                thread.start()
+                _sender.append(thread)
+                atexit.register(_flush_posts)
+            _outbox.put((room, entry))
+    return entry
+
+
+def _post(room: str, entry: Result) -> None:
+    """Send one result to the instructor's room; any failure is ignored (the kit keeps working)."""
+    try:
+        req = urllib.request.Request(room.rstrip("/") + "/results", data=json.dumps(asdict(entry)).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req, timeout=2).close()
+    except Exception:
+        pass
+
+
+def progress_table(results: Iterable[Result]) -> str:
+    """One row per lesson step: its last result, attempts, when, and whether the solution was used."""
+    last: dict[tuple[str, str], Result] = {}
+    for r in results:
+        last[(r.lesson, r.step)] = r
+    rows = [("LESSON", "STEP", "RESULT", "ATTEMPTS", "TIME", "SOLVED")]
+    rows += [(r.lesson, r.step, "pass" if r.ok else "fail", str(r.attempt), r.time, "yes" if r.solved else "")
+             for _, r in sorted(last.items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def summary(results: Iterable[Result]) -> Mapping[str, int]:
+    """Steps passed and failed (by their last result)."""
+    last: dict[tuple[str, str], Result] = {}
+    for r in results:
+        last[(r.lesson, r.step)] = r
+    return {"passed": sum(r.ok for r in last.values()), "failed": sum(not r.ok for r in last.values())}
