@@ -7,11 +7,15 @@ settle: they wait for the state itself, with a deadline generous enough for a bu
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from labkit.sandbox.toolbox import ExecContext
 
 T = TypeVar("T")
 
@@ -91,3 +95,18 @@ def processes_mentioning(text: str) -> list[int]:
             if text in cmdline and alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
+
+
+async def run_bounded(argv: list[str], ctx: ExecContext, seconds: float) -> int | None:
+    """Run ``argv`` in the sandbox's toolbox: the exit code, or None when the command was still running at the
+    deadline (it is then cancelled, and must stop)."""
+    from labkit.sandbox.toolbox import run
+
+    task = asyncio.create_task(run(argv, ctx))
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    assert task.cancelled(), f"{argv} did not stop when cancelled"
+    return None
