@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Kubectl, wait_all_ready
-from helpers import run_bounded
+from helpers import alive, run_bounded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -172,13 +172,6 @@ def regex_workers(pid: int) -> set[int]:
         except OSError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def gone(pids: set[int], timeout: float = 30) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import FAST, Kubectl
-from helpers import eventually
+from helpers import alive, eventually
 
 from labkit.sandbox import Sandbox
 from labkit.sandbox.state import descendants
@@ -34,11 +34,6 @@ def stat_fields(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-
-
-def alive(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
 
 
 def parent(pid: int) -> int:
