@@ -25,10 +25,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.state import descendants, memory_kib
+
+if TYPE_CHECKING:
+    from labkit.records import PodState
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -162,37 +166,37 @@ def bench_exec_and_pods() -> dict[str, Any]:
         sb.stop()
 
 
-def bench_recorder() -> dict[str, Any]:
-    """How long after the kubelet reports a container's death the recorder has the row.
+def _is_down(pod: str, state: PodState) -> bool:
+    return state.pod == pod and not state.ready
+
+
+def _kill_details_lags(lab: Any, kubeconfig: Path, row_timeout: float) -> tuple[list[float], list[float]]:
+    """Kill details (``pkill ruby``) in each of its pods; per pod, seconds from a bare watch's not-Ready to the
+    recorder's row, and from the kill's exec returning to that row.
 
     A bare watch (the official client, its own connection) stamps the moment the API server delivers the pod's
-    not-Ready status; the recorder's row for the same change is compared with it. Also the end-to-end time from
-    the kill's exec returning to the row.
+    not-Ready status; the recorder's row for the same change is compared with it.
     """
-    from kubernetes import config, watch
+    from kubernetes import client, config, watch
 
-    import labkit
     from labkit import observe
 
-    sb = _sandbox(1.0)
+    bare_client = config.new_client_from_config(config_file=str(kubeconfig))
+    bare_core = client.CoreV1Api(bare_client)
+    first_down: dict[str, float] = {}
+    w = watch.Watch()
+
+    def bare() -> None:
+        for ev in w.stream(bare_core.list_namespaced_pod, "default", label_selector="app=details",
+                           timeout_seconds=60):
+            pod = ev["object"].metadata.name
+            statuses = ev["object"].status.container_statuses or []
+            if statuses and not statuses[0].ready and pod not in first_down and ev["type"] == "MODIFIED":
+                first_down[pod] = time.time()
+
+    lags: list[float] = []
+    end_to_end: list[float] = []
     try:
-        lab = labkit.connect(sandbox_dir=sb.dir)
-        from kubernetes import client
-
-        bare_client = config.new_client_from_config(config_file=str(sb.kubeconfig))
-        bare_core = client.CoreV1Api(bare_client)
-        first_down: dict[str, float] = {}
-        w = watch.Watch()
-
-        def bare() -> None:
-            for ev in w.stream(bare_core.list_namespaced_pod, "default", label_selector="app=details",
-                               timeout_seconds=60):
-                pod = ev["object"].metadata.name
-                statuses = ev["object"].status.container_statuses or []
-                if statuses and not statuses[0].ready and pod not in first_down and ev["type"] == "MODIFIED":
-                    first_down[pod] = time.time()
-
-        lags, end_to_end = [], []
         with observe.Recorder(lab, "app=details") as rec:
             watcher = threading.Thread(target=bare, daemon=True)
             watcher.start()
@@ -200,7 +204,7 @@ def bench_recorder() -> dict[str, Any]:
             for pod in lab.pod_names("app=details"):
                 lab.exec(pod, ["pkill", "ruby"])
                 t_exec = time.time()
-                row = rec.wait_for(lambda s, p=pod: s.pod == p and not s.ready, timeout=5)
+                row = rec.wait_for(partial(_is_down, pod), timeout=row_timeout)
                 t_row = pd_timestamp(row.time)
                 deadline = time.monotonic() + 5
                 while pod not in first_down and time.monotonic() < deadline:
@@ -208,6 +212,24 @@ def bench_recorder() -> dict[str, Any]:
                 lags.append(t_row - first_down[pod])
                 end_to_end.append(t_row - t_exec)
             w.stop()
+    finally:
+        bare_client.close()
+    return lags, end_to_end
+
+
+def bench_recorder() -> dict[str, Any]:
+    """How long after the kubelet reports a container's death the recorder has the row.
+
+    A bare watch (the official client, its own connection) stamps the moment the API server delivers the pod's
+    not-Ready status; the recorder's row for the same change is compared with it. Also the end-to-end time from
+    the kill's exec returning to the row.
+    """
+    import labkit
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        lags, end_to_end = _kill_details_lags(lab, sb.kubeconfig, row_timeout=5)
         return {"recorder_behind_bare_watch_ms": [round(x * 1000, 2) for x in lags],
                 "recorder_behind_bare_watch_median_ms": round(median(lags) * 1000, 2),
                 "kill_exec_returned_to_row_ms": [round(x * 1000, 2) for x in end_to_end]}
@@ -287,40 +309,7 @@ def _up_cli(copies: int, replicas: int, zygote: bool) -> tuple[float, dict[str, 
 
 def _restart_to_recorder(lab: Any, kubeconfig: Path) -> dict[str, Any]:
     """Kill details in each of its pods: the recorder's row against a bare watch, and against the kill's return."""
-    from kubernetes import client, config, watch
-
-    from labkit import observe
-
-    bare_client = config.new_client_from_config(config_file=str(kubeconfig))
-    bare_core = client.CoreV1Api(bare_client)
-    first_down: dict[str, float] = {}
-    w = watch.Watch()
-
-    def bare() -> None:
-        for ev in w.stream(bare_core.list_namespaced_pod, "default", label_selector="app=details",
-                           timeout_seconds=60):
-            pod = ev["object"].metadata.name
-            statuses = ev["object"].status.container_statuses or []
-            if statuses and not statuses[0].ready and pod not in first_down and ev["type"] == "MODIFIED":
-                first_down[pod] = time.time()
-
-    lags, end_to_end = [], []
-    with observe.Recorder(lab, "app=details") as rec:
-        watcher = threading.Thread(target=bare, daemon=True)
-        watcher.start()
-        time.sleep(0.5)
-        for pod in lab.pod_names("app=details"):
-            lab.exec(pod, ["pkill", "ruby"])
-            t_exec = time.time()
-            row = rec.wait_for(lambda r, p=pod: r["pod"] == p and not r["ready"], timeout=10)
-            t_row = pd_timestamp(row["time"])
-            deadline = time.monotonic() + 5
-            while pod not in first_down and time.monotonic() < deadline:
-                time.sleep(0.001)
-            lags.append(t_row - first_down[pod])
-            end_to_end.append(t_row - t_exec)
-        w.stop()
-    bare_client.close()
+    lags, end_to_end = _kill_details_lags(lab, kubeconfig, row_timeout=10)
     return {"recorder_behind_bare_watch_median_ms": round(median(lags) * 1000, 2),
             "kill_exec_returned_to_row_median_ms": round(median(end_to_end) * 1000, 2)}
 

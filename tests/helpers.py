@@ -1,4 +1,5 @@
-"""The one way tests wait: poll a condition until it holds, or fail saying what never happened.
+"""The one way tests wait: poll a condition until it holds, or fail saying what never happened; and the few
+process and port helpers several test files share.
 
 Tests never assert how long something took (speed is measured in benchmarks/), and never `sleep` to let state
 settle: they wait for the state itself, with a deadline generous enough for a busy 2-core machine.
@@ -6,14 +7,20 @@ settle: they wait for the state itself, with a deadline generous enough for a bu
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from labkit.sandbox.toolbox import ExecContext
 
 T = TypeVar("T")
 
 
-def eventually(predicate: Callable[[], T], timeout: float = 30.0, what: str = "the condition",
+def eventually(predicate: Callable[[], T | None], timeout: float = 30.0, what: str = "the condition",
                interval: float = 0.05, ignore: tuple[type[BaseException], ...] = ()) -> T:
     """Call ``predicate`` until it returns something truthy, and return that; fail after ``timeout`` seconds.
 
@@ -58,3 +65,48 @@ def never(predicate: Callable[[], object], during: float, what: str = "the condi
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``ip`` now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """The live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+async def run_bounded(argv: list[str], ctx: ExecContext, seconds: float) -> int | None:
+    """Run ``argv`` in the sandbox's toolbox: the exit code, or None when the command was still running at the
+    deadline (it is then cancelled, and must stop)."""
+    from labkit.sandbox.toolbox import run
+
+    task = asyncio.create_task(run(argv, ctx))
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    assert task.cancelled(), f"{argv} did not stop when cancelled"
+    return None

@@ -16,15 +16,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import alive, eventually, free_port
 
 import labkit
 from labkit import lessons
@@ -90,18 +90,6 @@ def screenshot_on_failure(page: Any, name: str) -> Iterator[None]:
         with contextlib.suppress(Exception):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         raise
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
-    """Call ``check`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 # ------------------------------------------------------------------------------------------------ the site
@@ -242,20 +230,6 @@ def test_lesson_4_page_shows_the_final_state_of_its_widgets(browser: Any, site: 
 # ------------------------------------------------------------------------------------------------ JupyterLab
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def _jupyterlab_settings(folder: Path) -> None:
     """User settings for the test's JupyterLab: every cell in the DOM (no windowing), no news pop-up, terminals
     that keep their screen's text in the DOM (xterm.js's screen-reader buffer: its WebGL/canvas screen has none)."""
@@ -279,7 +253,7 @@ def _labkit_lab(tmp_path: Path, *, bare: bool = False) -> Iterator[dict[str, Any
     that points nowhere and an empty ``HOME``: whatever its kernels and terminals reach, they got from `labkit lab`.
     """
     _jupyterlab_settings(tmp_path / "settings")
-    port, token, state, cwd = _free_port(), "labkit-browser-test", tmp_path / "sandbox", tmp_path / "work"
+    port, token, state, cwd = free_port(), "labkit-browser-test", tmp_path / "sandbox", tmp_path / "work"
     cwd.mkdir()
     dirs = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
             "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
@@ -387,7 +361,7 @@ def test_jupyterlab_runs_lesson_4_and_ctrl_c_stops_everything(browser: Any, jupy
                 prompts = _prompts(p)
                 return len(prompts) == count and all(re.fullmatch(r"\[\d+\]:", t) for t in prompts)
 
-            eventually(finished, 300, "every cell of lesson 4 to run", every=1)
+            eventually(finished, 300, "every cell of lesson 4 to run", interval=1)
             errors = p.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             assert errors.count() == 0, errors.all_inner_texts()
 
@@ -418,7 +392,7 @@ def test_jupyterlab_runs_lesson_4_and_ctrl_c_stops_everything(browser: Any, jupy
                 now = _restarts(panel)
                 return any(now.get(pod, 0) > n for pod, n in before.items() if pod.startswith("productpage-"))
 
-            eventually(restarted, 60, "a productpage pod's RESTARTS to go up", every=0.5)
+            eventually(restarted, 60, "a productpage pod's RESTARTS to go up", interval=0.5)
             cells = panel.locator("table.labkit-pods td")
             assert float(cells.first.evaluate("e => parseFloat(getComputedStyle(e).paddingRight)")) >= 8
             if SCREENSHOTS:
@@ -437,7 +411,7 @@ def _ctrl_c_stops_everything(info: dict[str, Any]) -> set[int]:
     assert len(tree) > 13, f"expected JupyterLab, a kernel and the sandbox's processes; found {len(tree)}"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0, info["log"].read_text()
-    eventually(lambda: not any(_alive(pid) for pid in tree), 20, "every process labkit lab started to end")
+    eventually(lambda: not any(alive(pid) for pid in tree), 20, "every process labkit lab started to end")
     assert not Sandbox(info["state"]).running()
     return tree
 

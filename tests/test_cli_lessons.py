@@ -6,16 +6,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from helpers import eventually
+from helpers import eventually, free_port, processes_mentioning
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from labkit import lessons
@@ -152,35 +152,16 @@ def test_tour_exits_2_without_notebooks(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ labkit lab
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, method: str = "GET") -> dict | list:  # type: ignore[type-arg]
+def _get(url: str, method: str = "GET") -> Any:
     req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(int(entry.name))
-    return found
+        return json.loads(resp.read())
 
 
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_with: signal.Signals) -> None:
-    port, token, state = _free_port(), "labkit-test-token", tmp_path / "sandbox"
+    port, token, state = free_port(), "labkit-test-token", tmp_path / "sandbox"
     log = (tmp_path / "lab.log").open("w+")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
     proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--port", str(port), "--no-browser",
@@ -190,7 +171,7 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def contents() -> dict | list:  # type: ignore[type-arg]
+        def contents() -> Any:
             assert proc.poll() is None, Path(log.name).read_text()
             return _get(f"{base}/api/contents/?token={token}")
 
@@ -204,7 +185,7 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
             _get(f"{base}/api/contents/?token=wrong")
         assert Sandbox(state).running(), "labkit lab starts the sandbox"
         kernel = _get(f"{base}/api/kernels?token={token}", method="POST")
-        kernel_id = str(kernel["id"])  # type: ignore[index]
+        kernel_id = str(kernel["id"])
         jupyter_pid = int(re.search(r"\(pid (\d+)\)", Path(log.name).read_text()).group(1))  # type: ignore[union-attr]
     finally:
         proc.send_signal(stop_with)
@@ -215,4 +196,4 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
     assert not Sandbox(state).running()
     with pytest.raises(ProcessLookupError):
         os.kill(jupyter_pid, 0)
-    assert kernel_id and _processes_mentioning(kernel_id) == [], "the kernel outlived JupyterLab"
+    assert kernel_id and processes_mentioning(kernel_id) == [], "the kernel outlived JupyterLab"

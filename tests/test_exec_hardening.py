@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Kubectl, wait_all_ready
+from helpers import alive, run_bounded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -27,7 +28,7 @@ from kubernetes.stream import stream
 
 from labkit.sandbox import Sandbox
 from labkit.sandbox.state import descendants
-from labkit.sandbox.toolbox import ExecContext, PodProcess, commands, run
+from labkit.sandbox.toolbox import ExecContext, PodProcess, commands
 
 FUZZ_EXAMPLES = int(os.environ.get("LABKIT_FUZZ_EXAMPLES", "300"))
 RATINGS_7 = '{"id":7,"ratings":{"Reviewer1":5,"Reviewer2":4}}'
@@ -50,18 +51,6 @@ COMMAND = st.one_of(st.sampled_from(commands()), st.sampled_from(["/bin/cat", "/
 ARGV = st.builds(lambda name, args: [name, *args], COMMAND, st.lists(ARG, max_size=6))
 # Commands that may legitimately wait past the fuzzer's deadline: they are cancelled, as a client would.
 MAY_WAIT = ("sleep", "curl", "env")
-
-
-async def run_bounded(argv: list[str], ctx: ExecContext, seconds: float) -> int | None:
-    """The exit code, or None when the command was still running at the deadline (it is then cancelled)."""
-    task = asyncio.create_task(run(argv, ctx))
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if task in done:
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task}, timeout=30)
-    assert task.cancelled(), f"{argv} did not stop when cancelled"
-    return None
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -183,13 +172,6 @@ def regex_workers(pid: int) -> set[int]:
         except OSError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def gone(pids: set[int], timeout: float = 30) -> bool:

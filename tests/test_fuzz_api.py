@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import wait_all_ready
 from fuzzapi import Fuzzer, dumps, summary
-from rawapi import eventually
+from helpers import eventually
 
 import labkit
 from labkit.sandbox import Sandbox

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 from conftest import FAST, Kubectl, start_sandbox, wait_all_ready
-from rawapi import RawApi, Reply, eventually
+from helpers import eventually
+from rawapi import RawApi, Reply
 
 import labkit
 from labkit.sandbox import Sandbox

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
 import labkit
 from labkit.sandbox import dns
@@ -76,12 +77,6 @@ def _addresses() -> Iterator[str]:
 
 
 _ADDRESSES = _addresses()
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 def port_is_free(ip: str, port: int) -> bool:

@@ -11,33 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import yaml
 from conftest import Kubectl
+from helpers import eventually
 
 from labkit.sandbox import Sandbox
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """Call ``check`` until it returns a truthy value (AssertionError counts as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {what} (last: {last!r})")
-        time.sleep(0.1)
 
 
 def rows(text: str) -> list[list[str]]:
@@ -202,7 +181,7 @@ def test_containers_get_env_from_configmaps_and_secrets(ready_sandbox: Sandbox, 
     kubectl("apply", "-f", "-", input=ENV_POD)
     # The ConfigMap does not exist yet: the kubelet waits, as a real one, with CreateContainerConfigError.
     status = eventually(lambda: rows(kubectl("get", "pod", "envtest").stdout)[0][2] == "CreateContainerConfigError",
-                        what="CreateContainerConfigError")
+                        what="CreateContainerConfigError", ignore=(AssertionError,))
     assert status
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=envtest").stdout
     assert 'Error: configmap "app-config" not found' in events
@@ -210,7 +189,8 @@ def test_containers_get_env_from_configmaps_and_secrets(ready_sandbox: Sandbox, 
                                       "data: {GREETING: hello, COLOR: blue}\n")
     kubectl("apply", "-f", "-", input="apiVersion: v1\nkind: Secret\nmetadata: {name: app-secret}\n"
                                       "stringData: {PASSWORD: s3cret}\n")
-    eventually(lambda: rows(kubectl("get", "pod", "envtest").stdout)[0][2] == "Running", what="envtest Running")
+    eventually(lambda: rows(kubectl("get", "pod", "envtest").stdout)[0][2] == "Running", what="envtest Running",
+               ignore=(AssertionError,))
     env = dict(line.split("=", 1) for line in kubectl("exec", "envtest", "--", "env").stdout.splitlines()
                if "=" in line)
     assert env["GREETING"] == "hello" and env["PASSWORD"] == "s3cret"

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import eventually
+from helpers import alive, eventually, free_port, processes_mentioning
 
 from labkit import lessons
 from labkit.sandbox import Sandbox
@@ -81,33 +80,6 @@ def test_lab_environment_points_kernels_at_the_sandbox(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ a running lab
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline and _alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
-
-
 @dataclass
 class RunningLab:
     proc: subprocess.Popen[bytes]
@@ -126,7 +98,7 @@ class RunningLab:
 def start_lab(tmp_path: Path, *args: str) -> RunningLab:
     """`labkit lab` from an empty folder, with a PATH and KUBECONFIG that know nothing of the kit or the sandbox:
     whatever its kernels and terminals reach, they got from `labkit lab`."""
-    port, state, cwd = _free_port(), tmp_path / "sandbox", tmp_path / "work"
+    port, state, cwd = free_port(), tmp_path / "sandbox", tmp_path / "work"
     cwd.mkdir()
     log = tmp_path / "lab.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "JUPYTER"))}
@@ -292,8 +264,8 @@ def test_sigkill_of_labkit_lab_leaves_nothing_serving(tmp_path: Path) -> None:
     finally:
         running.proc.send_signal(signal.SIGKILL)
         running.proc.wait(timeout=30)
-    eventually(lambda: not _alive(running.jupyter_pid), timeout=60, what="JupyterLab to exit after SIGKILL")
-    eventually(lambda: not _alive(kernel_pid), timeout=60, what="the kernel to exit")
+    eventually(lambda: not alive(running.jupyter_pid), timeout=60, what="JupyterLab to exit after SIGKILL")
+    eventually(lambda: not alive(kernel_pid), timeout=60, what="the kernel to exit")
     eventually(lambda: not Sandbox(running.state).running(), timeout=60, what="the sandbox to stop")
     # JupyterLab's root folder, the kernel's connection file and the sandbox's folder are all under tmp_path
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []

@@ -4,12 +4,12 @@ also by the real kubectl: apply with istio.io's sed and -l, pod IP, relabel and 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import Kubectl, wait_all_ready
+from helpers import eventually
 
 import labkit
 from labkit import BadSelector, LabkitError, NotFound, deploy, lessons
@@ -18,18 +18,6 @@ from labkit.sandbox import Sandbox
 
 HIDDEN = "app=reviews_test,version=v2"
 SED = {"app: reviews": "app: reviews_test"}
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """The first truthy value of ``check()`` within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(0.05)
 
 
 @pytest.fixture()
@@ -99,7 +87,7 @@ def test_the_lesson_moves_judged_by_kubectl(lab: labkit.Lab, kubectl: Kubectl) -
     custom = "custom-columns=NAME:.metadata.name,OWNER:.metadata.ownerReferences[0].name"
     assert f"{hidden_pod}   <none>" in kubectl("get", "pods", "-l", "version=v2", "-o", custom).stdout
     eventually(lambda: ip in kubectl("get", "endpoints", "reviews", "-o",
-                                     "jsonpath={.subsets[*].addresses[*].ip}").stdout, what="the released pod's IP "
+                                     "jsonpath={.subsets[*].addresses[*].ip}").stdout, 20, what="the released pod's IP "
                "in the reviews endpoints")
 
     # 5. some page loads now come from v2 (one pod of four), measured per version

@@ -24,7 +24,6 @@ import json
 import os
 import queue
 import re
-import socket
 import ssl
 import struct
 import subprocess
@@ -41,7 +40,7 @@ import pytest
 import yaml
 from aiohttp import ClientSession, web
 from conftest import kubectl_binary, wait_all_ready
-from helpers import eventually
+from helpers import eventually, free_port
 from kubernetes import client, config
 from kubernetes.stream import portforward
 
@@ -136,12 +135,6 @@ def ratings_pod(sandbox: Sandbox) -> str:
 
 
 # --- helpers --------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Forwarding:
     """``kubectl port-forward TARGET LOCAL:REMOTE`` as a subprocess; output lines are collected by a thread."""
 

@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, Kubectl
-from helpers import eventually
+from helpers import alive, eventually
 
 from labkit.sandbox import Sandbox, SandboxError
 from labkit.sandbox.state import descendants
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def listening_addresses(pids: set[int]) -> list[str]:

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import Kubectl
+from helpers import run_bounded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -223,17 +224,7 @@ def test_any_script_gives_an_exit_code(words: list[str], stdin: bytes) -> None:
     script = " ".join(words)
     ctx = ExecContext(pod="p", stdin=stdin, files=dict(FILES), files_limit=4096)
 
-    async def bounded() -> int | None:
-        task = asyncio.create_task(run(["sh", "-c", script], ctx))
-        done, _ = await asyncio.wait({task}, timeout=3)
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.wait({task}, timeout=30)
-        assert task.cancelled(), f"{script!r} did not stop when cancelled"
-        return None
-
-    code = asyncio.run(bounded())
+    code = asyncio.run(run_bounded(["sh", "-c", script], ctx, seconds=3))
     if code is None:  # only a loop may run past the deadline
         assert {"while", "until"} & set(words), f"{script!r} hung"
     else:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import FAST, Kubectl
+from helpers import alive, eventually
 
 from labkit.sandbox import Sandbox
 from labkit.sandbox.state import descendants
@@ -29,28 +29,11 @@ T = TypeVar("T")
 LESSON_PROGRAMS = Counter({"ruby": 3, "node": 3, "java": 3, "gunicorn": 3, "sleep": 1})
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "a condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def stat_fields(pid: int) -> list[str] | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-
-
-def alive(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
 
 
 def parent(pid: int) -> int:
