@@ -15,8 +15,8 @@ alone, of the processes it started (by command), their number, and the API serve
 process grows until its watch history is full: every write is kept :data:`~labkit.sandbox.store.COMPACT_AFTER`
 seconds (5 min, as etcd compacts) for watches that resume from a resourceVersion, so it takes that long under a
 steady write rate to reach its plateau. "Flat" is therefore judged from the first checkpoint after that warm-up
-to the end: the sandbox PSS may grow at most :data:`FLAT_MB`, descriptors at most :data:`FLAT_FDS`, and the run
-must end with as many processes as it started with. A run shorter than the warm-up gives no memory verdict
+to the end: the sandbox PSS may grow at most :data:`FLAT_MB`, descriptors (from boot) at most :data:`FLAT_FDS`,
+and the run must end with as many processes as it started with. A run shorter than the warm-up gives no memory verdict
 (``"flat": null``). The containers' own PSS is reported, not judged: each restart is a fresh fork of the zygote,
 whose memory is that of one new process, whatever the number of kills before it.
 """
@@ -44,8 +44,9 @@ from labkit.sandbox.store import COMPACT_AFTER
 HERE = Path(__file__).resolve().parent
 FLAT_MB = 10.0
 """Most the sandbox process's PSS may grow, in MB, between the end of the warm-up and the end of the run."""
-FLAT_FDS = 4
-"""Most the API server's open descriptors may grow over the same span (a few connections may be in flight)."""
+FLAT_FDS = 8
+"""Most the API server's open descriptors may grow from boot to the end, both with every pod Ready (connections of
+the run's clients may still be closing; mid-run checkpoints, with pods down, hold fewer and are not compared)."""
 PROCESS = {"details": "ruby", "ratings": "node", "reviews": "java", "productpage": "gunicorn"}
 
 
@@ -78,7 +79,7 @@ def verdict(phases: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     end, start = phases[-1], phases[0]
     growth = round(end["sandbox_pss_mb"] - warm["sandbox_pss_mb"], 1)
-    fds = end["api_fds"] - warm["api_fds"]
+    fds = end["api_fds"] - start["api_fds"]
     return {"from_kills": warm["kills"], "from_seconds": warm["seconds"], "sandbox_pss_growth_mb": growth,
             "bound_mb": FLAT_MB, "api_fds_growth": fds, "bound_fds": FLAT_FDS,
             "processes_start": start["processes"], "processes_end": end["processes"],
