@@ -54,6 +54,29 @@ def copy_namespaces(copies: int) -> list[str]:
     return ["default", *(f"bookinfo-{i}" for i in range(2, copies + 1))]
 
 
+def _trace_memory(loop: asyncio.AbstractEventLoop, root: Path, cluster: Cluster) -> None:
+    """A diagnosis switch (``LABKIT_TRACEMALLOC=1``): SIGUSR1 writes the top allocation sites to ``tracemalloc.txt``."""
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("LABKIT_TRACEMALLOC", "1")))
+
+    def dump() -> None:
+        import gc
+
+        before = sum(s.size for s in tracemalloc.take_snapshot().statistics("filename"))
+        unreachable = gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+        stats = snapshot.statistics("lineno")
+        history = {res.plural: len(h.events) for res, h in cluster.store._history.items()}
+        lines = [f"total {sum(s.size for s in stats) / 1e6:.1f} MB traced ({before / 1e6:.1f} MB before a collection"
+                 f" that found {unreachable} unreachable objects); watch history {history}"]
+        lines += [str(s) for s in stats[:40]]
+        with open(root / "tracemalloc.txt", "a") as out:
+            out.write("\n".join(lines) + "\n===\n")
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)
+
+
 def pods_per_copy(replicas: int) -> int:
     """Pods of one copy of the lesson: four Bookinfo deployments and the tester."""
     return 4 * replicas + 1
@@ -153,6 +176,8 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    if os.environ.get("LABKIT_TRACEMALLOC"):
+        _trace_memory(loop, paths.root, cluster)
     started = time.time()
     try:
         client_ssl = ssl.create_default_context(cadata=ca_pem.decode())

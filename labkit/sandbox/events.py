@@ -55,10 +55,11 @@ class EventRecorder:
             if seen is not None and self._seen.get(seen) == key[1]:
                 del self._seen[seen]
             return
-        deadline = time.monotonic() + self.ttl
-        self._deadline[key] = deadline
-        heapq.heappush(self._heap, (deadline, *key))
-        self._schedule()
+        fresh = key not in self._deadline
+        self._deadline[key] = time.monotonic() + self.ttl
+        if fresh:  # one heap entry per live Event: a rewrite only moves its deadline (see _expire)
+            heapq.heappush(self._heap, (self._deadline[key], *key))
+            self._schedule()
 
     def _schedule(self) -> None:
         if self._timer is not None or not self._heap:
@@ -73,10 +74,16 @@ class EventRecorder:
         self._timer = None
         now = time.monotonic()
         while self._heap and self._heap[0][0] <= now:
-            deadline, ns, name = heapq.heappop(self._heap)
-            if self._deadline.get((ns, name)) == deadline:  # not rewritten since this entry was pushed
-                with contextlib.suppress(StoreError):
-                    self.registry.delete(EVENTS, ns, name)
+            _, ns, name = heapq.heappop(self._heap)
+            deadline = self._deadline.get((ns, name))
+            if deadline is None:  # deleted already
+                continue
+            if deadline > now:  # rewritten since this entry was pushed: it lives on until its new deadline
+                heapq.heappush(self._heap, (deadline, ns, name))
+                continue
+            with contextlib.suppress(StoreError):
+                self.registry.delete(EVENTS, ns, name)
+            self._deadline.pop((ns, name), None)
         self._schedule()
 
     def close(self) -> None:
