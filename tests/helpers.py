@@ -8,11 +8,14 @@ settle: they wait for the state itself, with a deadline generous enough for a bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from labkit.sandbox.toolbox import ExecContext
@@ -110,3 +113,29 @@ async def run_bounded(argv: list[str], ctx: ExecContext, seconds: float) -> int 
     await asyncio.wait({task}, timeout=30)
     assert task.cancelled(), f"{argv} did not stop when cancelled"
     return None
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium through Playwright for Python (its own browser download is not available here).
+
+    Skips the test without Playwright or chromium, except in CI (``CI`` set), where a missing chromium fails.
+    """
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                                   "(pip install -e '.[dev]')")
+    executable = os.environ.get("LABKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not executable:
+        message = "Debian's chromium is not installed: apt-get install -y chromium (.ci/run does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium refuses its own sandbox
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield browser
+        finally:
+            browser.close()

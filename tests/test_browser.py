@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import alive, eventually, free_port
+from helpers import alive, chromium, eventually, free_port
 
 import labkit
 from labkit import lessons
@@ -42,27 +42,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Pyt
                                "(pip install -e '.[dev]')")
 
 
-def _chromium() -> str:
-    found = os.environ.get("LABKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        message = "Debian's chromium is not installed: apt-get install -y chromium (.ci/run does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = _chromium()
-    with sync_api.sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium refuses its own sandbox
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 class Page:

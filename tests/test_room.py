@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually
+from helpers import chromium, eventually
 
 from labkit import checks, room
 
@@ -109,19 +108,8 @@ def test_a_wrong_join_code_is_refused(running: room.RunningRoom) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's chromium through Playwright, as tests/test_browser.py; skipped without it, except in CI."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-    executable = os.environ.get("LABKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not executable:
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room.RunningRoom,

@@ -301,14 +301,11 @@ class Shell:
             status = 0
             for word in words:
                 self.vars[node.name] = word
-                try:
-                    status = await self.run_list(node.body, ctx)
-                except _LoopControl as control:
-                    if control.levels > 1:
-                        control.levels -= 1
-                        raise
-                    if control.kind == "break":
-                        break
+                passed = await self._loop_body(node.body, ctx)
+                if passed == "break":
+                    break
+                if isinstance(passed, int):
+                    status = passed
                 await self._pace()
             return status
         return await self._run_while(node, ctx)
@@ -322,20 +319,28 @@ class Shell:
         except _Exit as done:
             return done.code
 
+    async def _loop_body(self, body: CommandList, ctx: ExecContext) -> int | str:
+        """One pass of a loop's body: its status, or "break" / "continue" when one of those ended it (``break N``
+        and ``continue N`` go on to the enclosing loops)."""
+        try:
+            return await self.run_list(body, ctx)
+        except _LoopControl as control:
+            if control.levels > 1:
+                control.levels -= 1
+                raise
+            return control.kind
+
     async def _run_while(self, node: While, ctx: ExecContext) -> int:
         status = 0
         while True:
             ok = await self.run_list(node.condition, ctx) == 0
             if ok == node.until:
                 return status
-            try:
-                status = await self.run_list(node.body, ctx)
-            except _LoopControl as control:
-                if control.levels > 1:
-                    control.levels -= 1
-                    raise
-                if control.kind == "break":
-                    return 0
+            passed = await self._loop_body(node.body, ctx)
+            if passed == "break":
+                return 0
+            if isinstance(passed, int):
+                status = passed
             await self._pace()
 
     async def _pace(self) -> None:
