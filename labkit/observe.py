@@ -693,7 +693,12 @@ def _make_live_widget_class() -> type:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+            if self.recorder.running:
+                self.recorder.sync()
             self.refresh()
+            # A redraw from the watch's thread may already have set this very value: the kernel then sends no
+            # change, and the saved state would keep the drawing before it. Send it again, from this cell.
+            self.send_state("value")
             if self._owns:
                 self.recorder.stop()
 

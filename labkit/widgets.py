@@ -323,6 +323,11 @@ class ChaosPanel(W.VBox):  # ipywidgets has no types: see the mypy override in p
             self.refresh()
         except LabkitError as exc:  # the cluster is gone: the last drawing stays
             self.error = exc
+        # A redraw from the watch's thread may already have set these values: the kernel then sends no change,
+        # and the saved state would keep the drawing before it. Send them again, from this cell.
+        self.table.send_state("value")
+        self.status.send_state("value")
+        self.plot.send_state("outputs")
 
     def close(self) -> None:
         """Stop watching and close the widget."""

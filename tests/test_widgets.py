@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import ipywidgets
 import pytest
@@ -141,3 +142,53 @@ def test_the_tester_pod_is_never_offered(lab: labkit.Lab) -> None:
     p = widgets.chaos_panel(lab, apps=["ratings"], live=False)
     assert list(p.app.options) == ["ratings"] and p.process.value == "node" and p.recorder is None
     p.close()
+
+
+def test_stop_saves_the_last_drawing_even_when_the_watch_thread_drew_it_first(
+        ready_sandbox: object, tmp_path: Path) -> None:
+    """A redraw from the watch's thread never reaches nbclient's saved widget state; ``stop()`` in a later cell
+    must send the final drawing even though the kernel-side value is already the same (no change to send)."""
+    import os
+
+    import nbformat
+
+    from labkit import lessons
+
+    cells = [
+        "import labkit\nfrom labkit import widgets\nlab = labkit.connect()\n"
+        "rec = lab.record('app=details')\nlive = lab.live_pods(recorder=rec)\n"
+        "panel = widgets.chaos_panel(lab)\nlive",
+        # The change, drawn by the watch's thread while nbclient is not listening: as after a cell ended, before
+        # the next one started (ipykernel sends a thread's messages with the last cell's parent, and nbclient
+        # keeps only the running cell's). The kernel-side values are final, the saved ones are not.
+        "import contextvars, time\n"
+        "kernel = get_ipython().kernel\nshell = kernel._shell_context\n"
+        "ended = contextvars.Context()\n"
+        "ended.run(kernel._shell_parent.set, {'header': {'msg_id': 'a-cell-that-ended'}})\n"
+        "kernel._shell_context = ended\n"
+        "try:\n"
+        "    hit = lab.delete_pods('app=details', mode='one')\n"
+        "    rec.wait_recovered(hit, progress=False)\n"
+        "    gone = hit.landed[0].pod\n    new = sorted(set(rec.current()['pod']))\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while (gone in live.value or any(p not in live.value for p in new) or gone in panel.table.value)"
+        " and time.monotonic() < deadline:\n        time.sleep(0.05)\n"
+        "finally:\n    kernel._shell_context = shell\n"
+        "assert gone not in live.value and gone not in panel.table.value",
+        "live.stop()\npanel.stop()\nrec.stop()\nprint(gone, *new)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "stop.ipynb"
+    nbformat.write(nb, path)
+    env = {**os.environ, "LABKIT_SANDBOX_DIR": str(ready_sandbox.dir)}  # type: ignore[attr-defined]
+    env.pop("LABKIT_KUBECONFIG", None)
+    run = lessons.run_notebook(path, env=env, timeout=120, progress=None)
+    assert run.ok, str(run.failure)
+    gone, *new = run.nb.cells[2].outputs[0]["text"].split()
+    state = run.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    live_id = run.nb.cells[0].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    saved = state[live_id]["state"]["value"]
+    assert gone not in saved and all(p in saved for p in new), saved
+    tables = [m["state"]["value"] for k, m in state.items()
+              if k != live_id and "data-pod=" in str(m["state"].get("value", ""))]
+    assert tables and all(gone not in t for t in tables), tables
