@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 from . import meshrules
 from .network import Network
@@ -25,6 +26,18 @@ SERVICES = BY_PLURAL[("", "services")]
 ENDPOINTS = BY_PLURAL[("", "endpoints")]
 VIRTUAL_SERVICES = BY_PLURAL[("networking.istio.io", "virtualservices")]
 DESTINATION_RULES = BY_PLURAL[("networking.istio.io", "destinationrules")]
+GATEWAYS = BY_PLURAL[("networking.istio.io", "gateways")]
+
+
+def _workload(pod: dict[str, Any]) -> str:
+    """The pod's workload as Istio names it (its Deployment): ``reviews-v2-5b6f8d9c7-x`` -> ``reviews-v2``."""
+    meta = pod["metadata"]
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    if owner and owner.get("kind") == "ReplicaSet":
+        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+        name = str(owner.get("name", ""))
+        return name[: -len(template_hash) - 1] if template_hash and name.endswith("-" + template_hash) else name
+    return str(owner.get("name")) if owner else str(meta.get("name", ""))
 
 
 def _sidecar_ready(pod: dict[str, object]) -> bool:
@@ -44,7 +57,8 @@ class MeshControl:
         self.writes = 0
 
     def start(self) -> None:
-        self.store.subscribe((PODS, SERVICES, ENDPOINTS, VIRTUAL_SERVICES, DESTINATION_RULES), self._on_event)
+        self.store.subscribe((PODS, SERVICES, ENDPOINTS, VIRTUAL_SERVICES, DESTINATION_RULES, GATEWAYS),
+                             self._on_event)
         self.flush()
 
     def _on_event(self, ev: WatchEvent) -> None:
@@ -72,8 +86,12 @@ class MeshControl:
             labels_by_ip[ip] = labels
             if any(c.get("name") == PROXY_CONTAINER for c in p["spec"].get("containers") or []):
                 cfg.pods[ip] = (p["metadata"].get("namespace", "default"), labels)
-                if _sidecar_ready(p) and not p["metadata"].get("deletionTimestamp"):
+                cfg.workloads[ip] = _workload(p)
+                gateway = [c.get("name") for c in p["spec"].get("containers") or []] == [PROXY_CONTAINER]
+                if not gateway and _sidecar_ready(p) and not p["metadata"].get("deletionTimestamp"):
                     sidecars[ip] = (ip, PROXY_PORT)
+        cfg.labels = labels_by_ip
+        cfg.inbound = frozenset(sidecars)
         for svc in self.store.list(SERVICES):
             ip = svc["spec"].get("clusterIP")
             if ip and ip != "None":
@@ -88,6 +106,8 @@ class MeshControl:
         cfg.destination_rules = [{"metadata": {k: dr["metadata"].get(k) for k in ("name", "namespace",
                                                                                     "creationTimestamp")},
                                   "spec": dr.get("spec") or {}} for dr in self.store.list(DESTINATION_RULES)]
+        cfg.gateways = [{"metadata": {k: gw["metadata"].get(k) for k in ("name", "namespace", "creationTimestamp")},
+                         "spec": gw.get("spec") or {}} for gw in self.store.list(GATEWAYS)]
         return cfg, sidecars
 
     def flush(self) -> None:

@@ -18,7 +18,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from . import dns
+from . import dns, meshrules
 
 log = logging.getLogger("labkit.sandbox.network")
 MAX_PROXY_CONNECTIONS = 512
@@ -168,7 +168,15 @@ class ServicePort:
             return
         ip, port = random.choice(self.backends)
         try:
-            up_reader, up_writer = await asyncio.open_connection(ip, port)
+            if ip in self.sidecars:
+                # A meshed pod is reached through its sidecar's inbound listener (Istio's inbound redirect),
+                # from the client's address so that the sidecar knows who called.
+                peer = writer.get_extra_info("peername")
+                up_reader, up_writer = await asyncio.open_connection(
+                    ip, meshrules.INBOUND_PORT, local_addr=(peer[0], 0) if peer else None)
+                up_writer.write(f"LABKIT-ORIG {ip} {port}\r\n".encode())
+            else:
+                up_reader, up_writer = await asyncio.open_connection(ip, port)
         except OSError:
             await self._unavailable(writer)
             return
@@ -261,7 +269,8 @@ class Network:
     async def start_ingress(self, namespace: str, service: str, port: int, host_port: int) -> int:
         """Serve ``service:port`` on ``127.0.0.1:host_port`` (0 picks a free port); returns the port."""
         self.ingress_target = (namespace, service, port)
-        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True)
+        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True,
+                                   sidecars=self.sidecars)
         self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
                                                          reuse_address=True, backlog=256)
         return int(self.ingress.server.sockets[0].getsockname()[1])
