@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import random
+import select
 import socket
 import socketserver
 import sys
@@ -380,6 +381,7 @@ class _Proxy(runtime.Handler):
                                                                                                      list[str]]:
         """Apply a decision (delay, local reply or forward) and answer the client; returns the result and flags."""
         flags: list[str] = []
+        started = time.monotonic()
         if decision.delay > 0:
             time.sleep(decision.delay)
             flags.append("DI")
@@ -394,8 +396,15 @@ class _Proxy(runtime.Handler):
             result = self._forward(decision, body, deadline, config)
         flags = result.flags + flags
         out_headers = result.headers
-        if result.service_time is not None:
-            out_headers = [*out_headers, ("x-envoy-upstream-service-time", str(result.service_time))]
+        if result.service_time is not None:  # this proxy's own figure replaces the next proxy's
+            out_headers = [*(h for h in out_headers if h[0].lower() != "x-envoy-upstream-service-time"),
+                           ("x-envoy-upstream-service-time", str(result.service_time))]
+        if time.monotonic() - started > 0.05 and self._client_gone():
+            # The caller gave up first (productpage's 3 s timeout): Envoy logs no response code, and DC.
+            result.status = 0
+            flags.append("DC")
+            self.close_connection = True
+            return result, flags
         try:
             self.reply(result.status, result.body, out_headers)
             self.wfile.flush()
@@ -403,6 +412,14 @@ class _Proxy(runtime.Handler):
             flags.append("DC")
             self.close_connection = True
         return result, flags
+
+    def _client_gone(self) -> bool:
+        """Whether the downstream connection was closed while the request was being served."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _log(self, start_wall: float, result: _Result, flags: list[str], body: bytes, millis: float,
              cluster: str, route_name: str, headers: dict[str, str], downstream_local: str, sni: str = "-") -> None:
