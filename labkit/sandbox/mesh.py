@@ -96,6 +96,17 @@ def _workload(pod: dict[str, Any]) -> str:
     return str(owner.get("name")) if owner else str(meta.get("name", ""))
 
 
+def proxy_role(pod: dict[str, Any]) -> str | None:
+    """``sidecar`` or ``router`` (a gateway) for a pod running Istio's proxy image as ``istio-proxy``, else None.
+
+    A container that is merely named ``istio-proxy`` (a hand-written pod) is not a proxy.
+    """
+    for c in pod["spec"].get("containers") or []:
+        if c.get("name") == PROXY_CONTAINER and "istio/proxyv2" in str(c.get("image", "")):
+            return "router" if "router" in (c.get("args") or []) else "sidecar"
+    return None
+
+
 def _sidecar_ready(pod: dict[str, object]) -> bool:
     status = pod.get("status")
     if not isinstance(status, dict):
@@ -178,11 +189,11 @@ class MeshControl:
                 continue
             labels = dict(p["metadata"].get("labels") or {})
             labels_by_ip[ip] = labels
-            if any(c.get("name") == PROXY_CONTAINER for c in p["spec"].get("containers") or []):
+            role = proxy_role(p)
+            if role is not None:
                 cfg.pods[ip] = (p["metadata"].get("namespace", "default"), labels)
                 cfg.workloads[ip] = _workload(p)
-                gateway = [c.get("name") for c in p["spec"].get("containers") or []] == [PROXY_CONTAINER]
-                if not gateway and _sidecar_ready(p) and not p["metadata"].get("deletionTimestamp"):
+                if role == "sidecar" and _sidecar_ready(p) and not p["metadata"].get("deletionTimestamp"):
                     sidecars[ip] = (ip, PROXY_PORT)
         cfg.labels = labels_by_ip
         cfg.inbound = frozenset(sidecars)
