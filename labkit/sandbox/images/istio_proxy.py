@@ -198,6 +198,10 @@ class _Pool:
 POOL = _Pool()
 
 
+class _ClientGone(Exception):
+    """The caller closed its connection before the upstream answered."""
+
+
 class _Result:
     """The outcome of forwarding one request."""
 
@@ -286,6 +290,7 @@ class _Proxy(runtime.Handler):
                     # Apps write headers and body separately; acknowledging at once keeps a kept-alive
                     # connection from waiting out Nagle against a delayed ACK (40 ms) on every response.
                     conn.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+                self._await_upstream(conn, timeout)
                 response = conn.getresponse()
                 data = response.read()
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
@@ -306,6 +311,21 @@ class _Proxy(runtime.Handler):
             else:
                 POOL.give(conn)
             return
+
+    def _await_upstream(self, conn: _Upstream, timeout: float | None) -> None:
+        """Wait for the upstream's answer to start, watching the caller: if it leaves first (productpage's own
+        timeout), give up on the upstream too, as Envoy resets the upstream request of a closed downstream."""
+        if conn.sock is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            readable, _, _ = select.select([conn.sock, self.connection], [], [], wait)
+            if conn.sock in readable or not readable:
+                return  # the answer is there, or the timeout is up (the read below raises TimeoutError)
+            if self._client_gone():
+                raise _ClientGone
+            return  # the caller sent more (a pipelined request): stop watching it
 
     def _upstream_of(self, endpoint: tuple[str, int], config: meshrules.MeshConfig,
                      passthrough: bool) -> tuple[tuple[str, int], bytes, tuple[str, int] | None]:
@@ -344,6 +364,10 @@ class _Proxy(runtime.Handler):
                 self._attempt(address, preamble, body, timeout, result, source)
                 result.details = "via_upstream"
                 retry_this = _retryable(retry.retry_on, retry.codes, result.status)
+            except _ClientGone:
+                result.status, result.body, result.flags = 0, b"", ["DC"]
+                result.details, result.headers, result.service_time = "downstream_remote_disconnect", [], None
+                return result
             except TimeoutError:
                 result.status, result.body, result.flags = 504, b"upstream request timeout", ["UT"]
                 result.headers, result.service_time = [("content-type", "text/plain")], None
@@ -399,6 +423,9 @@ class _Proxy(runtime.Handler):
         if result.service_time is not None:  # this proxy's own figure replaces the next proxy's
             out_headers = [*(h for h in out_headers if h[0].lower() != "x-envoy-upstream-service-time"),
                            ("x-envoy-upstream-service-time", str(result.service_time))]
+        if "DC" in flags:
+            self.close_connection = True
+            return result, flags
         if time.monotonic() - started > 0.05 and self._client_gone():
             # The caller gave up first (productpage's 3 s timeout): Envoy logs no response code, and DC.
             result.status = 0
