@@ -321,8 +321,12 @@ class _Proxy(runtime.Handler):
         while True:
             wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             readable, _, _ = select.select([conn.sock, self.connection], [], [], wait)
-            if conn.sock in readable or not readable:
-                return  # the answer is there, or the timeout is up (the read below raises TimeoutError)
+            if not readable:
+                raise TimeoutError("upstream request timeout")
+            if deadline is not None:  # what is left of the timeout, for reading the rest of the answer
+                conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            if conn.sock in readable:
+                return
             if self._client_gone():
                 raise _ClientGone
             return  # the caller sent more (a pipelined request): stop watching it
