@@ -170,13 +170,14 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: dict[tuple[str, int, bytes], list[_Upstream]] = {}
 
-    def take(self, address: tuple[str, int], preamble: bytes,
-             source: tuple[str, int] | None) -> tuple[_Upstream, bool]:
-        """A connection to ``address``, and whether it was reused (a reused one may have been closed by now)."""
+    def take(self, address: tuple[str, int], preamble: bytes, source: tuple[str, int] | None,
+             fresh: bool = False) -> tuple[_Upstream, bool]:
+        """A connection to ``address`` (a new one if ``fresh``), and whether it was reused (a reused one may have
+        been closed by the far end since)."""
         key = (address[0], address[1], preamble)
         now = time.monotonic()
         with self.lock:
-            conns = self.idle.get(key)
+            conns = None if fresh else self.idle.get(key)
             while conns:
                 conn = conns.pop()
                 if now - conn.idle_since < POOL_IDLE:
@@ -281,8 +282,8 @@ class _Proxy(runtime.Handler):
     def _attempt(self, address: tuple[str, int], preamble: bytes, body: bytes, timeout: float | None,
                  result: _Result, source: tuple[str, int] | None) -> None:
         """One try over a pooled connection; a kept connection the far end closed meanwhile is replaced once."""
-        for _ in range(2):
-            conn, reused = POOL.take(address, preamble, source)
+        for fresh in (False, True):
+            conn, reused = POOL.take(address, preamble, source, fresh)
             started = time.monotonic()
             try:
                 self._send(conn, body, timeout, result)
@@ -318,18 +319,14 @@ class _Proxy(runtime.Handler):
         if conn.sock is None:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            readable, _, _ = select.select([conn.sock, self.connection], [], [], wait)
-            if not readable:
-                raise TimeoutError("upstream request timeout")
-            if deadline is not None:  # what is left of the timeout, for reading the rest of the answer
-                conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            if conn.sock in readable:
-                return
-            if self._client_gone():
-                raise _ClientGone
-            return  # the caller sent more (a pipelined request): stop watching it
+        readable, _, _ = select.select([conn.sock, self.connection], [], [], timeout)
+        if not readable:
+            raise TimeoutError("upstream request timeout")
+        if deadline is not None:  # what is left of the timeout, for reading the rest of the answer
+            conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        if conn.sock not in readable and self._client_gone():
+            raise _ClientGone
+        # Otherwise the answer has started, or the caller sent more (a pipelined request): read the answer.
 
     def _upstream_of(self, endpoint: tuple[str, int], config: meshrules.MeshConfig,
                      passthrough: bool) -> tuple[tuple[str, int], bytes, tuple[str, int] | None]:
