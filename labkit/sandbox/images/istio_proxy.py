@@ -235,6 +235,8 @@ class _Proxy(runtime.Handler):
     wbufsize = 1 << 16  # a response leaves in one write (with Nagle off: no delayed-ACK stalls)
     original: tuple[str, int] = ("", 0)
     needs_preamble = True
+    to_app = False
+    """The inbound listener hands requests to its own app; the others go through the callee's sidecar."""
 
     def setup(self) -> None:
         super().setup()
@@ -335,7 +337,7 @@ class _Proxy(runtime.Handler):
             # Back to the Service address: not from the pod, or the network would hand it to this sidecar again.
             return endpoint, b"", None
         source = (runtime.pod_ip(), 0)
-        if endpoint[0] in config.inbound and endpoint[0] != source[0]:  # not this pod's own app (inbound)
+        if endpoint[0] in config.inbound and not self.to_app:
             return (endpoint[0], INBOUND_PORT), f"LABKIT-ORIG {endpoint[0]} {endpoint[1]}\r\n".encode(), source
         return endpoint, b"", source
 
@@ -523,6 +525,8 @@ class Outbound(_Proxy):
 
 class Inbound(_Proxy):
     """Traffic to this pod: from other sidecars, from the network (clients without a sidecar) or a gateway."""
+
+    to_app = True
 
     def _proxy(self) -> None:
         start_wall, start, body, headers = self._start()
