@@ -55,9 +55,10 @@ def test_api_versions_and_groups() -> None:
     groups = discovery.api_group_list()
     assert (groups["kind"], groups["apiVersion"]) == ("APIGroupList", "v1")
     assert groups["groups"][0] == {"name": "apps", "versions": [apps], "preferredVersion": apps}
-    assert [g["preferredVersion"]["groupVersion"] for g in groups["groups"]] == [
-        gv for gv in resources.GROUP_VERSIONS if "/" in gv
-    ]
+    preferred = {gv.split("/")[0]: gv for gv in reversed(resources.GROUP_VERSIONS) if "/" in gv}
+    assert [g["preferredVersion"]["groupVersion"] for g in groups["groups"]] == list(reversed(preferred.values()))
+    istio = next(g for g in groups["groups"] if g["name"] == "networking.istio.io")
+    assert [v["version"] for v in istio["versions"]] == ["v1", "v1beta1", "v1alpha3"]  # v1 preferred, as Istio's
 
 
 @pytest.mark.parametrize("group_version", resources.GROUP_VERSIONS)
@@ -70,7 +71,8 @@ def test_resource_list_covers_the_registry(group_version: str) -> None:
         group_version,
     )
     found = entries(document)
-    served = [r for r in resources.RESOURCES if r.group_version == group_version]
+    served = [r for r in resources.RESOURCES if group_version in (r.group_version,
+                                                                  *(f"{r.group}/{v}" for v in r.also_served))]
     assert served
     for resource in served:
         entry = found[resource.plural]
@@ -657,7 +659,8 @@ def test_python_client_reads_discovery(fake_kubeconfig: Path) -> None:
     try:
         assert client.CoreApi(api).get_api_versions().versions == ["v1"]
         groups = client.ApisApi(api).get_api_versions().groups
-        assert [g.name for g in groups] == [gv.split("/")[0] for gv in resources.GROUP_VERSIONS if "/" in gv]
+        assert [g.name for g in groups] == list(dict.fromkeys(gv.split("/")[0] for gv in resources.GROUP_VERSIONS
+                                                              if "/" in gv))
         core = client.CoreV1Api(api).get_api_resources()
         assert {r.name: r.short_names for r in core.resources}["pods"] == ["po"]
         apps = client.AppsV1Api(api).get_api_resources()

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import FAST, Kubectl, start_sandbox
 from helpers import eventually
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 
 import labkit
 from labkit import mesh as labmesh
@@ -270,3 +273,139 @@ def test_library_verbs_rules_access_log_and_metrics(rules: Kubectl, sandbox: San
         assert labmesh.rules(lab).query("kind == 'VirtualService'").empty
     finally:
         lab.close()
+
+
+def _request_id(line: str) -> str:
+    found = re.search(r'"([0-9a-f]{8}-[0-9a-f-]{27})"', line)
+    assert found, line
+    return found[1]
+
+
+def test_inbound_side_logs_and_reports_as_destination(mesh: Kubectl) -> None:
+    sleep, ratings = _pod(mesh, "app=sleep"), _pod(mesh, "app=ratings")
+    out = mesh("exec", sleep, "-c", "sleep", "--", "curl", "-s", "http://ratings:9080/ratings/0").stdout
+    assert '"Reviewer1"' in out
+    outbound = [line for line in _proxy_log(mesh, "app=sleep") if '"GET /ratings/0 HTTP/1.1" 200 ' in line][-1]
+    assert "outbound|9080||ratings.default.svc.cluster.local" in outbound
+    rid = _request_id(outbound)
+    inbound = eventually(lambda: [line for line in _proxy_log(mesh, "app=ratings") if rid in line],
+                         what="the same request in ratings' sidecar")
+    ip = json.loads(mesh("get", "pod", ratings, "-o", "json").stdout)["status"]["podIP"]
+    assert re.match(r'\[\S+Z\] "GET /ratings/0 HTTP/1\.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ ', inbound[0])
+    assert f'"{ip}:9080" inbound|9080|| {ip}:' in inbound[0]
+    assert inbound[0].endswith(" outbound_.9080_._.ratings.default.svc.cluster.local default")
+    stats = mesh("exec", sleep, "-c", "sleep", "--", "curl", "-s", f"http://{ip}:15020/stats/prometheus").stdout
+    dest = [line for line in stats.splitlines() if line.startswith("istio_requests_total{")
+            and 'reporter="destination"' in line and 'source_workload="sleep"' in line]
+    assert dest and 'destination_workload="ratings-v1"' in dest[0] and 'response_code="200"' in dest[0]
+    assert 'connection_security_policy="mutual_tls"' in dest[0] and 'destination_service_name="ratings"' in dest[0]
+    assert any(line.startswith("istio_request_duration_milliseconds_count{") and 'reporter="destination"' in line
+               for line in stats.splitlines())
+
+
+def test_a_pod_without_sidecar_is_reached_directly(mesh: Kubectl) -> None:
+    mesh("run", "plain", "--image=nginx", "--labels=app=plain", "--annotations=sidecar.istio.io/inject=false")
+    mesh("expose", "pod", "plain", "--port=80")
+    try:
+        eventually(lambda: "1/1" in mesh("get", "pod", "plain").stdout, what="the plain pod Ready, one container")
+        sleep = _pod(mesh, "app=sleep")
+        eventually(lambda: "Welcome to nginx!" in mesh("exec", sleep, "-c", "sleep", "--", "curl", "-s",
+                                                        "http://plain/", check=False).stdout,
+                   what="nginx answering through the sleep pod's sidecar")
+        assert any("outbound|80||plain.default.svc.cluster.local" in line for line in _proxy_log(mesh, "app=sleep"))
+        assert '"GET / HTTP/1.1" 200' in mesh("logs", "plain").stdout  # nginx's own log: reached directly
+    finally:
+        mesh("delete", "service", "plain", "--ignore-not-found")
+        mesh("delete", "pod", "plain", "--ignore-not-found", "--wait=false")
+
+
+OLD_VERSIONS = """apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v3
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: old-reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v3
+    labels:
+      version: v3
+"""
+
+
+def test_older_api_versions_serve_the_same_objects(rules: Kubectl, sandbox: Sandbox) -> None:
+    out = rules("apply", "-f", "-", input=OLD_VERSIONS).stdout
+    assert "virtualservice.networking.istio.io/reviews created" in out
+    assert "destinationrule.networking.istio.io/old-reviews created" in out
+    try:
+        assert "unchanged" in rules("apply", "-f", "-", input=OLD_VERSIONS).stdout
+        assert re.search(r"virtualservice.networking.istio.io/reviews\s+\[\"reviews\"\]", rules("get", "vs,dr").stdout)
+        assert "apiVersion: networking.istio.io/v1\n" in rules("get", "vs", "reviews", "-o", "yaml").stdout
+        for version in ("v1beta1", "v1alpha3"):
+            obj = json.loads(rules("get", f"virtualservices.{version}.networking.istio.io", "reviews",
+                                   "-o", "json").stdout)
+            assert obj["apiVersion"] == f"networking.istio.io/{version}" and obj["spec"]["hosts"] == ["reviews"]
+        versions = rules("api-versions").stdout.split()
+        assert {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"} <= \
+            set(versions)
+        assert re.search(r"^virtualservices\s+vs\s+networking.istio.io/v1\s+true\s+VirtualService$",
+                         rules("api-resources", "--api-group=networking.istio.io").stdout, re.M)
+        assert "VERSION:    v1alpha3" in rules("explain", "vs", "--api-version=networking.istio.io/v1alpha3").stdout
+        # The official client at v1beta1: list, and a watch that starts with the object at that version.
+        api_client = k8s_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+        try:
+            api = k8s.CustomObjectsApi(api_client)
+            items = api.list_namespaced_custom_object("networking.istio.io", "v1beta1", "default",
+                                                      "destinationrules")["items"]
+            assert {i["apiVersion"] for i in items} == {"networking.istio.io/v1beta1"}
+            stream = k8s_watch.Watch().stream(api.list_namespaced_custom_object, "networking.istio.io", "v1alpha3",
+                                              "default", "virtualservices", timeout_seconds=1)
+            events = list(stream)
+            assert events and {e["object"]["apiVersion"] for e in events} == {"networking.istio.io/v1alpha3"}
+        finally:
+            api_client.close()
+        # Red stars: the rule applied at v1alpha3 routes like any other.
+        eventually(lambda: _stars(_page(sandbox)) == {"red"}, what="red stars")
+    finally:
+        rules("delete", "-f", "-", input=OLD_VERSIONS)
+
+
+def test_the_gateway_starts_only_with_the_mesh(tmp_path_factory: pytest.TempPathFactory) -> None:
+    sb = start_sandbox(tmp_path_factory.mktemp("plain"), FAST, replicas=1)
+    try:
+        kubectl = Kubectl(sb.kubeconfig, tmp_path_factory.mktemp("kubecache-plain"))
+        assert "istio-system" not in kubectl("get", "namespaces").stdout
+        assert all(len(p["ready"]) and p["ready"] == "1/1" for p in sb.pods())
+        kubectl("apply", "-f", str(ISTIO / "bookinfo-gateway.yaml"))
+        eventually(lambda: re.search(r"istio-ingressgateway-\S+\s+1/1\s+Running",
+                                     kubectl("get", "pods", "-n", "istio-system").stdout),
+                   what="the ingress gateway started by the Gateway")
+        port = kubectl("get", "svc", "istio-ingressgateway", "-n", "istio-system", "-o",
+                       'jsonpath={.spec.ports[?(@.name=="http2")].nodePort}').stdout
+
+        def title() -> bool:
+            conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+            try:
+                conn.request("GET", "/productpage")
+                return "<title>Simple Bookstore App</title>" in conn.getresponse().read().decode()
+            finally:
+                conn.close()
+
+        eventually(title, what="productpage through the gateway", ignore=(OSError,))
+        # No sidecars here: the gateway reached productpage directly; its access log has the request.
+        assert "outbound|9080||productpage.default.svc.cluster.local" in kubectl(
+            "logs", "-n", "istio-system", "-l", "istio=ingressgateway").stdout
+    finally:
+        sb.stop()

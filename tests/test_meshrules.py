@@ -182,3 +182,59 @@ def test_durations() -> None:
     assert meshrules.parse_duration("1m30s") == 90.0
     assert meshrules.parse_duration("500ms") == pytest.approx(0.5)
     assert meshrules.parse_duration("7") is None
+
+
+def _gateway_config() -> MeshConfig:
+    cfg = _config("destination-rule-all.yaml", "bookinfo-gateway.yaml")
+    cfg.gateways = [o for o in _objects("bookinfo-gateway.yaml") if o["kind"] == "Gateway"]
+    cfg.virtual_services = [o for o in cfg.virtual_services if o["kind"] == "VirtualService"]
+    cfg.destination_rules = [o for o in cfg.destination_rules if o["kind"] == "DestinationRule"]
+    return cfg
+
+
+def test_the_gateway_routes_by_the_bound_virtual_service() -> None:
+    cfg = _gateway_config()
+    labels = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+    gateways = meshrules.gateways_for(cfg, labels, 8080)
+    assert [g["metadata"]["name"] for g in gateways] == ["bookinfo-gateway"]
+    assert meshrules.gateways_for(cfg, {"istio": "ingress"}, 8080) == []  # the Helm install's label
+    assert meshrules.gateways_for(cfg, labels, 8443) == []
+    vs = meshrules.gateway_virtual_service(cfg, gateways, "127.0.0.1:31380")
+    assert vs is not None and vs["metadata"]["name"] == "bookinfo"
+    caller = ("istio-system", labels)
+    for path in ("/productpage", "/static/x.css", "/login", "/logout", "/api/v1/products/0"):
+        d = meshrules.route_with(cfg, vs, caller, 8080, "GET", path, {})
+        assert d.cluster == "outbound|9080||productpage.default.svc.cluster.local", path
+    for path in ("/", "/productpage/x", "/details/0"):
+        assert meshrules.route_with(cfg, vs, caller, 8080, "GET", path, {}).flags == "NR", path
+    # A mesh VirtualService is not the gateway's, and the gateway's is not the mesh's.
+    assert meshrules.find_virtual_service(cfg, "default/productpage", "default") is None
+
+
+def test_gateway_names_and_hosts() -> None:
+    assert meshrules.gateway_key("bookinfo-gateway", "default") == "default/bookinfo-gateway"
+    assert meshrules.gateway_key("tutorial/bookinfo-gateway", "default") == "tutorial/bookinfo-gateway"
+    assert meshrules.gateway_key("bookinfo-gateway.tutorial.svc.cluster.local", "x") == "tutorial/bookinfo-gateway"
+    cfg = _gateway_config()
+    cfg.gateways[0]["spec"]["servers"][0]["hosts"] = ["istio.tutorial.bookinfo.com"]
+    cfg.virtual_services[0]["spec"]["hosts"] = ["istio.tutorial.bookinfo.com"]
+    gateways = meshrules.gateways_for(cfg, {"istio": "ingressgateway"}, 8080)
+    assert meshrules.gateway_virtual_service(cfg, gateways, "istio.tutorial.bookinfo.com:80") is not None
+    assert meshrules.gateway_virtual_service(cfg, gateways, "other.example.com") is None
+
+
+def test_a_server_on_port_80_is_the_gateway_pod_s_8080() -> None:
+    cfg = _gateway_config()
+    cfg.gateways[0]["spec"]["servers"][0]["port"]["number"] = 80  # bookinfo-gateway.yaml before Istio 1.19
+    assert meshrules.gateways_for(cfg, {"istio": "ingressgateway"}, 8080)
+
+
+def test_lookups_are_cached_per_configuration() -> None:
+    cfg = _config("destination-rule-all.yaml", "virtual-service-reviews-test-v2.yaml")
+    first = _route(cfg, "default/reviews")
+    assert ("vs", "default/reviews", "default") in cfg.cache
+    assert ("subset", "default/reviews", "v1", "default") in cfg.cache
+    assert _route(cfg, "default/reviews").cluster == first.cluster
+    assert cfg.service_of("127.1.7.3", 9080) == "default/reviews"
+    assert MeshConfig.from_json(cfg.to_json()).cache == {}
+    assert MeshConfig.from_json(cfg.to_json()).to_json() == cfg.to_json()

@@ -106,6 +106,26 @@ def resource_prefix(res: Resource) -> str:
     return f"/apis/{res.group_version}" if res.group else "/api/v1"
 
 
+def as_version(text: str, res: Resource, version: str) -> str:
+    """A JSON answer's objects of ``res`` labelled with another served version of its group."""
+    return text.replace(f'"apiVersion":"{res.group_version}"', f'"apiVersion":"{res.group}/{version}"')
+
+
+def at_version(res: Resource, version: str | None, handler: Handler) -> Handler:
+    """``handler`` serving ``res`` at another of its versions (the store holds one version; no conversion)."""
+    if version is None:
+        return handler
+
+    async def served(request: web.Request) -> web.StreamResponse:
+        request["served_version"] = version
+        response = await handler(request)
+        if isinstance(response, web.Response) and response.text is not None:
+            response.text = as_version(response.text, res, version)
+        return response
+
+    return served
+
+
 class ApiServer:
     """HTTP handlers over the store (reads), the registry (writes) and the kubelet (exec, logs, port-forward)."""
 
@@ -142,19 +162,25 @@ class ApiServer:
         # Namespaced paths first: /api/v1/namespaces/NS/pods must not be taken for a namespace's subresource.
         for res in sorted(RESOURCES, key=lambda r: not r.namespaced):
             table += self._resource_routes(res)
+            for version in res.also_served:  # a CRD's other served versions: the same objects
+                table += self._resource_routes(res, version)
         return table
 
-    def _resource_routes(self, res: Resource) -> list[web.RouteDef]:
-        """One kind's routes: its collection, its objects, their subresources; other methods get a 405 Status."""
-        prefix = resource_prefix(res)
+    def _resource_routes(self, res: Resource, version: str | None = None) -> list[web.RouteDef]:
+        """One kind's routes: its collection, its objects, their subresources; other methods get a 405 Status.
+
+        With ``version``, the same routes under another served version of the group: objects are read and written
+        as they are stored and leave with that version's ``apiVersion``, as a CRD without conversion serves them.
+        """
+        prefix = resource_prefix(res) if version is None else f"/apis/{res.group}/{version}"
         base = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
         item = f"{base}/{{name}}"
 
         def collection(handler: CollectionHandler) -> Handler:
-            return functools.partial(self._dispatch_collection, handler, res)
+            return at_version(res, version, functools.partial(self._dispatch_collection, handler, res))
 
         def one(handler: ObjectHandler) -> Handler:
-            return functools.partial(self._dispatch_object, handler, res)
+            return at_version(res, version, functools.partial(self._dispatch_object, handler, res))
 
         def in_object(handler: SubresourceHandler) -> Handler:
             return functools.partial(self._dispatch_subresource, handler)
@@ -352,10 +378,13 @@ class ApiServer:
         request["streaming"] = True
         await resp.prepare(request)
 
+        version = request.get("served_version")
+
         def line(etype: str, obj: Obj) -> bytes:
             if as_table and etype != "BOOKMARK" and etype != "ERROR":
                 obj = self._table(res, [obj], obj["metadata"].get("resourceVersion", ""), include)
-            return (dumps({"type": etype, "object": obj}) + "\n").encode()
+            text = dumps({"type": etype, "object": obj}) + "\n"
+            return (as_version(text, res, version) if version else text).encode()
 
         try:
             watcher, replay = self.store.watch(res, ns, labels, fields, since)

@@ -48,7 +48,7 @@ class Cluster:
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.network,
                                NodeConfig(state_dir=state_dir, time_scale=time_scale, python_path=PYTHON_PATH))
         self.controllers = Controllers(self.store, self.registry, self.events, self.network, ca_pem=ca_pem)
-        self.mesh = MeshControl(self.store, self.network)
+        self.mesh = MeshControl(self.store, self.network, self.registry)
         self.heartbeat = Heartbeat(self.registry, BY_PLURAL[("", "nodes")], BY_PLURAL[("coordination.k8s.io",
                                                                                       "leases")])
 

@@ -29,7 +29,7 @@ import platform
 from typing import Any
 
 from labkit.sandbox import openapi_schemas
-from labkit.sandbox.resources import GROUP_VERSIONS, RESOURCES, Resource
+from labkit.sandbox.resources import GROUP_VERSIONS, RESOURCES, Resource, served_as
 
 __all__ = [
     "AGGREGATED_CONTENT_TYPE",
@@ -113,7 +113,9 @@ def api_group_list() -> dict[str, Any]:
 
 
 def _in(group_version: str) -> list[Resource]:
-    return sorted((r for r in RESOURCES if r.group_version == group_version), key=lambda r: r.plural)
+    served = [r for r in RESOURCES if r.group_version == group_version]
+    served += [served_as(r, v) for r in RESOURCES for v in r.also_served if f"{r.group}/{v}" == group_version]
+    return sorted(served, key=lambda r: r.plural)
 
 
 def _subresource_gvk(resource: Resource, kind: str) -> tuple[str, str]:

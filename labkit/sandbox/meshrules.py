@@ -17,6 +17,7 @@ library only.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ Obj = dict[str, Any]
 
 CLUSTER_DOMAIN = "cluster.local"
 MESH_GATEWAY = "mesh"
+INBOUND_PORT = 15006
+"""A sidecar's inbound listener on its pod's address (Envoy's virtualInbound port): traffic to a meshed pod."""
 
 # --- durations ------------------------------------------------------------------------------------
 
@@ -37,7 +40,14 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
 
 def parse_duration(value: object) -> float | None:
     """A protobuf/Go duration (``7s``, ``0.5s``, ``500ms``, ``1m30s``) in seconds; None if it is not one."""
-    if not isinstance(value, str) or not _DURATION.match(value):
+    if not isinstance(value, str):
+        return None
+    return _parse_duration(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_duration(value: str) -> float | None:
+    if not _DURATION.match(value):
         return None
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
 
@@ -234,7 +244,9 @@ class MeshConfig:
     """What the sandbox tells every sidecar (its xDS): Services with their ready endpoints, and the rules.
 
     ``services`` maps ``namespace/name`` to ``{service port: [Endpoint...]}``; ``addresses`` maps a cluster IP to
-    ``namespace/name``; ``pods`` maps a pod IP to ``(namespace, labels)`` of meshed pods.
+    ``namespace/name``; ``pods`` maps a pod IP to ``(namespace, labels)`` of pods with a proxy (sidecars and
+    gateways); ``workloads`` maps those pod IPs to their workload name (``reviews-v2``); ``inbound`` holds the
+    pods whose sidecar is ready to take their inbound traffic; ``labels`` maps every pod IP to its labels.
     """
 
     services: dict[str, dict[int, list[Endpoint]]] = field(default_factory=dict)
@@ -242,6 +254,12 @@ class MeshConfig:
     pods: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     virtual_services: list[Obj] = field(default_factory=list)
     destination_rules: list[Obj] = field(default_factory=list)
+    gateways: list[Obj] = field(default_factory=list)
+    workloads: dict[str, str] = field(default_factory=dict)
+    inbound: frozenset[str] = frozenset()
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+    """Lookups already made against this configuration (it is replaced, never changed, once sidecars read it)."""
 
     def to_json(self) -> Obj:
         return {
@@ -251,6 +269,10 @@ class MeshConfig:
             "pods": {ip: [ns, labels] for ip, (ns, labels) in self.pods.items()},
             "virtualServices": self.virtual_services,
             "destinationRules": self.destination_rules,
+            "gateways": self.gateways,
+            "workloads": self.workloads,
+            "inbound": sorted(self.inbound),
+            "labels": self.labels,
         }
 
     @classmethod
@@ -262,7 +284,20 @@ class MeshConfig:
             pods={ip: (v[0], dict(v[1])) for ip, v in (data.get("pods") or {}).items()},
             virtual_services=list(data.get("virtualServices") or []),
             destination_rules=list(data.get("destinationRules") or []),
+            gateways=list(data.get("gateways") or []),
+            workloads=dict(data.get("workloads") or {}),
+            inbound=frozenset(data.get("inbound") or ()),
+            labels={ip: dict(v) for ip, v in (data.get("labels") or {}).items()},
         )
+
+    def service_of(self, ip: str, port: int) -> str | None:
+        """The Service (``namespace/name``) a pod's ``ip:port`` is an endpoint of, if any (cached)."""
+        key = ("service_of", ip, str(port))
+        if key not in self.cache:
+            self.cache[key] = next((svc for svc, ports in self.services.items() for eps in ports.values()
+                                    for e in eps if e.ip == ip and e.port == port), None)
+        found: str | None = self.cache[key]
+        return found
 
 
 def resolve_host(host: str, namespace: str) -> str:
@@ -380,6 +415,14 @@ def _applies_to_mesh(vs: Obj) -> bool:
 
 def find_virtual_service(config: MeshConfig, key: str, caller_ns: str) -> Obj | None:
     """The VirtualService for a Service: the caller's namespace first, then the Service's, then any."""
+    cached = ("vs", key, caller_ns)
+    if cached not in config.cache:
+        config.cache[cached] = _find_virtual_service(config, key, caller_ns)
+    vs: Obj | None = config.cache[cached]
+    return vs
+
+
+def _find_virtual_service(config: MeshConfig, key: str, caller_ns: str) -> Obj | None:
     found: list[Obj] = []
     for vs in config.virtual_services:
         ns = vs["metadata"].get("namespace", "default")
@@ -396,6 +439,14 @@ def find_virtual_service(config: MeshConfig, key: str, caller_ns: str) -> Obj | 
 
 def subset_labels(config: MeshConfig, key: str, subset: str, caller_ns: str) -> dict[str, str] | None:
     """The labels of a DestinationRule subset for a Service (None: no DestinationRule defines it)."""
+    cached = ("subset", key, subset, caller_ns)
+    if cached not in config.cache:
+        config.cache[cached] = _subset_labels(config, key, subset, caller_ns)
+    labels: dict[str, str] | None = config.cache[cached]
+    return labels
+
+
+def _subset_labels(config: MeshConfig, key: str, subset: str, caller_ns: str) -> dict[str, str] | None:
     rules = [dr for dr in config.destination_rules
              if resolve_host(str((dr.get("spec") or {}).get("host", "")), dr["metadata"].get("namespace", "default"))
              == key]
@@ -456,11 +507,18 @@ def route(config: MeshConfig, caller_ip: str, key: str, port: int, method: str, 
 
     ``headers`` have lowercase names.
     """
-    rng = rng or random.Random()
     caller_ns, caller_labels = config.pods.get(caller_ip, ("default", {}))
     vs = find_virtual_service(config, key, caller_ns)
     if vs is None:
         return _cluster(config, key, port, "", caller_ns)
+    return route_with(config, vs, (caller_ns, caller_labels), port, method, path, headers, rng)
+
+
+def route_with(config: MeshConfig, vs: Obj, caller: tuple[str, dict[str, str]], port: int, method: str, path: str,
+               headers: Mapping[str, str], rng: random.Random | None = None) -> Decision:
+    """What one VirtualService does with a request from a caller ``(namespace, labels)``."""
+    rng = rng or random.Random()
+    caller_ns, caller_labels = caller
     vs_ns = vs["metadata"].get("namespace", "default")
     rule: Obj | None = None
     for candidate in (vs.get("spec") or {}).get("http") or []:
@@ -499,3 +557,62 @@ def route(config: MeshConfig, caller_ip: str, key: str, port: int, method: str, 
     timeout = parse_duration(rule.get("timeout")) if rule.get("timeout") else None
     return Decision(decision.status, decision.body, decision.flags, decision.details, decision.cluster,
                     decision.endpoints, delay, timeout, _retry(rule.get("retries")), name)
+
+
+# --- gateways -------------------------------------------------------------------------------------
+
+
+def gateway_key(name: str, vs_namespace: str) -> str:
+    """A VirtualService's ``gateways`` entry as ``namespace/name`` (``name``, ``ns/name`` or the legacy FQDN)."""
+    if "/" in name:
+        return name
+    parts = name.split(".")
+    if len(parts) > 1:  # bookinfo-gateway.tutorial.svc.cluster.local
+        return f"{parts[1]}/{parts[0]}"
+    return f"{vs_namespace}/{name}"
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    pattern = pattern.split("/", 1)[-1].lower()  # a Gateway's "ns/host" form
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+def gateways_for(config: MeshConfig, labels: Mapping[str, str], port: int) -> list[Obj]:
+    """The Gateways whose selector picks a gateway pod with ``labels``, with a server on ``port``.
+
+    A server's port is the gateway Service's port or the pod's (Istio maps 80 to the pod's 8080; bookinfo's
+    gateway names 8080 since Istio 1.19 and 80 before).
+    """
+    found = []
+    for gw in config.gateways:
+        selector = (gw.get("spec") or {}).get("selector") or {}
+        if not all(labels.get(k) == v for k, v in selector.items()):
+            continue
+        if any(int((s.get("port") or {}).get("number") or 0) in (port, port - 8000) for s in
+               (gw.get("spec") or {}).get("servers") or []):
+            found.append(gw)
+    return found
+
+
+def gateway_virtual_service(config: MeshConfig, gateways: list[Obj], host: str) -> Obj | None:
+    """The VirtualService bound to one of ``gateways`` whose hosts match the request's ``Host`` (no port)."""
+    host = host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+    served: dict[str, Obj] = {}
+    for gw in gateways:
+        ns = gw["metadata"].get("namespace", "default")
+        hosts = [h for s in (gw.get("spec") or {}).get("servers") or [] for h in s.get("hosts") or []]
+        if any(_host_matches(h, host) for h in hosts):
+            served[f"{ns}/{gw['metadata']['name']}"] = gw
+    candidates = []
+    for vs in config.virtual_services:
+        spec = vs.get("spec") or {}
+        ns = vs["metadata"].get("namespace", "default")
+        bound = {gateway_key(str(g), ns) for g in spec.get("gateways") or []}
+        if bound & served.keys() and any(_host_matches(str(h), host) for h in spec.get("hosts") or []):
+            candidates.append(vs)
+    candidates.sort(key=lambda v: v["metadata"].get("creationTimestamp", ""))
+    return candidates[0] if candidates else None

@@ -18,7 +18,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from . import dns
+from . import dns, meshrules
 
 log = logging.getLogger("labkit.sandbox.network")
 MAX_PROXY_CONNECTIONS = 512
@@ -168,7 +168,15 @@ class ServicePort:
             return
         ip, port = random.choice(self.backends)
         try:
-            up_reader, up_writer = await asyncio.open_connection(ip, port)
+            if ip in self.sidecars:
+                # A meshed pod is reached through its sidecar's inbound listener (Istio's inbound redirect),
+                # from the client's address so that the sidecar knows who called.
+                peer = writer.get_extra_info("peername")
+                up_reader, up_writer = await asyncio.open_connection(
+                    ip, meshrules.INBOUND_PORT, local_addr=(peer[0], 0) if peer else None)
+                up_writer.write(f"LABKIT-ORIG {ip} {port}\r\n".encode())
+            else:
+                up_reader, up_writer = await asyncio.open_connection(ip, port)
         except OSError:
             await self._unavailable(writer)
             return
@@ -199,6 +207,8 @@ class Network:
         self.ingress_target: tuple[str, str, int] | None = None
         self.sidecars: dict[str, tuple[str, int]] = {}
         """Meshed pods whose sidecar is ready: pod IP -> the sidecar's outbound listener."""
+        self.exposed: dict[tuple[str, str, int], ServicePort] = {}
+        """Service ports served on the host's loopback (a NodePort): (namespace, name, port) -> its listener."""
         self.mesh_file = os.path.join(state_dir, "network", "mesh.json")
         self._write_hosts()
 
@@ -244,6 +254,9 @@ class Network:
                 log.warning("cannot listen on %s:%s for service %s/%s: %s", ip, port, namespace, name, exc)
         if self.ingress_target and self.ingress_target[:2] == (namespace, name) and self.ingress is not None:
             self.ingress.backends = list(ports.get(self.ingress_target[2], []))
+        for (ns, svc, port), sp in self.exposed.items():
+            if (ns, svc) == (namespace, name):
+                sp.backends = list(ports.get(port, []))
 
     def set_sidecars(self, sidecars: dict[str, tuple[str, int]]) -> None:
         """Which pods are meshed now (the dict is shared with every Service port, so update it in place)."""
@@ -261,10 +274,19 @@ class Network:
     async def start_ingress(self, namespace: str, service: str, port: int, host_port: int) -> int:
         """Serve ``service:port`` on ``127.0.0.1:host_port`` (0 picks a free port); returns the port."""
         self.ingress_target = (namespace, service, port)
-        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True)
+        self.ingress = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True,
+                                   sidecars=self.sidecars)
         self.ingress.server = await asyncio.start_server(self.ingress._handle, "127.0.0.1", host_port,
                                                          reuse_address=True, backlog=256)
         return int(self.ingress.server.sockets[0].getsockname()[1])
+
+    async def expose(self, namespace: str, service: str, port: int, host_port: int) -> int:
+        """Serve ``service:port`` on ``127.0.0.1:host_port`` too (a NodePort on the node's loopback address)."""
+        sp = ServicePort("127.0.0.1", host_port, self.backends(namespace, service, port), ingress=True,
+                         sidecars=self.sidecars)
+        sp.server = await asyncio.start_server(sp._handle, "127.0.0.1", host_port, reuse_address=True, backlog=256)
+        self.exposed[(namespace, service, port)] = sp
+        return int(sp.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         for ports in self._ports.values():
@@ -273,3 +295,6 @@ class Network:
         self._ports.clear()
         if self.ingress is not None and self.ingress.server is not None:
             self.ingress.server.close()
+        for sp in self.exposed.values():
+            await sp.stop()
+        self.exposed.clear()

@@ -6,6 +6,8 @@ kind means adding one line here.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 
@@ -24,6 +26,9 @@ class Resource:
     categories: tuple[str, ...] = ()
     subresources: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     """name -> (kind, verbs), e.g. {"exec": ("PodExecOptions", ("create", "get"))}."""
+    also_served: tuple[str, ...] = ()
+    """Older versions served with the same schema and no conversion (a CRD's extra ``served`` versions): the
+    objects are stored once, at :attr:`version`, and read or written at any of these too."""
 
     @property
     def group_version(self) -> str:
@@ -39,6 +44,9 @@ class Resource:
 
 
 ALL = ("all",)
+ISTIO_OLD_VERSIONS = ("v1beta1", "v1alpha3")
+"""networking.istio.io's other served versions (istio.io's task pages and many workshops still use them)."""
+ISTIO_CATEGORIES = ("istio-io", "networking-istio-io")
 
 RESOURCES: tuple[Resource, ...] = (
     Resource(
@@ -91,11 +99,14 @@ RESOURCES: tuple[Resource, ...] = (
              namespaced=False, singular="selfsubjectreview", verbs=("create",)),
     # Istio's traffic-management CRDs (served as an installed Istio would serve them; see meshrules.py).
     Resource("virtualservices", "VirtualService", group="networking.istio.io", short_names=("vs",),
-             singular="virtualservice", categories=("istio-io", "networking-istio-io")),
+             singular="virtualservice", categories=ISTIO_CATEGORIES,
+             also_served=ISTIO_OLD_VERSIONS),
     Resource("destinationrules", "DestinationRule", group="networking.istio.io", short_names=("dr",),
-             singular="destinationrule", categories=("istio-io", "networking-istio-io")),
+             singular="destinationrule", categories=ISTIO_CATEGORIES,
+             also_served=ISTIO_OLD_VERSIONS),
     Resource("gateways", "Gateway", group="networking.istio.io", short_names=("gw",),
-             singular="gateway", categories=("istio-io", "networking-istio-io")),
+             singular="gateway", categories=ISTIO_CATEGORIES,
+             also_served=ISTIO_OLD_VERSIONS),
 )
 
 REVIEW_KINDS = frozenset({"SelfSubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview"})
@@ -106,7 +117,14 @@ BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOUR
 
 GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "coordination.k8s.io/v1",
                                    "authorization.k8s.io/v1",
-                                   "authentication.k8s.io/v1", "networking.istio.io/v1")
+                                   "authentication.k8s.io/v1", "networking.istio.io/v1",
+                                   *(f"networking.istio.io/{v}" for v in ISTIO_OLD_VERSIONS))
+
+
+@functools.cache
+def served_as(res: Resource, version: str) -> Resource:
+    """``res`` as seen at another of its served versions (for discovery and OpenAPI; the store knows only ``res``)."""
+    return res if version == res.version else dataclasses.replace(res, version=version, also_served=())
 
 
 def lookup(group: str, plural: str) -> Resource | None:
