@@ -561,8 +561,8 @@ def _details_request(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
         doc = _json_of(answer)
     except ValueError:
         return False, "the answer is not JSON: did you ask the details service (port 9080, path /details/7)?"
-    if not isinstance(doc, dict) or "isbn-10" not in doc:
-        return False, "that answer did not come from details: its answers carry the book's isbn-10."
+    if not isinstance(doc, dict) or "isbn-10" not in {str(k).lower() for k in doc}:
+        return False, "that answer did not come from details: its answers carry the book's ISBN-10."
     if doc.get("id") != 7:
         return False, f"details answered for book {doc.get('id')}; ask for book 7: /details/7."
     return True, f"details answered for book 7 from inside the cluster (pod {answer.pod} sent it)."

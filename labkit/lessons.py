@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bookinfo
+from . import bookinfo, report
 from .checks import (
     Check,
     check_process,
@@ -362,10 +362,13 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | 
     client.km.transport = "ipc"
     client.km.ip = os.path.join(sockets.name, "kernel")
     say(f"▶ {name}: {title} ({len(codes)} code cells)")
+    kernel_env = dict(env if env is not None else os.environ)
+    if lesson := re.match(r"(\d\d)-", path.name):  # what the kit reports to a room belongs to this lesson
+        kernel_env["LABKIT_LESSON"] = lesson.group(1)
     started = time.monotonic()
     failure: CellFailure | None = None
     try:
-        client.execute(env=env if env is not None else dict(os.environ))
+        client.execute(env=kernel_env)
     except CellExecutionError as exc:
         failure = _failure(nb, name, state["index"], f"{exc.ename}: {exc.evalue}")
     except DeadKernelError as exc:
@@ -696,7 +699,11 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
         >>> action = lab.kill("app=details", "ruby", mode="all")
         >>> lessons.wait_recovered(rec, action)
     """
-    return recorder.wait_recovered(action, timeout=timeout, progress=progress)
+    frame = recorder.wait_recovered(action, timeout=timeout, progress=progress)
+    if not action.dry_run and len(frame) and report.room_url():  # the instructor's room sees the figure
+        seconds = frame["recovery_s"].dropna()
+        report.outcome("recovery", action.selector, recovery_s=float(seconds.max()) if len(seconds) else None)
+    return frame
 
 
 def pause(seconds: float, why: str = "") -> float:
