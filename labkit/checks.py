@@ -7,15 +7,16 @@ notebook cell only calls it::
     my_pod = ...                                   # the learner's answer
     checks.check("03", "restarted-pod", my_pod, lab=lab)
 
-The answer shows ✓ or ✗ with a hint, and a collapsed "Show solution" (plain HTML ``<details>``: it works in
-JupyterLab and in exported pages, no JavaScript). ``checks.solve("03", "restarted-pod", lab=lab)`` runs the
-solution ("solve it") so a stuck learner catches up. With ``LABKIT_SOLVE=1`` in the kernel's environment (what the
-headless ``labkit tour`` sets), an unanswered check runs its solution instead.
+The answer shows ✓ or ✗ with a hint, and the solution under a collapsed "Show solution" (plain HTML
+``<details>``: it works in JupyterLab and in exported pages, no JavaScript). In a live kernel a wrong answer also
+shows a "Solve it" button (:func:`solve_button`) that runs the solution; ``checks.solve("03", "restarted-pod",
+lab=lab)`` does the same from code, so a stuck learner catches up. With ``LABKIT_SOLVE=1`` in the kernel's
+environment (what the headless ``labkit tour`` sets), an unanswered check runs its solution instead.
 
 Every result is appended to a JSON-lines file (lesson, step, ok, attempt, time): ``$LABKIT_PROGRESS``, or
-``~/.labkit/progress.jsonl``. ``labkit progress`` prints it as a table. When ``LABKIT_ROOM`` names an instructor's
-room (``http://host:port/JOINCODE``), each result is also posted there in the background; an unreachable room
-changes nothing for the learner.
+``~/.labkit/progress.jsonl``. ``labkit progress`` prints it as a table. When ``LABKIT_ROOM`` (or ``labkit join``)
+names an instructor's room (``http://host:port/JOINCODE``), each result is also posted there in the background
+(:mod:`labkit.report`); an unreachable room changes nothing for the learner.
 """
 
 from __future__ import annotations
@@ -672,8 +673,8 @@ _flush_posts = report.flush  # wait for results still on their way to the room
 
 def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None,
            room: str | None = None, learner: str | None = None) -> Result:
-    """Append a check's result to the progress file, and post it to the room (``room`` or ``$LABKIT_ROOM``) in
-    the background."""
+    """Append a check's result to the progress file, and post it to the room (``room``, ``$LABKIT_ROOM`` or the
+    room ``labkit join`` kept) in the background."""
     file = progress_path(path)
     with _lock:
         attempt = 1 + sum(1 for r in read_results(file) if (r.lesson, r.step) == (lesson, step))
