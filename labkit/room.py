@@ -7,10 +7,10 @@ Each attendee's kit posts every check result (:mod:`labkit.checks`) to ``LABKIT_
 lesson 5's recovery times and traffic verdicts, lesson 6's experiment status. A wrong join code gets 403.
 
 ``GET /`` is the page (it reloads itself every few seconds, no script needed): a summary of the room (median
-recovery, verdict counts, who is stuck where and for how long), then one row per attendee, one column per step,
-green when passed, red with the attempts when not, and "stuck" when an attendee's last result for a step is a
-failure and the step has been failing for ``stuck_after`` seconds; then the attendee's stuck steps, recovery
-times, verdicts and experiment. ``GET /state.json`` is the same as data. The room keeps its state in memory.
+recovery, verdict counts, who is stuck where and for how long), then one row per attendee: first their stuck steps
+(and for how long), recovery times, verdicts and experiment, then one column per step, green when passed, red with
+the attempts when not, and "stuck" when an attendee's last result for a step is a failure and the step has been
+failing for ``stuck_after`` seconds. ``GET /state.json`` is the same as data. The room keeps its state in memory.
 """
 
 from __future__ import annotations
@@ -112,8 +112,11 @@ class Room:
                               bool(doc.get("solved")), old.first_seen if old else now, now)
 
     def steps(self) -> list[tuple[str, str]]:
+        """Every exercise, lesson by lesson in the order the lesson asks them, then steps only attendees know."""
+        known = list(checks.EXERCISES)
+        order = {key: i for i, key in enumerate(known)}
         seen = {k for cells in self.attendees.values() for k in cells}
-        return sorted(set(checks.EXERCISES) | seen)
+        return sorted(set(known) | seen, key=lambda k: (k[0], order.get(k, len(order)), k[1]))
 
     def state(self, now: float | None = None) -> dict[str, Any]:
         """The room as data: per attendee their steps, the steps they are stuck at (longest first, with the
@@ -137,7 +140,7 @@ class Room:
         head = "".join(f"<th>{html.escape(s)}</th>" for s in st["steps"])
         body = []
         for learner, row in st["attendees"].items():
-            tds = []
+            tds = _figure_cells(row)  # first: what the instructor looks for, before the steps scroll away
             for s in st["steps"]:
                 c = row["steps"].get(s)
                 if c is None:
@@ -150,7 +153,6 @@ class Room:
                     late = f" stuck {c['stuck_s']} s" if stuck else ""
                     tds.append(f"<td class='{'stuck' if stuck else 'fail'}' data-step='{html.escape(s)}'>✗ "
                                f"{c['attempts']}×{late}</td>")
-            tds.extend(_figure_cells(row))
             name = html.escape(learner)
             body.append(f"<tr data-learner='{name}'><th>{name}</th>{''.join(tds)}</tr>")
         passed = sum(1 for r in st["attendees"].values() for c in r["steps"].values() if c["ok"])
@@ -162,7 +164,7 @@ class Room:
                 "td.bad{color:#c62828;font-weight:bold}#summary li{margin:.2em 0}</style></head><body>"
                 f"<h1>labkit room {html.escape(self.code)}</h1><p>{len(st['attendees'])} attendees, "
                 f"{passed} steps passed</p>{_summary_html(st['summary'])}"
-                f"<table id='grid'><tr><th>attendee</th>{head}{figures}</tr>{''.join(body)}"
+                f"<table id='grid'><tr><th>attendee</th>{figures}{head}</tr>{''.join(body)}"
                 "</table></body></html>")
 
     def app(self) -> web.Application:

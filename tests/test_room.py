@@ -197,9 +197,11 @@ def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room
             "el => getComputedStyle(el).backgroundColor")
         assert background == "rgb(229, 57, 53)"  # stuck is red, seen by the browser
         assert "3 attendees" in page.locator("p").first.inner_text()
-        # the new columns, after the steps, in this order
+        # the new columns, right after the attendee's name, then the steps in the lessons' order
         header = page.locator("#grid tr").first.locator("th").all_inner_texts()
-        assert header[-4:] == ["stuck at", "05 recovery", "05 verdicts", "06 experiment"]
+        assert header[:5] == ["attendee", "stuck at", "05 recovery", "05 verdicts", "06 experiment"]
+        assert header[5:9] == ["01/pod-count", "01/selector", "01/tester-pod", "01/page-builder"]
+        assert header.index("04/waiting-status") < header.index("05/details-verdict")
         page.wait_for_selector("tr[data-learner='learner-0'] td[data-figure='experiment'].bad", timeout=20_000)
         mine = page.locator("tr[data-learner='learner-0']")
         assert mine.locator("td[data-figure='recovery']").inner_text() == "app=details 1.2 s"
