@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Outcome", "current_lesson", "flush", "learner_name", "outcome", "post", "room_file", "room_url"]
+__all__ = ["Kind", "Outcome", "current_lesson", "flush", "learner_name", "outcome", "post", "room_file", "room_url"]
 
 Kind = Literal["recovery", "traffic", "experiment"]
 

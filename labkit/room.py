@@ -31,6 +31,7 @@ from aiohttp import web
 from . import checks, report
 from .report import Outcome
 
+_KINDS: dict[str, report.Kind] = {kind: kind for kind in get_args(report.Kind)}
 RECOVERY_LESSON, VERDICT_LESSON, EXPERIMENT_LESSON = "05", "05", "06"
 """The lessons whose figures the page shows: lesson 5's recoveries and traffic verdicts, lesson 6's experiment."""
 
@@ -59,15 +60,9 @@ class Room:
     def add_outcome(self, doc: dict[str, Any]) -> Outcome:
         """Keep an attendee's measured outcome (the latest per lesson, kind and target); a bad one raises
         ValueError naming the field."""
-        kind: report.Kind
-        if doc.get("kind") == "recovery":
-            kind = "recovery"
-        elif doc.get("kind") == "traffic":
-            kind = "traffic"
-        elif doc.get("kind") == "experiment":
-            kind = "experiment"
-        else:
-            raise ValueError(f"kind must be one of {', '.join(get_args(report.Kind))}, not {doc.get('kind')!r}")
+        kind = _KINDS.get(str(doc.get("kind")))
+        if kind is None:
+            raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {doc.get('kind')!r}")
         numbers: dict[str, float | None] = {}
         for name in ("recovery_s", "availability"):
             value = doc.get(name)
