@@ -105,3 +105,36 @@ def test_solve_it_in_jupyterlab(browser: Any, tmp_path: Path, monkeypatch: pytes
     assert not cells[("01", "selector")].ok and cells[("03", "restarted-pod")].attempts == 1
     solved = [r for r in checks.read_results(progress) if (r.lesson, r.step) == ("01", "pod-count")]
     assert [(r.ok, r.solved, r.attempt) for r in solved] == [(False, False, 1), (True, True, 2)]
+
+
+def test_an_exported_lesson_keeps_each_solution_collapsed(browser: Any, ready_sandbox: Any, tmp_path: Path) -> None:
+    """Lesson 1 run headless as the tour runs it (its checks solved), exported as a page: in the browser each
+    check is green with its solution closed until its summary is clicked, and no Solve it button."""
+    import os
+
+    from labkit import export, lessons
+
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_KUBECONFIG"}
+    env.update({"LABKIT_SANDBOX_DIR": str(ready_sandbox.dir), "LABKIT_SOLVE": "1",
+                "LABKIT_PROGRESS": str(tmp_path / "progress.jsonl")})
+    run = lessons.run_notebook(Path(__file__).resolve().parent.parent / "notebooks" /
+                               "01-connect-and-look-around.ipynb", cwd=tmp_path, env=env, timeout=300, progress=None)
+    assert run.ok, str(run.failure)
+    page_file = export.write_html(run.nb, tmp_path, index=None)
+    page = Page(browser)
+    p = page.page
+    try:
+        p.goto(page_file.as_uri())
+        solutions = p.locator("details.labkit-solution")
+        assert solutions.count() == 4
+        for i in range(4):
+            one = solutions.nth(i)
+            assert one.get_attribute("open") is None and not one.locator("code").is_visible()
+        assert p.locator(".labkit-check", has_text="✓").count() == 4
+        assert p.get_by_role("button", name="Solve it").count() == 0
+        solutions.first.locator("summary").click()
+        assert solutions.first.locator("code").is_visible()
+        assert solutions.first.locator("code").inner_text() == "len(lab.pods())"
+        assert page.errors == [], page.errors
+    finally:
+        page.close()
