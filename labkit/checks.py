@@ -605,7 +605,7 @@ _MORE_EXERCISES = (
              "down?", "nothing accepts the connection, as when nothing listens on the port (the step before).", "7",
              _exit_code(7, "nothing accepts the connection: no pod is there to answer")),
     Exercise("05", "details-verdict", "The verdict while details was down in every pod.",
-             "the step before prints it: did the page keep answering while one section failed?",
+             "read the plot: did the page line stay at 100 % while the details line dipped?",
              '"gradual degradation"', lambda _lab, answer: check_verdict("details-down", answer)),
     Exercise("05", "reviews-process", "The process pkill must name to crash reviews.",
              "reviews is written in Java; the process is named after what runs the code.", '"java"',
