@@ -260,10 +260,11 @@ def _figure_cells(row: dict[str, Any]) -> list[str]:
     if exp is not None:
         experiment = html.escape(exp["verdict"]) + (f", recovered in {exp['recovery_s']:.1f} s"
                                                     if exp["recovery_s"] is not None else "")
-    return [f"<td data-figure='stuck' class='{'stuck' if stuck else 'none'}'>{stuck or '·'}</td>",
-            f"<td data-figure='recovery'>{recovery or '·'}</td>",
-            f"<td data-figure='verdicts'{verdict_class}>{verdicts or '·'}</td>",
-            f"<td data-figure='experiment'{experiment_class}>{experiment or '·'}</td>"]
+    empty = "<td data-figure='{}' class='none'>·</td>".format
+    return [f"<td data-figure='stuck' class='stuck'>{stuck}</td>" if stuck else empty("stuck"),
+            f"<td data-figure='recovery'>{recovery}</td>" if recovery else empty("recovery"),
+            f"<td data-figure='verdicts'{verdict_class}>{verdicts}</td>" if verdicts else empty("verdicts"),
+            f"<td data-figure='experiment'{experiment_class}>{experiment}</td>" if experiment else empty("experiment")]
 
 
 @dataclass

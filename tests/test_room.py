@@ -218,6 +218,8 @@ def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room
         assert "Stuck (1): learner-1 at 04/waiting-status" in summary
         assert page.locator("#grid tr[data-learner]").count() == 3
         assert errors == []
+        if os.environ.get("LABKIT_SCREENSHOTS"):  # the README's picture of the room
+            page.screenshot(path=str(Path(os.environ["LABKIT_SCREENSHOTS"]) / "room.png"), full_page=True)
     finally:
         context.close()
 
