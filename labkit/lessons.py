@@ -466,6 +466,7 @@ def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | Non
         env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
         env["LABKIT_SANDBOX_DIR"] = str(sb.dir)
         env.setdefault("LABKIT_SOLVE", "1")  # headless: an unanswered exercise runs its solution (labkit.checks)
+        env.setdefault("LABKIT_ROOM", "")  # a tour is no attendee: it reports to no room, even a joined one
         for path in paths:
             run = run_notebook(path, cwd=target, timeout=timeout, params=params, env=env, progress=progress)
             nbformat.write(run.nb, target / path.name)

@@ -293,3 +293,22 @@ def test_an_unreachable_room_costs_the_kit_nothing(monkeypatch: pytest.MonkeyPat
     assert sent is not None and sent.recovery_s is None  # NaN is no JSON number: sent as null
     report.flush()
     assert report.outcome("traffic", "", verdict="healthy") is not None
+
+
+def test_a_tour_reports_to_no_room_even_a_joined_one(ready_sandbox: Any, running: room.RunningRoom, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The headless tour solves every check: an instructor running it while joined to a room must not fill the
+    room with a fake attendee. Lesson 3 (checks and a recovery), toured with a joined room file."""
+    monkeypatch.setenv("LABKIT_ROOM_FILE", str(tmp_path / "joined"))
+    monkeypatch.delenv("LABKIT_ROOM", raising=False)
+    room.join(running.join_url, "instructor")
+    assert report.room_url() == running.join_url
+    root = Path(__file__).resolve().parent.parent
+    result = lessons.tour(tmp_path / "site", notebooks=root / "notebooks" / "03-chaos-one-pod.ipynb",
+                          sandbox_dir=ready_sandbox.dir, timeout=300, progress=None)
+    assert result.ok, result.failures
+    # a kit that did report (this process, joined) reaches the room: the room was there to receive
+    checks.record("03", "ready-count", checks.Check(True, "x"))
+    eventually(lambda: running.room.attendees.get("instructor"), 30, "this process's result in the room")
+    assert list(running.room.attendees) == ["instructor"] and running.room.outcomes == {}
+    assert list(running.room.attendees["instructor"]) == [("03", "ready-count")]
