@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def _get(url: str) -> str:
         return str(resp.read().decode())
 
 
-def test_a_room_of_twenty(running: room.RunningRoom, tmp_path: Path) -> None:
+def _room_of_twenty(running: room.RunningRoom, tmp_path: Path) -> dict[str, object]:
+    """Run the 20 learner processes against the room; return its state once every result has arrived."""
     procs = []
     for i in range(LEARNERS):
         env = {**os.environ, "LABKIT_ROOM": running.join_url, "LABKIT_LEARNER": f"learner-{i:02d}",
@@ -82,7 +84,11 @@ def test_a_room_of_twenty(running: room.RunningRoom, tmp_path: Path) -> None:
             row["experiment"] is not None for row in rows.values()) == 15
         return dict(state) if done else {}
 
-    state = eventually(complete, timeout=30, what="every learner's results in the room")
+    return eventually(complete, timeout=30, what="every learner's results in the room")
+
+
+def test_a_room_of_twenty(running: room.RunningRoom, tmp_path: Path) -> None:
+    state = _room_of_twenty(running, tmp_path)
     rows = state["attendees"]
     assert isinstance(rows, dict)
     for i in range(LEARNERS):
@@ -223,6 +229,42 @@ def test_the_page_follows_the_room_live_in_a_browser(browser: Any, running: room
     finally:
         context.close()
 
+
+def test_the_room_of_twenty_in_a_browser(browser: Any, running: room.RunningRoom, tmp_path: Path) -> None:
+    """The instructor's view of the simulated room, as Chromium draws it: 20 rows, the three stuck attendees red
+    in their step and in "stuck at", the one cascading verdict and the two deviated experiments in red, the
+    summary's figures."""
+    _room_of_twenty(running, tmp_path)
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(running.url + "/")
+        rows = page.locator("#grid tr[data-learner]")
+        assert rows.count() == LEARNERS
+        assert rows.nth(0).get_attribute("data-learner") == "learner-00"
+        assert page.locator("td.stuck[data-step='04/waiting-status']").count() == 3
+        stuck = page.locator("td[data-figure='stuck'].stuck")
+        assert stuck.count() == 3 and all(t.startswith("04/waiting-status for ") for t in stuck.all_inner_texts())
+        assert [r.get_attribute("data-learner") for r in page.locator("tr[data-learner]:has(td.stuck)").all()] == [
+            "learner-17", "learner-18", "learner-19"]
+        red = "rgb(198, 40, 40)"
+        bad = page.locator("td[data-figure='verdicts'].bad")
+        assert bad.count() == 1 and bad.inner_text() == "details: cascading failure"
+        assert bad.evaluate("el => getComputedStyle(el).color") == red
+        deviated = page.locator("td[data-figure='experiment'].bad")
+        assert deviated.all_inner_texts() == ["deviated, recovered in 2.0 s"] * 2
+        assert page.locator("tr[data-learner='learner-19'] td[data-figure='recovery']").inner_text() == \
+            "app=details 2.9 s"
+        assert page.locator("tr[data-learner='learner-16'] td[data-figure='experiment']").inner_text() == "·"
+        summary = page.locator("#summary").inner_text()
+        assert "Verdicts (lesson 5): gradual degradation 19, cascading failure 1" in summary
+        assert "Experiments (lesson 6): completed 13, deviated 2" in summary and "Stuck (3): " in summary
+        assert re.search(r"Median recovery \(lesson 5, attendees\): app=details (1\.9|2\.0) s \(20\)", summary)
+        assert errors == []
+    finally:
+        context.close()
 
 def test_labkit_room_command_serves_the_page() -> None:
     with socket.socket() as s:
