@@ -159,7 +159,7 @@ def test_results_go_to_the_room_and_an_unreachable_room_changes_nothing(progress
 # ------------------------------------------------------------------------------------------------ lessons 1, 2, 5, 7
 
 
-def test_every_lesson_but_8_on_has_exercises_and_each_solution_is_right_by_its_own_check() -> None:
+def test_lessons_1_to_7_have_exercises_each_with_a_question_a_hint_and_a_solution() -> None:
     """Lessons 1 to 7 each check themselves; every exercise has a question, a hint and a solution."""
     lessons_with = {lesson for lesson, _ in checks.EXERCISES}
     assert {"01", "02", "03", "04", "05", "06", "07"} <= lessons_with
