@@ -16,8 +16,9 @@ contract ``layers`` in pyproject.toml check it)::
     facade    lab                            Lab: one object, every verb, delegating below
     features  chaos, observe, traffic,       kill/delete, recorder and waits, traffic, the product page,
               page, deploy, mesh, workshop   apply, label, release and roll back versions, reset to a lesson
-    core      client, records, progress      connection, pods, exec, the one pod watch, the error boundary;
-                                             the records that cross modules (PodState, ChaosAction, recovery)
+    core      client, records, progress,     connection, pods, exec, the one pod watch, the error boundary;
+              report                         the records that cross modules (PodState, ChaosAction, recovery);
+                                             what a kit posts to the instructor's room, in the background
     facts     kubestatus, bookinfo, errors   pod status as kubectl computes it, Bookinfo's facts, the errors
 """
 

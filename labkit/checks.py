@@ -7,48 +7,66 @@ notebook cell only calls it::
     my_pod = ...                                   # the learner's answer
     checks.check("03", "restarted-pod", my_pod, lab=lab)
 
-The answer shows ✓ or ✗ with a hint, and a collapsed "Show solution" (plain HTML ``<details>``: it works in
-JupyterLab and in exported pages, no JavaScript). ``checks.solve("03", "restarted-pod", lab=lab)`` runs the
-solution ("solve it") so a stuck learner catches up. With ``LABKIT_SOLVE=1`` in the kernel's environment (what the
-headless ``labkit tour`` sets), an unanswered check runs its solution instead.
+The answer shows ✓ or ✗ with a hint, and the solution under a collapsed "Show solution" (plain HTML
+``<details>``: it works in JupyterLab and in exported pages, no JavaScript). In a live kernel a wrong answer also
+shows a "Solve it" button (:func:`solve_button`) that runs the solution; ``checks.solve("03", "restarted-pod",
+lab=lab)`` does the same from code, so a stuck learner catches up. With ``LABKIT_SOLVE=1`` in the kernel's
+environment (what the headless ``labkit tour`` sets), an unanswered check runs its solution instead.
 
 Every result is appended to a JSON-lines file (lesson, step, ok, attempt, time): ``$LABKIT_PROGRESS``, or
-``~/.labkit/progress.jsonl``. ``labkit progress`` prints it as a table. When ``LABKIT_ROOM`` names an instructor's
-room (``http://host:port/JOINCODE``), each result is also posted there in the background; an unreachable room
-changes nothing for the learner.
+``~/.labkit/progress.jsonl``. ``labkit progress`` prints it as a table. When ``LABKIT_ROOM`` (or ``labkit join``)
+names an instructor's room (``http://host:port/JOINCODE``), each result is also posted there in the background
+(:mod:`labkit.report`); an unreachable room changes nothing for the learner.
 """
 
 from __future__ import annotations
 
-import atexit
 import html
 import json
 import os
-import queue
 import re
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bookinfo
+from . import bookinfo, report
 
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["EXERCISES", "VERDICTS", "Check", "Exercise", "Result", "check", "check_process", "check_restarts",
-           "check_selector", "check_verdict", "progress_path", "progress_table", "read_results", "record", "solve"]
+__all__ = [
+    "EXERCISES",
+    "VERDICTS",
+    "Check",
+    "Exercise",
+    "Result",
+    "check",
+    "check_process",
+    "check_release",
+    "check_restarts",
+    "check_selector",
+    "check_service_selector",
+    "check_share",
+    "check_verdict",
+    "progress_path",
+    "progress_table",
+    "read_results",
+    "record",
+    "solve",
+    "solve_button",
+]
 
 
 @dataclass
 class Check:
     """The answer to an exercise: right or not, why, a hint when not, and the solution to reveal.
 
-    Shows as ✓ or ✗ in a notebook; true when right.
+    Shows as ✓ or ✗ in a notebook; true when right. The solution is under a collapsed "Show solution" (a plain
+    HTML ``<details>``, so a saved notebook and an exported page keep it with no script). An exercise's wrong
+    answer shown in a live kernel also gets a "Solve it" button (:func:`solve_button`) that runs the solution.
     """
 
     ok: bool
@@ -56,6 +74,9 @@ class Check:
     hint: str = ""
     solution: str = ""
     solved: bool = False
+    lesson: str = ""
+    step: str = ""
+    lab: Any = field(default=None, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -73,12 +94,66 @@ class Check:
         hint = (f"<div style='margin-left:1.4em;color:#555'><b>Hint:</b> {html.escape(self.hint)}</div>"
                 if self.hint and not self.ok else "")
         solution = ""
-        if self.solution and not self.ok:
-            solution = ("<details style='margin-left:1.4em'><summary>Show solution</summary>"
-                        f"<pre><code>{html.escape(self.solution)}</code></pre></details>")
+        if self.solution:
+            solution = ("<details class='labkit-solution' style='margin-left:1.4em'><summary>Show solution"
+                        f"</summary><pre><code>{html.escape(self.solution)}</code></pre></details>")
         solved = " <i>(solved by the solution)</i>" if self.solved else ""
-        return (f"<div style='font-family:sans-serif'><b style='color:{color}'>{'✓' if self.ok else '✗'}</b> "
-                f"{html.escape(self.message)}{solved}{hint}{solution}</div>")
+        return (f"<div class='labkit-check' style='font-family:sans-serif'><b style='color:{color}'>"
+                f"{'✓' if self.ok else '✗'}</b> {html.escape(self.message)}{solved}{hint}{solution}</div>")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": str(self), "text/html": self._repr_html_()}
+        if not self.ok and self.lesson and _in_kernel():
+            try:
+                bundle.update({k: v for k, v in solve_button(self)._repr_mimebundle_().items()
+                               if k != "text/plain"})
+            except Exception:  # no widgets: the HTML above still shows the solution
+                pass
+        return bundle
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def solve_button(result: Check) -> Any:
+    """The check as a widget with a "Solve it" button that runs the exercise's solution
+    (:func:`solve`) and shows its check in place: for a learner who is stuck and wants to catch up.
+
+    Returns an ``ipywidgets.VBox``: the check's HTML, then the button (hidden once solved).
+
+    Example:
+        >>> box = checks.solve_button(checks.check("04", "waiting-status", ...))
+        >>> box.children[1].click()
+    """
+    import ipywidgets
+
+    if not result.lesson:
+        raise ValueError("only an exercise's check (checks.check) has a solution to run")
+    shown = ipywidgets.HTML(result._repr_html_())
+    button = ipywidgets.Button(description="Solve it", icon="magic", button_style="warning",
+                               tooltip=f"run the solution of {result.lesson}/{result.step}")
+    button.add_class("labkit-solve")
+
+    def on_click(_button: Any) -> None:
+        button.disabled = True
+        try:
+            solved = solve(result.lesson, result.step, lab=result.lab)
+        except Exception as exc:  # shown, not raised: a click has no cell to raise in
+            shown.value = result._repr_html_() + (f"<div style='color:#c62828'>the solution failed: "
+                                                  f"{html.escape(str(exc))}</div>")
+            button.disabled = False
+            return
+        shown.value = solved._repr_html_()
+        button.layout.display = "none"
+
+    button.on_click(on_click)
+    return ipywidgets.VBox([shown, button])
 
 
 def unanswered(answer: Any) -> bool:
@@ -201,7 +276,7 @@ class Exercise:
         step: a short id, unique in the lesson (``"restarted-pod"``).
         question: what the learner is asked.
         hint: shown with a wrong answer.
-        solution: Python code whose value is the answer; it may use ``lab``.
+        solution: Python code whose value is the answer; it may use ``lab`` and ``json``.
         verify: ``(lab, answer) -> (ok, message)`` or a :class:`Check` (its hint wins), given an answer.
     """
 
@@ -215,7 +290,7 @@ class Exercise:
     def solve(self, lab: Lab | None) -> Any:
         """The solution's value (its code run with ``lab``)."""
         return eval(compile(self.solution, f"<solution {self.lesson}/{self.step}>", "eval"),
-                    {"lab": lab})
+                    {"lab": lab, "json": json})
 
 
 def _need(lab: Lab | None) -> Lab:
@@ -308,7 +383,8 @@ def check(lesson: str, step: str, answer: Any, *, lab: Lab | None = None) -> Che
     if unanswered(answer) and os.environ.get("LABKIT_SOLVE") == "1":
         return solve(lesson, step, lab=lab)
     if unanswered(answer):
-        result = Check(False, "not answered yet: replace the ... with your answer.", ex.hint, ex.solution)
+        result = Check(False, "not answered yet: replace the ... with your answer.", ex.hint, ex.solution,
+                       lesson=lesson, step=step, lab=lab)
     else:
         result = _verdict(ex, lab, answer)
     record(lesson, step, result)
@@ -318,7 +394,8 @@ def check(lesson: str, step: str, answer: Any, *, lab: Lab | None = None) -> Che
 def _verdict(ex: Exercise, lab: Lab | None, answer: Any, solved: bool = False) -> Check:
     got = ex.verify(lab, answer)
     ok, message, hint = (got.ok, got.message, got.hint) if isinstance(got, Check) else (*got, "")
-    return Check(ok, message, "" if ok else hint or ex.hint, ex.solution, solved=solved)
+    return Check(ok, message, "" if ok else hint or ex.hint, ex.solution, solved=solved, lesson=ex.lesson,
+                 step=ex.step, lab=lab)
 
 
 def solve(lesson: str, step: str, *, lab: Lab | None = None) -> Check:
@@ -327,6 +404,226 @@ def solve(lesson: str, step: str, *, lab: Lab | None = None) -> Check:
     result = _verdict(ex, lab, ex.solve(lab), solved=True)
     record(lesson, step, result)
     return result
+
+
+# ------------------------------------------------------------------------------------------------ lessons 1, 2, 5, 7
+# The steps that check themselves in lessons 1, 2, 5 and 7: verifiers, then their exercises (added to EXERCISES).
+
+
+def check_service_selector(lab: Lab, answer: Any, *, service: str = "reviews") -> Check:
+    """Exercise: the labels a pod must carry for ``service`` to send it traffic, checked against the Service's
+    own selector in the cluster (``kubectl get svc reviews -o jsonpath='{.spec.selector}'``).
+
+    Example:
+        >>> lessons.check_service_selector(lab, "app=reviews")
+        ✓ the reviews Service selects app=reviews: ...
+    """
+    from .client import selector_text
+    from .errors import LabkitError
+
+    hint = (f"a Service sends traffic to the ready pods whose labels match its selector; look at it with "
+            f"`kubectl get svc {service} -o wide` (the SELECTOR column). Write it like 'key=value'.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: replace the placeholder with a selector like 'key=value'.", hint)
+    if not isinstance(answer, str | dict):
+        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
+    try:
+        doc = lab.core.read_namespaced_service(service, lab.namespace)
+    except Exception as exc:
+        return Check(False, f"cannot read the {service} Service: {exc}", hint)
+    want = dict(doc.spec.selector or {})
+    try:
+        given = dict(part.split("=", 1) for part in selector_text(answer).replace("==", "=").split(",") if part)
+    except (ValueError, LabkitError):
+        return Check(False, f"{answer!r} is not written like 'key=value'.", hint)
+    given = {k.strip(): v.strip() for k, v in given.items()}
+    text = ",".join(f"{k}={v}" for k, v in sorted(want.items()))
+    if given == want:
+        return Check(True, f"the {service} Service selects {text}: a pod with these labels gets traffic, whatever "
+                           "its other labels (version=v2 included); one without them gets none, even if it runs.")
+    if set(given.items()) > set(want.items()):
+        return Check(False, f"{answer!r} asks for more than the Service does: the extra labels do not matter to it.",
+                     hint)
+    return Check(False, f"{answer!r} is not what the {service} Service selects.", hint)
+
+
+def _number(answer: Any) -> float | None:
+    text = str(answer).strip().rstrip("%").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    percent = str(answer).strip().endswith("%") or value > 1
+    return value / 100 if percent else value
+
+
+def check_share(answer: Any, *, new: int, old: int, version: str = "v2") -> Check:
+    """Exercise: the share of page loads that ``new`` pods of a new version get beside ``old`` pods of the old
+    one, all behind one Service (kube-proxy picks an endpoint per connection). A fraction or a percentage.
+
+    Example:
+        >>> lessons.check_share(0.5, new=3, old=3)
+    """
+    if new < 0 or old < 0 or new + old == 0:
+        raise ValueError(f"new and old are pod counts, at least one of them above 0, not {new} and {old}")
+    expected = new / (new + old)
+    hint = ("the Service spreads connections over its ready endpoints evenly, whatever version runs in them: "
+            "count the pods behind it.")
+    if unanswered(answer):
+        return Check(False, "not answered yet: write a fraction like 0.3 or a percentage like '30%'.", hint)
+    value = _number(answer)
+    if value is None or not 0 <= value <= 1:
+        return Check(False, f"{answer!r} is not a share: write a fraction between 0 and 1 or a percentage.", hint)
+    if abs(value - expected) <= 0.03:
+        return Check(True, f"{new} of {new + old} endpoints run {version}: about {expected:.0%} of the page loads "
+                           "(each run measures a little more or less: every request is its own draw).")
+    return Check(False, f"not {value:.0%}.", hint)
+
+
+_RELEASE_CHOICES = ("the replicaset", "the deployment", "the garbage collector", "nobody")
+
+
+def check_release(answer: Any) -> Check:
+    """Exercise: after ``kubectl label pods -l version=v2 app=reviews --overwrite`` and ``kubectl delete
+    deployment reviews-v2``, who deletes the relabelled pod? One of "the ReplicaSet", "the Deployment",
+    "the garbage collector" or "nobody"."""
+    hint = ("relabelling took the pod out of its ReplicaSet's selector: look at `kubectl get pods -l version=v2 "
+            "-o custom-columns=NAME:.metadata.name,OWNER:.metadata.ownerReferences[0].name` (lab.owners).")
+    if unanswered(answer):
+        return Check(False, f"not answered yet: write one of {', '.join(repr(c) for c in _RELEASE_CHOICES)}.",
+                     hint)
+    given = " ".join(str(answer).strip().lower().split())
+    given = {"replicaset": "the replicaset", "deployment": "the deployment",
+             "garbage collector": "the garbage collector", "gc": "the garbage collector",
+             "no one": "nobody", "none": "nobody"}.get(given, given)
+    if given not in _RELEASE_CHOICES:
+        return Check(False, f"{answer!r} is not one of {', '.join(repr(c) for c in _RELEASE_CHOICES)}.", hint)
+    if given == "nobody":
+        return Check(True, "nobody: the ReplicaSet released the pod (it dropped its ownerReference), so deleting "
+                           "the Deployment leaves it running. That is why istio.io's rollback also runs "
+                           "`kubectl delete pod -l app=reviews,version=v2`.")
+    return Check(False, f"not {given}: it no longer owns that pod.", hint)
+
+
+def _pod_count(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    pods = _need(lab).pods()
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return False, f"{answer!r} is not a number."
+    if given == len(pods):
+        return True, f"{len(pods)} pods: three for each of the four services, and the tester pod."
+    return False, f"not {given}: count the rows of the pods' table."
+
+
+def _tester_name(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    lab = _need(lab)
+    tester = lab.tester_pod()
+    given = str(getattr(answer, "name", answer)).strip()
+    if given == tester:
+        return True, f"{tester} is the tester pod: the first Ready pod labelled app=sleep."
+    if given in set(lab.pod_names()):
+        return False, f"{given} is a pod of the application, not the tester."
+    return False, f"{given!r} is not a pod in namespace {lab.namespace}."
+
+
+def _page_builder(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    given = str(answer).strip().lower()
+    if given == "productpage":
+        return True, "productpage builds the page from the answers of details and reviews."
+    if given in bookinfo.PROCESSES:
+        return False, f"{given} answers one part of the page; another service puts the parts together."
+    return False, f"{answer!r} is not one of Bookinfo's services: {', '.join(bookinfo.PROCESSES)}."
+
+
+def _json_of(answer: Any) -> Any:
+    text = getattr(answer, "stdout", answer)
+    return json.loads(text) if isinstance(text, str) else text
+
+
+def _stars(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    live = json.loads(_need(lab).request("http://ratings:9080/ratings/7", check=True).stdout)
+    stars = int(live["ratings"]["Reviewer2"])
+    try:
+        given = int(answer)
+    except (TypeError, ValueError):
+        return False, f"{answer!r} is not a number of stars."
+    if given == stars:
+        return True, f"Reviewer2 gave book 7 {stars} stars, as ratings answers now."
+    return False, f"not {given}: read Reviewer2 in ratings' answer."
+
+
+def _details_request(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    if not hasattr(answer, "returncode"):
+        return False, f"this wants the result of lab.request(...), not {type(answer).__name__}."
+    if answer.returncode != 0:
+        return False, f"the request failed with curl exit code {answer.returncode}: {answer.stderr.strip()}"
+    try:
+        doc = _json_of(answer)
+    except ValueError:
+        return False, "the answer is not JSON: did you ask the details service (port 9080, path /details/7)?"
+    if not isinstance(doc, dict) or "isbn-10" not in {str(k).lower() for k in doc}:
+        return False, "that answer did not come from details: its answers carry the book's ISBN-10."
+    if doc.get("id") != 7:
+        return False, f"details answered for book {doc.get('id')}; ask for book 7: /details/7."
+    return True, f"details answered for book 7 from inside the cluster (pod {answer.pod} sent it)."
+
+
+def _exit_code(expected: int, meaning: str) -> Verify:
+    def verify(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+        try:
+            given = int(answer)
+        except (TypeError, ValueError):
+            return False, f"{answer!r} is not an exit code (a number)."
+        if given == expected:
+            return True, f"curl exits with {expected} when {meaning}."
+        return False, f"curl exits with {given} for something else."
+    return verify
+
+
+_MORE_EXERCISES = (
+    Exercise("01", "pod-count", "How many pods run in the lab namespace?",
+             "the table of the pods has one row per pod; len() of a DataFrame counts its rows.", "len(lab.pods())",
+             _pod_count),
+    Exercise("01", "selector", "The label selector of the reviews pods.",
+             "the step before selects the details pods with app=details; a selector is 'key=value'.", '"app=reviews"',
+             lambda lab, answer: check_selector(_need(lab), answer, app="reviews")),
+    Exercise("01", "tester-pod", "The name of the tester pod.",
+             "lab.tester_pod() returns it; it is the pod whose name starts with sleep-.", "lab.tester_pod()",
+             _tester_name),
+    Exercise("01", "page-builder", "Which service builds the page the customer sees?",
+             "look at the map of Bookinfo: the browser calls one service, which calls the others.",
+             '"productpage"', _page_builder),
+    Exercise("02", "stars", "How many stars did Reviewer2 give book 7?",
+             "ratings' answer is JSON: ratings, then Reviewer1 and Reviewer2.",
+             'json.loads(lab.request("http://ratings:9080/ratings/7").stdout)["ratings"]["Reviewer2"]',
+             _stars),
+    Exercise("02", "details-request", "Ask details for book 7 from the tester pod (the result of lab.request).",
+             "lab.request(url) with the details service's URL, as in the step before, for book 7 instead of 0.",
+             'lab.request("http://details:9080/details/7")', _details_request),
+    Exercise("02", "all-pods-down", "Which curl exit code does a request get when every pod of the service is "
+             "down?", "nothing accepts the connection, as when nothing listens on the port (the step before).", "7",
+             _exit_code(7, "nothing accepts the connection: no pod is there to answer")),
+    Exercise("05", "details-verdict", "The verdict while details was down in every pod.",
+             "read the plot: did the page line stay at 100 % while the details line dipped?",
+             '"gradual degradation"', lambda _lab, answer: check_verdict("details-down", answer)),
+    Exercise("05", "reviews-process", "The process pkill must name to crash reviews.",
+             "reviews is written in Java; the process is named after what runs the code.", '"java"',
+             lambda _lab, answer: check_process("reviews", answer)),
+    Exercise("05", "ratings-verdict", "The verdict while ratings was down in every pod.",
+             "the run above prints it. Does reviews v1 call ratings?", '"healthy"',
+             lambda _lab, answer: check_verdict("ratings-down", answer)),
+    Exercise("07", "service-selector", "The labels a pod must carry for the reviews Service to send it traffic.",
+             "`kubectl get svc reviews -o wide` shows the Service's SELECTOR.", '"app=reviews"',
+             lambda lab, answer: check_service_selector(_need(lab), answer)),
+    Exercise("07", "share", "The share of page loads with black stars: one v2 pod beside three v1 pods.",
+             "the Service spreads connections over its ready endpoints evenly: count the pods behind it.", "0.25",
+             lambda _lab, answer: check_share(answer, new=1, old=3)),
+    Exercise("07", "release", "After the relabel, who deletes the released pod when the Deployment is deleted?",
+             "relabelling took the pod out of its ReplicaSet's selector: look at its owner (lab.owners).",
+             '"nobody"', lambda _lab, answer: check_release(answer)),
+)
+EXERCISES.update({(e.lesson, e.step): e for e in _MORE_EXERCISES})
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -370,44 +667,14 @@ def read_results(path: str | os.PathLike[str] | None = None) -> list[Result]:
 
 
 _lock = threading.Lock()
-
-
-def learner_name() -> str:
-    """Who the results are from: ``$LABKIT_LEARNER``, else user@host."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "learner"
-    return os.environ.get("LABKIT_LEARNER") or f"{user}@{socket.gethostname()}"
-
-
-_outbox: queue.Queue[tuple[str, Result]] = queue.Queue()
-_sender: list[threading.Thread] = []  # the one thread that posts, in order
-
-
-def _send_forever() -> None:
-    while True:
-        room, entry = _outbox.get()
-        try:
-            _post(room, entry)
-        finally:
-            _outbox.task_done()
-
-
-def _flush_posts(timeout: float = 5.0) -> None:
-    """Wait (a little) for results still on their way to the room: at exit, and in tests."""
-    deadline = time.monotonic() + timeout
-    while _outbox.unfinished_tasks and time.monotonic() < deadline:
-        time.sleep(0.02)
+learner_name = report.learner_name  # who the results are from (see labkit.report)
+_flush_posts = report.flush  # wait for results still on their way to the room
 
 
 def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str] | None = None,
            room: str | None = None, learner: str | None = None) -> Result:
-    """Append a check's result to the progress file, and post it to the room (``room`` or ``$LABKIT_ROOM``) in
-    the background."""
+    """Append a check's result to the progress file, and post it to the room (``room``, ``$LABKIT_ROOM`` or the
+    room ``labkit join`` kept) in the background."""
     file = progress_path(path)
     with _lock:
         attempt = 1 + sum(1 for r in read_results(file) if (r.lesson, r.step) == (lesson, step))
@@ -419,26 +686,8 @@ def record(lesson: str, step: str, result: Check, *, path: str | os.PathLike[str
                 fh.write(json.dumps(asdict(entry)) + "\n")
         except OSError:
             pass  # a read-only home must not break the lesson
-    room = room or os.environ.get("LABKIT_ROOM")
-    if room:
-        with _lock:
-            if not _sender:
-                thread = threading.Thread(target=_send_forever, name="labkit-room-post", daemon=True)
-                thread.start()
-                _sender.append(thread)
-                atexit.register(_flush_posts)
-            _outbox.put((room, entry))
+    report.post("results", asdict(entry), room=room)
     return entry
-
-
-def _post(room: str, entry: Result) -> None:
-    """Send one result to the instructor's room; any failure is ignored (the kit keeps working)."""
-    try:
-        req = urllib.request.Request(room.rstrip("/") + "/results", data=json.dumps(asdict(entry)).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        urllib.request.urlopen(req, timeout=2).close()
-    except Exception:
-        pass
 
 
 def progress_table(results: Iterable[Result]) -> str:

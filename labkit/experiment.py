@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from . import observe
+from . import observe, report
 from .bookinfo import SECTIONS
 from .client import Client
 from .errors import HypothesisFailed, LabkitError
@@ -945,6 +945,7 @@ class Experiment:
             cluster=self.lab.describe())
         journal.verdict = self._verdict(journal, aborted_reason, method_start, method_end)
         bar.close(f"experiment {self.title!r}: {status}")
+        _report(journal)
         if journal_path is not None:
             journal.save(journal_path)
         if raise_on_deviation and status != "completed":
@@ -1041,3 +1042,17 @@ class Experiment:
                 parts.append("Not claimed by the hypothesis, so tolerated: " + ", ".join(tolerated) + ".")
             parts.append(f"Traffic: {summary.get('explanation')}")
         return " ".join(parts)
+
+
+def _report(journal: Journal) -> None:
+    """Tell the instructor's room, if there is one, the experiment's status and its slowest recovery
+    (:mod:`labkit.report`: in the background, never failing the run)."""
+    if not report.room_url():
+        return
+    try:
+        seconds = [float(s) for s in journal.recovery.get("recovery_s", pd.Series(dtype=float)).dropna()]
+        page = (journal.traffic_summary or {}).get("page")
+        report.outcome("experiment", journal.title, verdict=journal.status,
+                       recovery_s=max(seconds) if seconds else None, availability=page)
+    except Exception:
+        pass

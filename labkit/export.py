@@ -206,6 +206,8 @@ def _widget_html(model_id: str, models: dict[str, Any], depth: int) -> str:
         inner = "".join(_widget_html(str(c), models, depth + 1) for c in state.get("children", []))
         return f"<div style='display:flex;flex-direction:{direction};gap:6px'>{inner}</div>"
     if name == "ButtonModel":
+        if "labkit-solve" in (state.get("_dom_classes") or []):
+            return ""  # "Solve it" runs a solution in a kernel; a page has none (its solution stays collapsed)
         return f"<button disabled>{desc}</button>"
     if name in ("CheckboxModel", "ToggleButtonModel"):
         checked = " checked" if value else ""

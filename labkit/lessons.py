@@ -32,9 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bookinfo
-from .checks import Check, check_process, check_restarts, check_selector, check_verdict
-from .checks import unanswered as _unanswered
+from . import bookinfo, report
+from .checks import (
+    Check,
+    check_process,
+    check_release,
+    check_restarts,
+    check_selector,
+    check_service_selector,
+    check_share,
+    check_verdict,
+)
 
 if TYPE_CHECKING:
     import nbformat
@@ -354,10 +362,13 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | 
     client.km.transport = "ipc"
     client.km.ip = os.path.join(sockets.name, "kernel")
     say(f"▶ {name}: {title} ({len(codes)} code cells)")
+    kernel_env = dict(env if env is not None else os.environ)
+    if lesson := re.match(r"(\d\d)-", path.name):  # what the kit reports to a room belongs to this lesson
+        kernel_env["LABKIT_LESSON"] = lesson.group(1)
     started = time.monotonic()
     failure: CellFailure | None = None
     try:
-        client.execute(env=env if env is not None else dict(os.environ))
+        client.execute(env=kernel_env)
     except CellExecutionError as exc:
         failure = _failure(nb, name, state["index"], f"{exc.ename}: {exc.evalue}")
     except DeadKernelError as exc:
@@ -455,6 +466,7 @@ def tour(out: str | os.PathLike[str], *, notebooks: str | os.PathLike[str] | Non
         env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_KUBECONFIG", "LABKIT_CONTEXT")}
         env["LABKIT_SANDBOX_DIR"] = str(sb.dir)
         env.setdefault("LABKIT_SOLVE", "1")  # headless: an unanswered exercise runs its solution (labkit.checks)
+        env.setdefault("LABKIT_ROOM", "")  # a tour is no attendee: it reports to no room, even a joined one
         for path in paths:
             run = run_notebook(path, cwd=target, timeout=timeout, params=params, env=env, progress=progress)
             nbformat.write(run.nb, target / path.name)
@@ -660,103 +672,9 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
 # ------------------------------------------------------------------------------------------------ exercises
 
 
-# The exercise checks (Check, check_selector, check_process, check_verdict, check_restarts) live in labkit.checks,
-# the one check mechanism of every lesson; they are imported above under their old names.
-
-
-def check_service_selector(lab: Lab, answer: Any, *, service: str = "reviews") -> Check:
-    """Exercise: the labels a pod must carry for ``service`` to send it traffic, checked against the Service's
-    own selector in the cluster (``kubectl get svc reviews -o jsonpath='{.spec.selector}'``).
-
-    Example:
-        >>> lessons.check_service_selector(lab, "app=reviews")
-        ✓ the reviews Service selects app=reviews: ...
-    """
-    from .client import selector_text
-    from .errors import LabkitError
-
-    hint = (f"a Service sends traffic to the ready pods whose labels match its selector; look at it with "
-            f"`kubectl get svc {service} -o wide` (the SELECTOR column). Write it like 'key=value'.")
-    if _unanswered(answer):
-        return Check(False, "not answered yet: replace the placeholder with a selector like 'key=value'.", hint)
-    if not isinstance(answer, str | dict):
-        return Check(False, f"a selector is a string like 'app=ratings', not {type(answer).__name__}.", hint)
-    try:
-        doc = lab.core.read_namespaced_service(service, lab.namespace)
-    except Exception as exc:
-        return Check(False, f"cannot read the {service} Service: {exc}", hint)
-    want = dict(doc.spec.selector or {})
-    try:
-        given = dict(part.split("=", 1) for part in selector_text(answer).replace("==", "=").split(",") if part)
-    except (ValueError, LabkitError):
-        return Check(False, f"{answer!r} is not written like 'key=value'.", hint)
-    given = {k.strip(): v.strip() for k, v in given.items()}
-    text = ",".join(f"{k}={v}" for k, v in sorted(want.items()))
-    if given == want:
-        return Check(True, f"the {service} Service selects {text}: a pod with these labels gets traffic, whatever "
-                           "its other labels (version=v2 included); one without them gets none, even if it runs.")
-    if set(given.items()) > set(want.items()):
-        return Check(False, f"{answer!r} asks for more than the Service does: the extra labels do not matter to it.",
-                     hint)
-    return Check(False, f"{answer!r} is not what the {service} Service selects.", hint)
-
-
-def _number(answer: Any) -> float | None:
-    text = str(answer).strip().rstrip("%").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    percent = str(answer).strip().endswith("%") or value > 1
-    return value / 100 if percent else value
-
-
-def check_share(answer: Any, *, new: int, old: int, version: str = "v2") -> Check:
-    """Exercise: the share of page loads that ``new`` pods of a new version get beside ``old`` pods of the old
-    one, all behind one Service (kube-proxy picks an endpoint per connection). A fraction or a percentage.
-
-    Example:
-        >>> lessons.check_share(0.5, new=3, old=3)
-    """
-    if new < 0 or old < 0 or new + old == 0:
-        raise ValueError(f"new and old are pod counts, at least one of them above 0, not {new} and {old}")
-    expected = new / (new + old)
-    hint = ("the Service spreads connections over its ready endpoints evenly, whatever version runs in them: "
-            "count the pods behind it.")
-    if _unanswered(answer):
-        return Check(False, "not answered yet: write a fraction like 0.3 or a percentage like '30%'.", hint)
-    value = _number(answer)
-    if value is None or not 0 <= value <= 1:
-        return Check(False, f"{answer!r} is not a share: write a fraction between 0 and 1 or a percentage.", hint)
-    if abs(value - expected) <= 0.03:
-        return Check(True, f"{new} of {new + old} endpoints run {version}: about {expected:.0%} of the page loads "
-                           "(each run measures a little more or less: every request is its own draw).")
-    return Check(False, f"not {value:.0%}.", hint)
-
-
-_RELEASE_CHOICES = ("the replicaset", "the deployment", "the garbage collector", "nobody")
-
-
-def check_release(answer: Any) -> Check:
-    """Exercise: after ``kubectl label pods -l version=v2 app=reviews --overwrite`` and ``kubectl delete
-    deployment reviews-v2``, who deletes the relabelled pod? One of "the ReplicaSet", "the Deployment",
-    "the garbage collector" or "nobody"."""
-    hint = ("relabelling took the pod out of its ReplicaSet's selector: look at `kubectl get pods -l version=v2 "
-            "-o custom-columns=NAME:.metadata.name,OWNER:.metadata.ownerReferences[0].name` (lab.owners).")
-    if _unanswered(answer):
-        return Check(False, f"not answered yet: write one of {', '.join(repr(c) for c in _RELEASE_CHOICES)}.",
-                     hint)
-    given = " ".join(str(answer).strip().lower().split())
-    given = {"replicaset": "the replicaset", "deployment": "the deployment",
-             "garbage collector": "the garbage collector", "gc": "the garbage collector",
-             "no one": "nobody", "none": "nobody"}.get(given, given)
-    if given not in _RELEASE_CHOICES:
-        return Check(False, f"{answer!r} is not one of {', '.join(repr(c) for c in _RELEASE_CHOICES)}.", hint)
-    if given == "nobody":
-        return Check(True, "nobody: the ReplicaSet released the pod (it dropped its ownerReference), so deleting "
-                           "the Deployment leaves it running. That is why istio.io's rollback also runs "
-                           "`kubectl delete pod -l app=reviews,version=v2`.")
-    return Check(False, f"not {given}: it no longer owns that pod.", hint)
+# The exercise checks (Check, check_selector, check_process, check_verdict, check_restarts, and lesson 7's
+# check_service_selector, check_share, check_release) live in labkit.checks, the one check mechanism of every
+# lesson; they are imported above under their old names.
 
 
 def __getattr__(name: str) -> object:
@@ -782,7 +700,11 @@ def wait_recovered(recorder: Recorder, action: ChaosAction, *, timeout: float = 
         >>> action = lab.kill("app=details", "ruby", mode="all")
         >>> lessons.wait_recovered(rec, action)
     """
-    return recorder.wait_recovered(action, timeout=timeout, progress=progress)
+    frame = recorder.wait_recovered(action, timeout=timeout, progress=progress)
+    if not action.dry_run and len(frame) and report.room_url():  # the instructor's room sees the figure
+        seconds = frame["recovery_s"].dropna()
+        report.outcome("recovery", action.selector, recovery_s=float(seconds.max()) if len(seconds) else None)
+    return frame
 
 
 def pause(seconds: float, why: str = "") -> float:

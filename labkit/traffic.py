@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from . import page as _page
+from . import report
 from .errors import LabkitError
 from .progress import Progress
 from .records import utc
@@ -219,7 +220,20 @@ class Traffic:
         self._labs = []
         if self.started_at is not None and self.stopped_at is None:
             self.stopped_at = pd.Timestamp.now(tz="UTC")
+            self._report()
         return self
+
+    def _report(self) -> None:
+        """Tell the instructor's room, if there is one, this run's verdict and which sections dipped
+        (:mod:`labkit.report`: in the background, never failing the run)."""
+        if not self.requests or not report.room_url():
+            return
+        try:
+            s = self.summary()
+            dipped = ",".join(name for name in ("details", "reviews", "ratings") if (s[name] or 1.0) < 1.0)
+            report.outcome("traffic", dipped, verdict=str(s["verdict"] or ""), availability=s["page"])
+        except Exception:
+            pass
 
     def run(self, seconds: float, *, progress: bool = True) -> Traffic:
         """Send for ``seconds``, blocking (with a progress line), then stop; returns self.

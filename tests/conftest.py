@@ -73,10 +73,12 @@ def wait_all_ready(sb: Sandbox, timeout: float = 60) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _progress_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Check results (labkit.checks) go to a temporary progress file, never the learner's ~/.labkit."""
+    """Check results (labkit.checks) go to a temporary progress file, never the learner's ~/.labkit, and to no
+    room."""
     saved = os.environ.get("LABKIT_PROGRESS")
     os.environ["LABKIT_PROGRESS"] = str(tmp_path_factory.mktemp("progress") / "progress.jsonl")
     os.environ.pop("LABKIT_ROOM", None)
+    os.environ["LABKIT_ROOM_FILE"] = str(tmp_path_factory.mktemp("room") / "room")  # not the learner's joined room
     yield
     if saved is None:
         os.environ.pop("LABKIT_PROGRESS", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,7 +38,9 @@ def test_a_question_check_records_every_attempt(progress: Path) -> None:
     close = checks.check("04", "waiting-status", "crashloopbackoff")
     assert not close and "with capitals" in close.message
     right = checks.check("04", "waiting-status", "CrashLoopBackOff")
-    assert right and "#2e7d32" in right._repr_html_() and "Show solution" not in right._repr_html_()
+    # a right answer keeps its solution, collapsed, to compare with; the hint goes
+    assert right and "#2e7d32" in right._repr_html_() and "<details class='labkit-solution'" in right._repr_html_()
+    assert "Hint" not in right._repr_html_() and "<details open" not in right._repr_html_()
     results = checks.read_results(progress)
     assert [(r.lesson, r.step, r.ok, r.attempt) for r in results] == [
         ("04", "waiting-status", False, 1), ("04", "waiting-status", False, 2), ("04", "waiting-status", True, 3)]
@@ -151,3 +154,126 @@ def test_results_go_to_the_room_and_an_unreachable_room_changes_nothing(progress
     monkeypatch.setenv("LABKIT_ROOM", f"http://127.0.0.1:{dead}/JOIN42")
     assert checks.check("04", "waiting-status", "CrashLoopBackOff").ok
     assert len(checks.read_results(progress)) == 2
+
+
+# ------------------------------------------------------------------------------------------------ lessons 1, 2, 5, 7
+
+
+def test_lessons_1_to_7_have_exercises_each_with_a_question_a_hint_and_a_solution() -> None:
+    """Lessons 1 to 7 each check themselves; every exercise has a question, a hint and a solution."""
+    lessons_with = {lesson for lesson, _ in checks.EXERCISES}
+    assert {"01", "02", "03", "04", "05", "06", "07"} <= lessons_with
+    for (lesson, step), ex in checks.EXERCISES.items():
+        assert (ex.lesson, ex.step) == (lesson, step) and ex.question and ex.hint and ex.solution
+        compile(ex.solution, f"{lesson}/{step}", "eval")  # a solution is one expression
+
+
+def test_question_exercises_of_lessons_1_2_5_7(progress: Path) -> None:
+    cases = [("01", "page-builder", "productpage", "reviews", "answers one part of the page"),
+             ("02", "all-pods-down", 7, "6", "for something else"),
+             ("05", "details-verdict", "gradual degradation", "cascading failure", "not cascading failure"),
+             ("05", "reviews-process", "java", "ruby", "not the main process"),
+             ("05", "ratings-verdict", "Healthy", "gradual degradation", "not gradual degradation"),
+             ("07", "share", "25%", 0.5, "not 50%"),
+             ("07", "release", "nobody", "the ReplicaSet", "no longer owns")]
+    for lesson, step, right, wrong, why in cases:
+        assert checks.check(lesson, step, right).ok, (lesson, step)
+        got = checks.check(lesson, step, wrong)
+        assert not got.ok and why in got.message and got.hint, (lesson, step, got)
+        assert checks.solve(lesson, step).ok, (lesson, step)
+    assert [(r.lesson, r.step, r.ok, r.solved, r.attempt) for r in checks.read_results(progress)][:3] == [
+        ("01", "page-builder", True, False, 1), ("01", "page-builder", False, False, 2),
+        ("01", "page-builder", True, True, 3)]
+
+
+def test_cluster_exercises_of_lessons_1_2_7(progress: Path, lab: labkit.Lab) -> None:
+    assert checks.check("01", "pod-count", 13, lab=lab).ok
+    assert "not 12" in checks.check("01", "pod-count", 12, lab=lab).message
+    assert checks.check("01", "selector", "app=reviews", lab=lab).ok
+    assert not checks.check("01", "selector", "app=details", lab=lab).ok
+    tester = lab.tester_pod()
+    assert checks.check("01", "tester-pod", tester, lab=lab).ok
+    assert "not the tester" in checks.check("01", "tester-pod", lab.pod_names("app=ratings")[0], lab=lab).message
+    # lesson 2: a number read from an answer, and a request the learner sends
+    assert checks.check("02", "stars", 4, lab=lab).ok and not checks.check("02", "stars", 5, lab=lab).ok
+    mine = lab.request("http://details:9080/details/7")
+    assert checks.check("02", "details-request", mine, lab=lab).ok
+    book0 = checks.check("02", "details-request", lab.request("http://details:9080/details/0"), lab=lab)
+    assert not book0.ok and "ask for book 7" in book0.message
+    ratings = checks.check("02", "details-request", lab.request("http://ratings:9080/ratings/7"), lab=lab)
+    assert not ratings.ok and "did not come from details" in ratings.message
+    failed = checks.check("02", "details-request", lab.request("http://detailz:9080/details/7"), lab=lab)
+    assert not failed.ok and "exit code 6" in failed.message
+    text = checks.check("02", "details-request", "7", lab=lab)
+    assert not text.ok and "wants the result of lab.request(...), not str" in text.message
+    # lesson 7: the Service's selector, read from the cluster
+    assert checks.check("07", "service-selector", "app=reviews", lab=lab).ok
+    more = checks.check("07", "service-selector", "app=reviews,version=v1", lab=lab)
+    assert not more.ok and "asks for more than the Service does" in more.message
+    for lesson, step in (("01", "pod-count"), ("01", "selector"), ("01", "tester-pod"), ("02", "stars"),
+                         ("02", "details-request"), ("07", "service-selector")):
+        solved = checks.solve(lesson, step, lab=lab)
+        assert solved.ok and solved.solved, (lesson, step, solved)
+
+
+def test_solve_it_button_runs_the_solution_and_shows_its_check(progress: Path) -> None:
+    stuck = checks.check("05", "reviews-process", "ruby")
+    box = checks.solve_button(stuck)
+    shown, button = box.children
+    assert "✗" in shown.value and "Show solution" in shown.value and button.description == "Solve it"
+    assert "labkit-solve" in button._dom_classes
+    button.click()
+    assert "✓" in shown.value and "solved by the solution" in shown.value and button.layout.display == "none"
+    last = checks.read_results(progress)[-1]
+    assert (last.lesson, last.step, last.ok, last.solved, last.attempt) == ("05", "reviews-process", True, True, 2)
+    with pytest.raises(ValueError, match="only an exercise's check"):
+        checks.solve_button(checks.check_process("details", "x"))
+
+
+def test_a_check_shows_plain_html_outside_a_kernel_and_its_solution_stays_collapsed_in_a_page(
+        progress: Path, tmp_path: Path) -> None:
+    """No kernel: no widget in the display bundle. An exported page keeps the solution in a closed <details>."""
+    import nbformat
+
+    from labkit import export
+
+    wrong = checks.check("01", "page-builder", "details")
+    bundle = wrong._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"} and bundle["text/plain"].startswith("✗")
+    solved = checks.solve("01", "page-builder")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('checks.check("01", "page-builder", ...)')
+    cell.outputs = [nbformat.v4.new_output("execute_result", data=solved._repr_mimebundle_(), execution_count=1)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A lesson"), cell]
+    page = export.to_html(nb, index=None, name="99-checks")
+    details = re.search(r"<details class=.labkit-solution.[^>]*>(.*?)</details>", page, re.DOTALL)
+    assert details and "<summary>Show solution</summary>" in details.group(1), page[-2000:]
+    assert "productpage" in details.group(1) and not re.search(r"<details[^>]*\bopen\b", page)
+
+
+def test_the_room_and_the_name_from_a_joined_room_file(progress: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit import report, room
+
+    monkeypatch.setenv("LABKIT_ROOM_FILE", str(tmp_path / "joined"))
+    monkeypatch.delenv("LABKIT_LEARNER", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_USER", "hubuser")
+    assert report.room_url() is None and report.learner_name() == "hubuser"
+    with pytest.raises(ValueError, match="is not a room"):
+        room.join("localhost:8765")
+    room.join("https://room.example.org/JOIN42", "ada")
+    assert report.room_url() == "https://room.example.org/JOIN42" and report.learner_name() == "ada"
+    monkeypatch.setenv("LABKIT_ROOM", "")  # an empty LABKIT_ROOM turns the joined room off
+    assert report.room_url() is None
+    monkeypatch.setenv("LABKIT_LESSON", "")
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/jovyan/notebooks/05-measure-it.ipynb")
+    assert report.current_lesson() == "05"
+    monkeypatch.setenv("LABKIT_LESSON", "06")
+    assert report.current_lesson() == "06"
+    out = subprocess.run([sys.executable, "-m", "labkit.cli", "join", "http://127.0.0.1:9/ROOM7", "--name", "bo"],
+                         env={**os.environ}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "joined http://127.0.0.1:9/ROOM7 as bo" in out.stdout, out.stderr
+    assert (tmp_path / "joined").read_text() == "http://127.0.0.1:9/ROOM7\nbo\n"
+    bad = subprocess.run([sys.executable, "-m", "labkit.cli", "join", "ROOM7"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "is not a room" in bad.stderr

@@ -353,6 +353,32 @@ def test_lesson_7_releases_one_pod_of_v2(runs: dict[str, lessons.LessonRun]) -> 
         assert shown.startswith("✗ not answered yet") and "Hint:" in shown
 
 
+
+LESSON_CHECKS = {"01-connect-and-look-around": ["my_count", "my_selector", "my_tester", "my_service"],
+                 "02-test-one-service": ["my_stars", "my_result", "my_code"],
+                 "05-measure-it": ["my_verdict", "my_process", "my_ratings_verdict"],
+                 "07-new-version-of-reviews": ["my_selector", "my_answer", "my_share"]}
+
+
+@pytest.mark.parametrize("name", sorted(LESSON_CHECKS))
+def test_lessons_1_2_5_7_check_themselves(runs: dict[str, lessons.LessonRun], name: str) -> None:
+    """Unanswered (as committed): each check shows ✗ with a hint, the solution collapsed and, in the kernel, a
+    Solve it button; an exported page keeps the collapsed solution and drops the button."""
+    nb = runs[name].nb
+    exported = export.static_widgets(nb)
+    for start in LESSON_CHECKS[name]:
+        data = _outputs(nb, f"{start} = ...")[0]["data"]
+        assert data["text/plain"].startswith("✗ not answered yet") and "Hint:" in data["text/plain"], start
+        assert "<summary>Show solution</summary>" in data["text/html"] and "<details open" not in data["text/html"]
+        assert "application/vnd.jupyter.widget-view+json" in data, f"{name}: no Solve it button for {start}"
+        page = _html(_outputs(exported, f"{start} = ..."))
+        assert "<summary>Show solution</summary>" in page and "Solve it" not in page, page
+    # a check follows the step it is about: the markdown before it is "Step N: Exercise: ..."
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.split(" = ...")[0] in LESSON_CHECKS[name]:
+            assert re.match(r"## Step \d+: Exercise: ", nb.cells[i - 1].source), (name, i)
+
+
 ISTIO_ADD_VERSION_COMMANDS = [
     "sed 's/app: reviews/app: reviews_test/' | kubectl apply -l app=reviews_test,version=v2 -f -",
     "REVIEWS_V2_POD_IP=$(kubectl get pod -l app=reviews_test,version=v2 -o jsonpath='{.items[0].status.podIP}')",
