@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import containerlog, discovery, dns, limits, portforward, printers, protobuf, toolbox, validation
+from . import containerlog, discovery, dns, limits, portforward, printers, protobuf, rbac, toolbox, validation
 from .kubelet import Kubelet
 from .network import Network
 from .params import query_bool
@@ -55,6 +54,7 @@ DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
+SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
@@ -111,6 +111,7 @@ class ApiServer:
         self.kubelet = kubelet
         self.network = network
         self.token = token
+        self.auth = rbac.Auth(store, token)
         self.app = web.Application(middlewares=[self._errors, self._auth, self._checked],
                                    client_max_size=validation.MAX_BODY_BYTES)
         self.app.router.add_routes(self.routes())
@@ -190,6 +191,11 @@ class ApiServer:
                 web.get(f"{item}/log", in_object(self._log)),
                 web.route("*", f"{item}/portforward", in_object(self._portforward)),
             ]
+        if res is SERVICE_ACCOUNTS:
+            table += [
+                web.post(f"{item}/token", in_object(self._token)),
+                web.route("*", f"{item}/token", not_allowed),
+            ]
         if res is SERVICES:
             table += [
                 web.route("*", f"{item}/proxy", in_object(self._proxy)),
@@ -219,9 +225,13 @@ class ApiServer:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+        user = self.auth.authenticate(given)
+        if user is None:
             return error(401, "Unauthorized", "Unauthorized")
         self.guard.authenticated(request.transport)
+        request["user"] = user
+        if not user.is_admin:  # RBAC decides, before any handler (watches, exec, logs, port-forward included)
+            self.auth.check(user, rbac.request_attributes(request.method, request.path, request.query))
         return await handler(request)
 
     @web.middleware
@@ -416,6 +426,9 @@ class ApiServer:
                 f"the kind in the data ({kind}) does not match the URL ({res.plural})",
                 "apiVersion" if wrong_version else "kind")
         dry = request.query.get("dryRun") == "All"
+        user = request.get("user", rbac.ADMIN)
+        if res.kind in REVIEW_KINDS and not user.is_admin:
+            return json_response(self.auth.review(res, body, user), 201)
         if res.kind not in REVIEW_KINDS:  # a review is answered, never stored: it has no name to check
             validation.validate_object(res.kind, body, namespaced=res.namespaced)
             validation.check_storable(res.kind, body)
@@ -543,6 +556,15 @@ class ApiServer:
                 "spec": {"replicas": int(obj["spec"].get("replicas", 1))},
                 "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
                            "selector": selector_string(obj["spec"].get("selector"))}}
+
+    async def _token(self, request: web.Request, ns: str, name: str) -> web.Response:
+        """``serviceaccounts/NAME/token``: a TokenRequest answered with a token for the account."""
+        body = await self._body(request, "TokenRequest")
+        kind = body.get("kind")
+        if kind and kind != "TokenRequest":
+            raise validation.bad_request(f"the kind in the data ({kind}) does not match the expected kind "
+                                         "(TokenRequest)", "kind")
+        return json_response(self.auth.token_request(ns, name, body), 201)
 
     # -- pods: exec and logs
     def _pick_container(self, pod: Obj, requested: str | None) -> str:

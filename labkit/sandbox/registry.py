@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from . import defaults, meshrules, node
+from . import defaults, meshrules, node, rbac
 from .resources import BY_PLURAL, REVIEW_KINDS, Resource
 from .store import Obj, Store, StoreError, already_exists, labels_match, match_labels_selector, not_found, now_rfc3339
 
@@ -155,6 +155,8 @@ class Registry:
         lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node.NODE_NAME,
                                                  "uid": node_obj["metadata"]["uid"]}]
         self.store.create(LEASES, lease)
+        for res, obj in rbac.bootstrap_objects():
+            self.store.create(res, self.prepare(res, obj, None))
         service = self.prepare(SERVICES, node.kubernetes_service(), "default")
         service["spec"]["clusterIP"] = api_service_ip
         service["spec"]["clusterIPs"] = [api_service_ip]
@@ -263,6 +265,8 @@ class Registry:
                 raise StoreError(400, "BadRequest", problem)
         elif res.kind in MESH_KINDS:
             check_mesh_object(res, obj)
+        elif res.kind in rbac.RBAC_KINDS:
+            rbac.check_object(res.kind, obj)
         if res in (PODS, DEPLOYMENTS, REPLICASETS, SERVICES):
             obj["spec"] = spec
         return obj
@@ -314,6 +318,8 @@ class Registry:
             (defaults.deployment_spec if res is DEPLOYMENTS else defaults.replicaset_spec)(spec)
         if res.kind in MESH_KINDS:
             check_mesh_object(res, new)
+        if res.kind in rbac.RBAC_KINDS:
+            rbac.check_object(res.kind, new, old)
         if res is SECRETS:
             problem = defaults.secret(new)
             if problem:
