@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,24 @@ def test_another_attendees_namespace_and_the_cluster_are_forbidden(workshop: pro
         refused = a(*args, check=False)
         assert refused.returncode == 1 and "at the cluster scope" in refused.stderr, args
     assert "Forbidden" in a("delete", "namespace", "attendee-02", check=False).stderr
+
+
+def test_port_forward_in_their_namespace_only(workshop: prov.ProvisionResult, tmp_path: Path) -> None:
+    a = attendee_kubectl(workshop, 0, tmp_path)
+    refused = a("-n", "attendee-02", "port-forward", "deploy/productpage-v1", "0:9080", check=False, timeout=30)
+    assert refused.returncode == 1 and "is forbidden" in refused.stderr
+    proc = subprocess.Popen([a.binary, "port-forward", "deploy/productpage-v1", "0:9080"], env=a.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 9080"
+        assert line.startswith("Forwarding from 127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
+        port = int(line.split(":")[1].split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/productpage", timeout=20) as page:
+            assert page.status == 200 and b"Reviews served by" in page.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_the_official_client_and_labkit_with_an_attendees_kubeconfig(workshop: prov.ProvisionResult) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,32 @@ def test_rules_match_verbs_groups_subresources_and_names() -> None:
     assert rule_allows(named, Attributes("get", resource="pods", name="a"))
     assert not rule_allows(named, Attributes("get", resource="pods", name="b"))
     assert not rule_allows(named, Attributes("list", resource="pods"))
+
+
+def test_tokens_expire_and_are_checked_whole() -> None:
+    from labkit.sandbox.rbac import API_AUDIENCE, Auth
+    from labkit.sandbox.resources import BY_PLURAL
+    from labkit.sandbox.store import Store
+
+    store = Store()
+    store.create(BY_PLURAL[("", "namespaces")], {"metadata": {"name": "team"}})
+    account = store.create(BY_PLURAL[("", "serviceaccounts")], {"metadata": {"name": "learner", "namespace": "team"}})
+    auth = Auth(store, "admin-token")
+    token = auth.token_request("team", "learner", {"spec": {"expirationSeconds": 600}})["status"]["token"]
+    user = auth.authenticate(token)
+    assert user is not None and user.username == "system:serviceaccount:team:learner"
+    assert "system:serviceaccounts:team" in user.groups and not user.is_admin
+    admin = auth.authenticate("admin-token")
+    assert admin is not None and admin.is_admin
+    now = int(time.time())
+    claims = {"aud": [API_AUDIENCE], "iat": now - 7200, "nbf": now - 7200, "exp": now - 1, "jti": "j",
+              "kubernetes.io": {"namespace": "team", "serviceaccount": {"name": "learner",
+                                                                       "uid": account["metadata"]["uid"]}}}
+    assert auth.authenticate(auth.sign(claims)) is None  # expired
+    assert auth.authenticate(auth.sign({**claims, "exp": now + 600})) is not None
+    assert auth.authenticate(auth.sign({**claims, "exp": now + 600, "aud": ["vault"]})) is None
+    assert auth.authenticate(Auth(store, "admin-token").sign({**claims, "exp": now + 600})) is None  # other key
+    assert auth.authenticate(auth.sign({**claims, "exp": now + 600, "kubernetes.io": "x"})) is None
 
 
 # --------------------------------------------------------------------------------------------- served, printed

@@ -418,16 +418,20 @@ class Auth:
                               "serviceaccount": {"name": name, "uid": account["metadata"]["uid"]}, **bound_claim},
             "sub": f"system:serviceaccount:{namespace}:{name}",
         }
-        header = _b64(json.dumps({"alg": "HS256", "kid": self.key_id}, separators=(",", ":")).encode())
-        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        signature = _b64(hmac.new(self.key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
         return {
             "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": _stamp(now)},
             "spec": {"audiences": audiences, "expirationSeconds": int(seconds),
                      "boundObjectRef": bound_ref or None},
-            "status": {"token": f"{header}.{payload}.{signature}", "expirationTimestamp": _stamp(expires)},
+            "status": {"token": self.sign(claims), "expirationTimestamp": _stamp(expires)},
         }
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """A JWT of ``claims`` signed with this API server's key (HS256): what :meth:`authenticate` accepts."""
+        header = _b64(json.dumps({"alg": "HS256", "kid": self.key_id}, separators=(",", ":")).encode())
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signature = _b64(hmac.new(self.key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        return f"{header}.{payload}.{signature}"
 
     # -- authorization
     def grants(self, user: UserInfo, namespace: str) -> Iterator[Grant]:
