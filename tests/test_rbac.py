@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import Kubectl
 from helpers import eventually
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rawapi import RawApi
 
@@ -345,6 +345,33 @@ def test_the_official_client_gets_403_and_401(ready_sandbox: Sandbox, kubectl: K
         api_client.close()
 
 
+def test_nobody_grants_what_they_do_not_hold(ready_sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path) -> None:
+    ns = fresh_ns(kubectl)
+    pod_reader(kubectl, ns)
+    kubectl("-n", ns, "create", "role", "rbac-writer", "--verb=get,create,update,patch",
+            "--resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io")
+    kubectl("-n", ns, "create", "rolebinding", "rbac-writer", "--role=rbac-writer", f"--serviceaccount={ns}:learner")
+    user = as_account(ready_sandbox, kubectl, token_for(kubectl, ns, "learner"), ns, tmp_path)
+    assert user("create", "role", "pod-get", "--verb=get", "--resource=pods").returncode == 0  # held: fine
+    more = user("create", "role", "secrets", "--verb=get", "--resource=secrets", check=False)
+    assert more.returncode == 1
+    assert (f'roles.rbac.authorization.k8s.io "secrets" is forbidden: user "system:serviceaccount:{ns}:learner" '
+            '(groups=["system:serviceaccounts" "system:serviceaccounts:' in more.stderr)
+    assert 'not currently held:\n{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}' in more.stderr
+    assert user("create", "rolebinding", "pod-get", "--role=pod-get", f"--serviceaccount={ns}:default").returncode == 0
+    admin = user("create", "rolebinding", "admin", "--clusterrole=cluster-admin", f"--serviceaccount={ns}:learner",
+                 check=False)
+    assert admin.returncode == 1 and "is attempting to grant RBAC permissions not currently held" in admin.stderr
+    widen = user("patch", "role", "pod-get", "--type=json",
+                 "-p", '[{"op": "add", "path": "/rules/0/verbs/-", "value": "delete"}]', check=False)
+    assert widen.returncode == 1 and 'Verbs:["delete"]' in widen.stderr
+    assert user("auth", "can-i", "delete", "pods", check=False).stdout.strip() == "no"
+    # With `escalate` on roles, a role may hold more than its author.
+    kubectl("-n", ns, "create", "role", "escalate", "--verb=escalate", "--resource=roles.rbac.authorization.k8s.io")
+    kubectl("-n", ns, "create", "rolebinding", "escalate", "--role=escalate", f"--serviceaccount={ns}:learner")
+    assert user("create", "role", "secrets", "--verb=get", "--resource=secrets").returncode == 0
+
+
 # --------------------------------------------------------------------------------------------- validation
 
 
@@ -410,6 +437,7 @@ def test_fuzzed_rbac_bodies_never_5xx_nor_half_stored(ready_sandbox: Sandbox, ra
     name = obj["metadata"]["name"]
     before = raw.get(f"{base}/{quote(name, safe='')}") if name and name not in (".", "..") else None
     reply = raw.request("POST", base, obj)
+    event(f"{plural} {reply.status}")
     assert reply.status < 500, reply.body
     if reply.status >= 400:
         assert reply.is_status(), reply.body

@@ -145,7 +145,7 @@ class ApiServer:
         """One kind's routes: its collection, its objects, their subresources; other methods get a 405 Status."""
         prefix = resource_prefix(res)
         base = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
-        item = f"{base}/{{name}}"
+        item = f"{base}/{{name:[^/]+}}"  # any path segment: RBAC names may hold braces
 
         def collection(handler: CollectionHandler) -> Handler:
             return functools.partial(self._dispatch_collection, handler, res)
@@ -432,6 +432,7 @@ class ApiServer:
         if res.kind not in REVIEW_KINDS:  # a review is answered, never stored: it has no name to check
             validation.validate_object(res.kind, body, namespaced=res.namespaced)
             validation.check_storable(res.kind, body)
+            self.auth.check_escalation(user, res, body, ns or "")
         created = self.registry.create(res, body, ns if res.namespaced else None, dry_run=dry)
         return json_response(created, 201)
 
@@ -455,6 +456,7 @@ class ApiServer:
         new.setdefault("metadata", {}).setdefault("name", old["metadata"]["name"])
         validation.validate_object(res.kind, new, namespaced=res.namespaced)
         validation.check_storable(res.kind, new)
+        self.auth.check_escalation(request.get("user", rbac.ADMIN), res, new, old["metadata"].get("namespace", ""))
         return self.registry.update(res, old, new, dry_run=request.query.get("dryRun") == "All")
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
@@ -469,6 +471,7 @@ class ApiServer:
                 patch.setdefault("metadata", {}).setdefault("name", name)
                 validation.validate_object(res.kind, patch, namespaced=res.namespaced)
                 validation.check_storable(res.kind, patch)
+                self.auth.check_escalation(request.get("user", rbac.ADMIN), res, patch, ns)
                 return json_response(self.registry.create(res, patch, ns if res.namespaced else None,
                                                           dry_run=request.query.get("dryRun") == "All"), 201)
             raise not_found(res, name)

@@ -284,6 +284,59 @@ class Grant:
     rules: tuple[Mapping[str, Any], ...]
 
 
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _breakdown(rule: Mapping[str, Any]) -> list[dict[str, list[str]]]:
+    """One rule per verb, group, resource (and name), or per verb and URL (``rbac/validation.BreakdownRule``)."""
+    verbs = _strings(rule.get("verbs"))
+    out: list[dict[str, list[str]]] = []
+    for group in _strings(rule.get("apiGroups")):
+        for resource in _strings(rule.get("resources")):
+            for verb in verbs:
+                names = _strings(rule.get("resourceNames"))
+                out += ([{"verbs": [verb], "apiGroups": [group], "resources": [resource], "resourceNames": [n]}
+                         for n in names] if names else
+                        [{"verbs": [verb], "apiGroups": [group], "resources": [resource]}])
+    for url in _strings(rule.get("nonResourceURLs")):
+        out += [{"verbs": [verb], "nonResourceURLs": [url]} for verb in verbs]
+    return out
+
+
+def _covers(owner: Mapping[str, Any], sub: Mapping[str, list[str]]) -> bool:
+    """Whether ``owner`` covers the atomic rule ``sub`` (``rbac/validation.ruleCovers``)."""
+    have_verbs, have_groups = _strings(owner.get("verbs")), _strings(owner.get("apiGroups"))
+    if "*" not in have_verbs and not set(sub["verbs"]) <= set(have_verbs):
+        return False
+    if "nonResourceURLs" in sub:
+        urls = _strings(owner.get("nonResourceURLs"))
+        return all(any(u in ("*", url) or (u.endswith("*") and url.startswith(u[:-1])) for u in urls)
+                   for url in sub["nonResourceURLs"])
+    if "*" not in have_groups and not set(sub["apiGroups"]) <= set(have_groups):
+        return False
+    resources = _strings(owner.get("resources"))
+    for resource in sub["resources"]:
+        if "*" in resources or resource in resources:
+            continue
+        if "/" not in resource or "*/" + resource.split("/", 1)[1] not in resources:
+            return False
+    names = _strings(owner.get("resourceNames"))
+    return not names or ("resourceNames" in sub and set(sub["resourceNames"]) <= set(names))
+
+
+def _describe_rule(rule: Mapping[str, list[str]]) -> str:
+    """A rule as the API server prints one in an escalation error: ``{APIGroups:[""], Resources:["secrets"], ...}``."""
+    def quoted(values: list[str]) -> str:
+        return "[" + " ".join(f'"{v}"' for v in values) + "]"
+
+    parts = [(label, rule[key]) for label, key in (("APIGroups", "apiGroups"), ("Resources", "resources"),
+                                                   ("ResourceNames", "resourceNames"),
+                                                   ("NonResourceURLs", "nonResourceURLs"), ("Verbs", "verbs"))
+             if key in rule]
+    return "{" + ", ".join(f"{label}:{quoted(values)}" for label, values in parts) + "}"
+
+
 # --------------------------------------------------------------------------------------------- tokens
 
 
@@ -477,6 +530,48 @@ class Auth:
                                 attrs.resource, attrs.subresource, attrs.name)
             if not self.authorize(user, create).allowed:
                 raise forbidden(user, create)
+
+    # -- escalation: nobody grants what they do not hold
+    def check_escalation(self, user: UserInfo, res: Resource, obj: Obj, namespace: str) -> None:
+        """Refuse a Role or binding that would give more than ``user`` holds (``rbac/validation.ConfirmNoEscalation``).
+
+        A Role (ClusterRole) may hold only rules the user has in that namespace (cluster-wide), unless the user may
+        ``escalate`` roles; a binding may name only a role whose rules the user has there, unless the user may
+        ``bind`` it. Administrators pass.
+
+        Raises:
+            StoreError: 403 Forbidden naming the rules not held.
+        """
+        if user.is_admin or res.group != GROUP:
+            return
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        ns = namespace if res.namespaced else ""
+        if res.kind in ("Role", "ClusterRole"):
+            if self.authorize(user, Attributes("escalate", api_group=GROUP, resource=res.plural, namespace=ns,
+                                               name=name)).allowed:
+                return
+            wanted = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
+        else:
+            ref = obj.get("roleRef") or {}
+            plural = "roles" if ref.get("kind") == "Role" else "clusterroles"
+            if self.authorize(user, Attributes("bind", api_group=GROUP, resource=plural, namespace=ns,
+                                               name=str(ref.get("name") or ""))).allowed:
+                return
+            role = (self.store.get(ROLES, ns, str(ref.get("name") or "")) if ref.get("kind") == "Role" else
+                    self.store.get(CLUSTER_ROLES, "", str(ref.get("name") or "")))
+            if role is None:
+                raise StoreError(403, "Forbidden", f'{res.plural}.{GROUP} "{name}" is forbidden: '
+                                 f'{ref.get("kind")}.{GROUP} "{ref.get("name")}" not found',
+                                 {"name": name, "group": GROUP, "kind": res.plural})
+            wanted = [r for r in role.get("rules") or [] if isinstance(r, dict)]
+        held = [rule for grant in self.grants(user, ns) for rule in grant.rules]
+        missing = [atom for rule in wanted for atom in _breakdown(rule) if not any(_covers(h, atom) for h in held)]
+        if missing:
+            groups = " ".join(f'"{g}"' for g in user.groups)
+            listed = "\n".join(_describe_rule(r) for r in missing)
+            raise StoreError(403, "Forbidden", f'{res.plural}.{GROUP} "{name}" is forbidden: user '
+                             f'"{user.username}" (groups=[{groups}]) is attempting to grant RBAC permissions not '
+                             f"currently held:\n{listed}", {"name": name, "group": GROUP, "kind": res.plural})
 
     # -- the self-reviews, for a user who is not an administrator
     def review(self, res: Resource, body: Obj, user: UserInfo) -> Obj:
