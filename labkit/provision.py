@@ -376,12 +376,14 @@ def provision(client: Client | None, attendees: int, *, prefix: str = "attendee"
 # ------------------------------------------------------------------------------------------------ teardown
 
 
-def _workshop_namespaces(client: Client, prefix: str) -> list[str]:
+def _workshop_namespaces(client: Client, prefix: str) -> tuple[list[str], str]:
+    """The workshop's namespaces (by its label) and the list's resourceVersion, to watch from."""
     try:
         listed = client.api_call("GET", "/api/v1/namespaces", query=[("labelSelector", f"{WORKSHOP_LABEL}={prefix}")])
     except Exception as exc:
         translate(exc, f"listing the namespaces labelled {WORKSHOP_LABEL}={prefix}")
-    return sorted(str(n["metadata"]["name"]) for n in listed.get("items") or [])
+    names = sorted(str(n["metadata"]["name"]) for n in listed.get("items") or [])
+    return names, str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _wait_gone(client: Client, names: list[str], prefix: str, timeout: float, progress: Progress | None) -> None:
@@ -389,23 +391,27 @@ def _wait_gone(client: Client, names: list[str], prefix: str, timeout: float, pr
     from kubernetes import watch
 
     deadline = time.monotonic() + timeout
-    left = set(names) & set(_workshop_namespaces(client, prefix))
+    present, version = _workshop_namespaces(client, prefix)
+    left = set(names) & set(present)
     while left and time.monotonic() < deadline:
         _say(progress, f"waiting for {len(left)} namespace(s) to be deleted: {', '.join(sorted(left)[:5])}"
                        f"{' ...' if len(left) > 5 else ''}")
         w = watch.Watch()
         try:
             for ev in w.stream(client.core.list_namespace, label_selector=f"{WORKSHOP_LABEL}={prefix}",
+                               resource_version=version or None,
                                timeout_seconds=max(1, int(min(30, deadline - time.monotonic())))):
                 if ev["type"] == "DELETED":
                     left.discard(str(ev["raw_object"]["metadata"]["name"]))
                 if not left:
                     break
         except Exception as exc:
-            translate(exc, "watching the workshop's namespaces")
+            if getattr(exc, "status", None) != 410:  # too old a version: list again below
+                translate(exc, "watching the workshop's namespaces")
         finally:
             w.stop()
-        left &= set(_workshop_namespaces(client, prefix))
+        present, version = _workshop_namespaces(client, prefix)
+        left &= set(present)
     if left:
         raise WaitTimeout(f"namespaces still there after {timeout:g} s: {', '.join(sorted(left))} (a real cluster "
                           "deletes a namespace's contents first; see kubectl get namespace)")
@@ -430,7 +436,7 @@ def teardown(client: Client, *, prefix: str = "attendee", out_dir: str | os.Path
         progress: called with a line of text while waiting.
     """
     started = time.monotonic()
-    names = _workshop_namespaces(client, prefix)
+    names, _ = _workshop_namespaces(client, prefix)
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir).expanduser()
