@@ -288,6 +288,54 @@ def test_dead_tokens_get_401(ready_sandbox: Sandbox, kubectl: Kubectl, raw: RawA
     assert kubectl("get", "roles,rolebindings,sa", "-n", ns, "-o", "name").stdout.strip() == ""
 
 
+def test_a_namespace_terminates_until_its_pods_are_gone(ready_sandbox: Sandbox, kubectl: Kubectl) -> None:
+    from kubernetes import client, config, watch
+
+    ns = fresh_ns(kubectl)
+    kubectl("-n", ns, "run", "web", "--image=nginx")
+    kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/web", "--timeout=60s")
+    api_client = config.new_client_from_config(config_file=str(ready_sandbox.kubeconfig))
+    try:
+        core = client.CoreV1Api(api_client)
+        version = core.list_namespace(field_selector=f"metadata.name={ns}").metadata.resource_version
+        kubectl("delete", "namespace", ns, "--wait=false")
+        phases = []
+        for ev in watch.Watch().stream(core.list_namespace, field_selector=f"metadata.name={ns}",
+                                       resource_version=version, timeout_seconds=60):
+            phases.append((ev["type"], ev["object"].status.phase))
+            if ev["type"] == "DELETED":
+                break
+    finally:
+        api_client.close()
+    assert phases[0] == ("MODIFIED", "Terminating") and phases[-1][0] == "DELETED", phases
+    assert kubectl("get", "pods", "-n", ns, "-o", "name").stdout.strip() == ""
+
+
+def test_nothing_new_in_a_terminating_namespace() -> None:
+    from labkit.sandbox.registry import Registry
+    from labkit.sandbox.resources import BY_PLURAL
+    from labkit.sandbox.store import Store, StoreError
+
+    class Addresses:
+        def take(self) -> str:
+            return "10.96.0.10"
+
+    namespaces, pods = BY_PLURAL[("", "namespaces")], BY_PLURAL[("", "pods")]
+    reg = Registry(Store(), Addresses())
+    reg.create(namespaces, {"metadata": {"name": "going"}}, None)
+    running = reg.create(pods, {"metadata": {"name": "p"}, "spec": {"nodeName": "sandbox", "containers": [
+        {"name": "c", "image": "nginx"}]}}, "going")
+    marked = reg.delete(namespaces, "", "going")
+    assert marked["status"]["phase"] == "Terminating" and marked["metadata"]["deletionTimestamp"]
+    with pytest.raises(StoreError) as refused:
+        reg.create(BY_PLURAL[("", "configmaps")], {"metadata": {"name": "cm"}}, "going")
+    assert refused.value.code == 403 and refused.value.message == (
+        'configmaps "cm" is forbidden: unable to create new content in namespace going because it is being '
+        "terminated")
+    reg.finalize_pod("going", "p", running["metadata"]["uid"])  # the kubelet stopped the last pod
+    assert reg.store.get(namespaces, "", "going") is None
+
+
 def test_a_token_bound_to_a_pod_dies_with_it(ready_sandbox: Sandbox, kubectl: Kubectl, raw: RawApi) -> None:
     ns = fresh_ns(kubectl)
     pod_reader(kubectl, ns)

@@ -204,8 +204,15 @@ class Registry:
                                      "reason": "FieldValueInvalid", "field": "metadata.namespace",
                                      "message": "does not match the namespace sent on the request"}]})
             meta["namespace"] = namespace or meta.get("namespace") or "default"
-            if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
+            ns_obj = self.store.get(NAMESPACES, "", meta["namespace"])
+            if ns_obj is None:
                 raise not_found(NAMESPACES, meta["namespace"])
+            if ns_obj["metadata"].get("deletionTimestamp"):
+                plural = f"{res.plural}.{res.group}" if res.group else res.plural
+                raise StoreError(403, "Forbidden", f'{plural} "{meta.get("name") or meta.get("generateName", "")}" '
+                                 f"is forbidden: unable to create new content in namespace {meta['namespace']} "
+                                 "because it is being terminated",
+                                 {"name": meta.get("name", ""), "group": res.group, "kind": res.plural})
         if not meta.get("name"):
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + safe_suffix()
@@ -370,6 +377,13 @@ class Registry:
                     self.delete(other, name, o["metadata"]["name"])
             for p in self.store.list(PODS, name):
                 self.delete_pod(name, p["metadata"]["name"], 0)
+            if self.store.list(PODS, name):
+                # Terminating until the kubelet has stopped its last pod (finalize_pod then removes it).
+                def terminate(ns: Obj) -> None:
+                    ns["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+                    ns["metadata"]["deletionGracePeriodSeconds"] = 0
+                    ns.setdefault("status", {})["phase"] = "Terminating"
+                return self.mutate(NAMESPACES, "", name, terminate) or obj
         final = self.store.delete(res, namespace, name)
         if propagation != "Orphan":
             self._collect_owned(final)
@@ -410,3 +424,11 @@ class Registry:
         if pod is not None and pod["metadata"]["uid"] == uid:
             with contextlib.suppress(StoreError):
                 self.store.delete(PODS, namespace, name)
+            self._finish_namespace(namespace)
+
+    def _finish_namespace(self, name: str) -> None:
+        """Remove a Terminating namespace once its last pod is gone."""
+        ns = self.store.get(NAMESPACES, "", name)
+        if ns is not None and ns["metadata"].get("deletionTimestamp") and not self.store.list(PODS, name):
+            with contextlib.suppress(StoreError):
+                self.store.delete(NAMESPACES, "", name)
