@@ -115,7 +115,10 @@ def cmd_workshop(args: argparse.Namespace) -> int:
         if args.action == "provision":
             provision.namespaces_for(args.attendees, args.prefix)  # bad input is refused before connecting
         if not (args.action == "provision" and args.dry_run):
-            client = connect(Client, kubeconfig=args.kubeconfig, context=args.context, start=False)
+            try:
+                client = connect(Client, kubeconfig=args.kubeconfig, context=args.context, start=False)
+            except LabkitError as exc:
+                raise LabkitError(f"{exc} (name the cluster with --kubeconfig FILE [--context NAME])") from exc
             say(f"cluster {client.server} (context {client.context})")
         if args.action == "provision":
             result: object = provision.provision(

@@ -327,8 +327,8 @@ def provision(client: Client | None, attendees: int, *, prefix: str = "attendee"
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 50:
         raise LabkitError(f"replicas must be a whole number from 0 to 50, not {replicas!r}")
     if isinstance(token_seconds, bool) or not isinstance(token_seconds, int) or token_seconds < 600:
-        raise LabkitError(f"token_seconds must be at least 600 (Kubernetes refuses shorter tokens), not "
-                          f"{token_seconds!r}")
+        raise LabkitError(f"the attendees' tokens must last at least 600 s (10 minutes: Kubernetes refuses "
+                          f"shorter ones), not {token_seconds!r} s (token_seconds, or --token-hours)")
     if dry_run:
         docs = [obj for ns in names for obj in attendee_objects(ns, prefix, replicas=replicas, mesh=mesh)]
         return ProvisionResult(attendees=tuple(Attendee(ns) for ns in names), prefix=prefix, dry_run=True,
