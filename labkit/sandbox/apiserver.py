@@ -6,7 +6,9 @@ collection, its objects and their subresources (``pods/exec``, ``pods/log``, ``s
 Reads come from the :class:`~.store.Store`, writes go to the :class:`~.registry.Registry`, and exec, logs and
 port-forward reach the containers through the :class:`~.kubelet.Kubelet`. Errors leave as ``Status`` objects shaped
 like the real API server's, unknown paths and methods included. Query parameters, bodies and objects are checked
-by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`.
+by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`. Who a request is
+(the administrator's token, a ServiceAccount's) and whether RBAC lets it through is :mod:`.rbac`'s to say, in
+the ``_auth`` middleware, before any handler runs.
 """
 
 from __future__ import annotations
