@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, Kubectl
-from helpers import alive, eventually
+from helpers import alive, eventually, processes_mentioning
 
 from labkit.sandbox import Sandbox, SandboxError
 from labkit.sandbox.state import descendants
@@ -97,6 +97,19 @@ def test_sigkill_leaves_no_orphans_and_the_next_up_recovers(tmp_path: Path) -> N
             Sandbox(tmp_path / "sb").start()
     finally:
         sb2.stop()
+
+
+def test_a_certificate_that_cannot_be_made_is_a_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """The certificate is made in a child process (the daemon does not keep ``cryptography`` loaded): its failure
+    is reported with its cause, and the daemon, the zygote and the child are gone."""
+    folder = tmp_path / "sb"
+    folder.mkdir(mode=0o700)
+    (folder / "pki").write_text("a file where the pki folder should be")
+    sb = Sandbox(folder, time_scale=FAST)
+    with pytest.raises(SandboxError, match=r"certificate.*(NotADirectoryError|FileExistsError|Not a directory)"):
+        sb.start()
+    eventually(lambda: not processes_mentioning(str(folder)), timeout=15,
+               what="no process of the failed start to be left")
 
 
 def test_attach_to_nothing_says_how_to_start(tmp_path: Path) -> None:

@@ -453,7 +453,9 @@ def spawn() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["sleep", "100"])
+        # Default dispositions: under nohup (or a harness that ignores signals) an ignored SIGHUP or SIGTERM
+        # would be inherited, and the child would outlive the signal the test sends.
+        proc = subprocess.Popen(["sleep", "100"], preexec_fn=_default_signals)
         started.append(proc)
         return proc
 
@@ -462,6 +464,11 @@ def spawn() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def pod_processes(*members: tuple[subprocess.Popen[bytes], str, list[str]]) -> list[PodProcess]:

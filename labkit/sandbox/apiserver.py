@@ -28,7 +28,8 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from . import containerlog, discovery, dns, limits, portforward, printers, protobuf, rbac, toolbox, validation
+# protobuf (requests kubectl rarely sends) and the exec toolbox are imported when first needed, not at start-up
+from . import containerlog, discovery, dns, limits, portforward, printers, rbac, validation
 from .kubelet import Kubelet
 from .network import Network
 from .params import query_bool
@@ -72,6 +73,9 @@ ObjectHandler = Callable[[web.Request, Resource, str, str], Awaitable[web.Stream
 """A handler of ``.../<plural>/<name>[/status|/scale]``: the request, the kind, the namespace and the name."""
 SubresourceHandler = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
 """A handler of one kind's own subresource (``pods/exec``, ``services/proxy``): the namespace and the name."""
+
+# labkit.sandbox.protobuf.CONTENT_TYPE, spelled here so that the codec is imported only for a protobuf request
+PROTOBUF_MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 
 
 def dumps(obj: Any) -> str:
@@ -408,7 +412,9 @@ class ApiServer:
         raw = await request.read()
         if not raw:
             return {}
-        if protobuf.is_protobuf(request.content_type):
+        if request.content_type.split(";", 1)[0].strip().lower() == PROTOBUF_MEDIA_TYPE:
+            from . import protobuf
+
             body = protobuf.decode_request(raw)
             validation.check_json_value(body)
         else:
@@ -583,6 +589,8 @@ class ApiServer:
         return str(default) if default in names else str(names[0])
 
     async def _exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        from . import toolbox
+
         pod = self.store.require(PODS, ns, name)
         q = request.query
         command = q.getall("command", [])

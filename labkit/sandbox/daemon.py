@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import copy
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labkit.sandbox")
 LESSON_MANIFESTS = ("bookinfo.yaml", "sleep.yaml")
-PR_SET_PDEATHSIG = 1
 
 
 def manifest_text(name: str) -> str:
@@ -139,25 +139,22 @@ async def wait_all_ready(cluster: Cluster, expected: int, deadline: float, fd: i
     raise TimeoutError(f"only {ready} of {total} pods became Ready in time")
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, paths: st.StatePaths, lock: st.Lock, pki: st.CertificateJob) -> int:
+    """Run the sandbox in ``paths`` (whose lock is held) until a signal; ``pki`` is making its certificate."""
     from aiohttp import web
 
     from . import limits
     from .apiserver import ApiServer, make_ssl_context
     from .cluster import Cluster
 
-    paths = st.StatePaths(Path(args.dir))
     report_fd = args.ready_fd
-    lock = st.Lock(paths.lock)
-    if not lock.acquire():
-        _report(report_fd, {"ok": False, "error": f"a sandbox is already running in {paths.root}"})
-        return 1
-    # Stale files of a crashed run are safe to replace now that the lock is ours.
-    for stale in (paths.state, paths.kubeconfig):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
     token = st.new_token()
-    ca_pem = st.make_certificate(paths.cert, paths.key)
+    try:
+        ca_pem = pki.result()
+    except (RuntimeError, OSError) as exc:
+        _report(report_fd, {"ok": False, "error": str(exc), "log": str(paths.log)})
+        lock.release()
+        return 1
     cluster = Cluster(str(paths.root), time_scale=args.time_scale, ca_pem=ca_pem.decode())
     cluster.start()
     server = ApiServer(cluster.store, cluster.registry, cluster.kubelet, cluster.network, token)
@@ -209,6 +206,7 @@ async def serve(args: argparse.Namespace) -> int:
     st.write_state(paths, info)
     log.info("sandbox ready: %s", json.dumps(info))
     _report(report_fd, {"ok": True, **info})
+    asyncio.get_running_loop().call_later(0.5, release_boot_memory)
     await stop.wait()
     log.info("stopping")
     await shutdown(cluster, server, runner)
@@ -235,12 +233,15 @@ def _report(fd: int | None, payload: dict[str, Any], final: bool = True) -> None
             os.close(fd)
 
 
-def tie_to_parent(parent: int) -> None:
-    """Die with the process that started us (tests and notebooks own their sandbox)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
+def release_boot_memory() -> None:
+    """Give the heap the boot left behind (parsed manifests, first requests) back to the system.
+
+    glibc keeps freed memory for reuse; ``malloc_trim`` returns the free pages, which for a sandbox that then
+    idles is most of its start-up garbage. Elsewhere (musl, macOS) this does nothing.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,9 +257,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot-timeout", type=float, default=60.0)
     args = p.parse_args(argv)
     if args.parent_pid:
-        tie_to_parent(args.parent_pid)
-    st.make_private_dirs(Path(args.dir))
-    zygote.prestart(str(Path(args.dir)))  # before the heavy imports of serve(); the kubelet adopts it
+        st.die_with_parent(args.parent_pid)
+    paths = st.StatePaths(Path(args.dir))
+    st.make_private_dirs(paths.root)
+    lock = st.Lock(paths.lock)
+    if not lock.acquire():
+        _report(args.ready_fd, {"ok": False, "error": f"a sandbox is already running in {paths.root}"})
+        return 1
+    # Stale files of a crashed run are safe to replace now that the lock is ours.
+    for stale in (paths.state, paths.kubeconfig):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    # Both before the heavy imports of serve(), which they overlap: the certificate (made in a child, see
+    # CertificateJob) and the zygote (the kubelet adopts it).
+    pki = st.CertificateJob(paths.cert, paths.key)
+    zygote.prestart(str(paths.root))
     from . import limits  # (it imports aiohttp: only once the zygote has started)
 
     handler = logging.FileHandler(Path(args.dir) / "sandbox.log")
@@ -273,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(serve(args))
+    return asyncio.run(serve(args, paths, lock, pki))
 
 
 if __name__ == "__main__":

@@ -21,16 +21,19 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from . import containerlog, dns, envfrom, toolbox
+from . import containerlog, dns, envfrom
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
-from .images.runtime import process_environ
+from .images.environ import process_environ
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Obj, Store, WatchEvent, now_rfc3339
 from .zygote import ContainerProcess, ContainerRuntime, LaunchSpec
+
+if TYPE_CHECKING:  # the exec toolbox is imported at the first exec, not at start-up
+    from . import toolbox
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 PODS = BY_PLURAL[("", "pods")]
@@ -613,6 +616,8 @@ class Kubelet:
 
     def pod_processes(self, namespace: str, name: str) -> list[toolbox.PodProcess]:
         """The live processes of a pod as ``ps`` inside it shows them (main processes are pids 1, 2, ...)."""
+        from . import toolbox
+
         runtime = self.runtime_for(namespace, name)
         if runtime is None:
             return []

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,42 @@ def make_certificate(cert_path: Path, key_path: Path) -> bytes:
                                               serialization.NoEncryption()))
     cert_path.write_bytes(pem)
     return pem
+
+
+class CertificateJob:
+    """:func:`make_certificate` in a child process, started early and collected when the server needs the files.
+
+    The ``cryptography`` package costs a long-lived daemon about 10 MB for a certificate made once at boot; in a
+    child it is loaded, used and gone, while the daemon goes on with its own imports in parallel. The child dies
+    with the daemon (``PR_SET_PDEATHSIG``).
+    """
+
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
+        import subprocess
+
+        self.cert_path, self.key_path = cert_path, key_path
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "labkit.sandbox.state", "certificate", str(cert_path), str(key_path),
+             str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def result(self, timeout: float = 60.0) -> bytes:
+        """Wait for the child; the certificate's PEM. Raises RuntimeError with the child's error if it failed."""
+        _, err = self._proc.communicate(timeout=timeout)
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"making the sandbox's certificate failed (exit {self._proc.returncode}): "
+                               f"{err.decode(errors='replace').strip()[-2000:]}")
+        return self.cert_path.read_bytes()
+
+
+def die_with_parent(parent: int, sig: int = 15) -> None:
+    """Linux: get ``sig`` (default SIGTERM) when the process that started us dies; exit now if it already has."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def make_private_dirs(path: Path) -> None:
@@ -218,3 +255,21 @@ def memory_kib(pids: set[int]) -> dict[str, int]:
         except OSError:
             continue
     return {"pss_kib": pss, "rss_kib": rss}
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m labkit.sandbox.state certificate CERT KEY PARENT_PID`` (see :class:`CertificateJob`)."""
+    if len(argv) != 4 or argv[0] != "certificate":
+        print("usage: python -m labkit.sandbox.state certificate CERT KEY PARENT_PID", file=sys.stderr)
+        return 2
+    die_with_parent(int(argv[3]), 9)
+    try:
+        make_certificate(Path(argv[1]), Path(argv[2]))
+    except OSError as exc:  # a folder that cannot hold the files: one line for the daemon's report
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
