@@ -161,6 +161,8 @@ def test_dry_run_prints_the_objects_and_touches_nothing(admin: labkit.Lab, kubec
     kinds = [(d["kind"], d["metadata"].get("namespace", d["metadata"]["name"])) for d in docs]
     assert ("Namespace", "dry-01") in kinds and ("RoleBinding", "dry-02") in kinds
     assert sum(1 for d in docs if d["kind"] == "Deployment") == 10
+    meshed = yaml.safe_load_all(str(prov.provision(None, 1, prefix="dry", dry_run=True, mesh=True)))
+    assert next(meshed)["metadata"]["labels"]["istio-injection"] == "enabled"
     cli = labkit_cli("workshop", "provision", "--attendees", "2", "--prefix", "dry", "--dry-run",
                      "--out", str(tmp_path / "never"))
     assert cli.returncode == 0, cli.stderr
