@@ -584,6 +584,56 @@ def bench_reset() -> dict[str, Any]:
         sb.stop()
 
 
+def bench_provision(attendees: int = 5, runs: int = 3) -> dict[str, Any]:
+    """`labkit.provision.provision` of 5 attendees (Bookinfo at 3 replicas + sleep each: 65 pods) until every
+    deployment is rolled out, then teardown until every pod is gone; and what RBAC adds to one request (a pod list
+    with the administrator's token against an attendee's, interleaved)."""
+    from kubernetes import client, config
+
+    import labkit
+    from labkit import provision
+    from labkit.kubestatus import is_pod_ready
+
+    sb = _sandbox(1.0)
+    try:
+        lab = labkit.connect(sandbox_dir=sb.dir)
+        up: list[float] = []
+        down: list[float] = []
+        ready_counts: list[int] = []
+        admin_ms: list[float] = []
+        attendee_ms: list[float] = []
+        with tempfile.TemporaryDirectory() as out:
+            for run in range(runs):
+                t0 = time.perf_counter()
+                result = provision.provision(lab, attendees, out_dir=out, replicas=3)
+                up.append(time.perf_counter() - t0)
+                pods = [p for a in result.attendees for p in lab.list_pods(namespace=a.namespace).items]
+                ready_counts.append(sum(1 for p in pods if is_pod_ready(p)))
+                if run == 0:
+                    first = result.attendees[0]
+                    attendee_client = config.new_client_from_config(config_file=str(first.kubeconfig))
+                    apis = {"admin": client.CoreV1Api(lab.api_client),
+                            "attendee": client.CoreV1Api(attendee_client)}
+                    for _ in range(30):
+                        for who, samples in (("admin", admin_ms), ("attendee", attendee_ms)):
+                            t1 = time.perf_counter()
+                            apis[who].list_namespaced_pod(first.namespace, _preload_content=False).read()
+                            samples.append(time.perf_counter() - t1)
+                    attendee_client.close()
+                t0 = time.perf_counter()
+                provision.teardown(lab, out_dir=out)
+                down.append(time.perf_counter() - t0)
+        lab.close()
+        return {"provision_attendees": attendees, "provision_pods": attendees * 13,
+                "provision_seconds": [round(x, 3) for x in up], "provision_median_s": round(median(up), 3),
+                "provision_ready_pods": ready_counts,
+                "teardown_seconds": [round(x, 3) for x in down], "teardown_median_s": round(median(down), 3),
+                "pod_list_admin_median_ms": round(median(admin_ms) * 1000, 2),
+                "pod_list_attendee_median_ms": round(median(attendee_ms) * 1000, 2)}
+    finally:
+        sb.stop()
+
+
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "up": bench_up,
     "restart": bench_restart,
@@ -593,6 +643,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "scale": bench_scale,
     "mesh": bench_mesh,
     "reset": bench_reset,
+    "provision": bench_provision,
 }
 
 

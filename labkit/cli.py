@@ -6,6 +6,8 @@
     labkit tour --out DIR [--notebooks '01-*']
     labkit lab [--lessons DIR]          (your copy of the lessons, default ./labkit-lessons)
     labkit export NOTEBOOK --to html|hugo [--out DIR]
+    labkit workshop provision --attendees N [--kubeconfig F [--context C]] [--out DIR] [--prefix P] [--dry-run]
+    labkit workshop teardown [--kubeconfig F [--context C]] [--out DIR] [--prefix P] [--dry-run]
 """
 
 from __future__ import annotations
@@ -99,6 +101,68 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_workshop(args: argparse.Namespace) -> int:
+    """``labkit workshop provision|teardown``: many attendees, each in a namespace of their own."""
+    from labkit import provision
+    from labkit.client import Client, connect
+    from labkit.errors import LabkitError
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    client = None
+    try:
+        if args.action == "provision":
+            provision.namespaces_for(args.attendees, args.prefix)  # bad input is refused before connecting
+        if not (args.action == "provision" and args.dry_run):
+            try:
+                client = connect(Client, kubeconfig=args.kubeconfig, context=args.context, start=False)
+            except LabkitError as exc:
+                raise LabkitError(f"{exc} (name the cluster with --kubeconfig FILE [--context NAME])") from exc
+            say(f"cluster {client.server} (context {client.context})")
+        if args.action == "provision":
+            result: object = provision.provision(
+                client, args.attendees, prefix=args.prefix, out_dir=args.out, dry_run=args.dry_run,
+                replicas=args.replicas, token_seconds=int(args.token_hours * 3600), mesh=args.mesh, progress=say)
+        else:
+            assert client is not None
+            result = provision.teardown(client, prefix=args.prefix, out_dir=args.out, dry_run=args.dry_run,
+                                        progress=say)
+    except LabkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if client is not None:
+            client.close()
+    print(result)
+    return 0
+
+
+def _add_workshop(sub: Any) -> None:
+    w = sub.add_parser("workshop", help="many attendees on one cluster: a namespace, an account and a kubeconfig "
+                                        "each")
+    wsub = w.add_subparsers(dest="action", required=True)
+    for name, help_text in (("provision", "give each attendee a namespace, a Role limited to it, Bookinfo and a "
+                                          "kubeconfig with their token"),
+                            ("teardown", "delete the workshop's namespaces (only those it made) and kubeconfigs")):
+        a = wsub.add_parser(name, help=help_text)
+        if name == "provision":
+            a.add_argument("--attendees", type=int, required=True, help="how many attendees (1 or more)")
+            a.add_argument("--replicas", type=int, default=3, help="pods per Bookinfo deployment (default 3)")
+            a.add_argument("--token-hours", type=float, default=12.0,
+                           help="how long the attendees' tokens last (default 12)")
+            a.add_argument("--mesh", action="store_true", help="label the namespaces istio-injection=enabled")
+        a.add_argument("--kubeconfig", default=None,
+                       help="the cluster's kubeconfig (default: the running sandbox, or $LABKIT_KUBECONFIG)")
+        a.add_argument("--context", default=None, help="the kubeconfig's context (default: its current one)")
+        a.add_argument("--out", default="workshop", help="folder of the attendees' kubeconfigs (default ./workshop)")
+        a.add_argument("--prefix", default="attendee", help="namespaces are PREFIX-01, PREFIX-02... "
+                                                            "(default attendee)")
+        a.add_argument("--dry-run", action="store_true",
+                       help="print the objects (provision) or what would be deleted (teardown); change nothing")
+    w.set_defaults(func=cmd_workshop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labkit", description="Test microservices in production, from Jupyter.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             a.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_sandbox)
+    _add_workshop(sub)
 
     try:
         from labkit import lessons

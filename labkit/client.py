@@ -704,6 +704,63 @@ class Client:
         return {"deployment": deployment, "namespace": ns, "restartedAt": stamp,
                 "seconds": round(time.monotonic() - started, 2)}
 
+    # -- any object, by its API path (provisioning uses these; kinds without a verb here)
+    def api_call(self, method: str, path: str, *, body: object = None, content_type: str | None = None,
+                 query: Sequence[tuple[str, str]] = (), timeout: float = 60.0) -> dict[str, Any]:
+        """One request to the API server with this Client's credentials; the JSON answer.
+
+        Raises:
+            kubernetes.client.ApiException: a non-2xx answer (callers translate it with what they were doing).
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self.api_client.param_serialize(method=method, resource_path=path, query_params=list(query),
+                                                  header_params=headers, body=body, auth_settings=["BearerToken"])
+        resp = self.api_client.call_api(*request, _request_timeout=(CONNECT_TIMEOUT, timeout))
+        data = resp.read() or b""
+        if not 200 <= int(resp.status) <= 299:
+            raise ApiException(http_resp=resp, body=data.decode("utf-8", "replace"))
+        return dict(json.loads(data)) if data else {}
+
+    def read_object(self, path: str, *, what: str = "") -> dict[str, Any] | None:
+        """``GET`` one object by its API path (``/api/v1/namespaces/team``); None when it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api_call("GET", path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            translate(exc, what or path)
+        except Exception as exc:
+            translate(exc, what or path)
+
+    def apply_object(self, path: str, obj: Mapping[str, Any], *, field_manager: str = "labkit",
+                     what: str = "") -> dict[str, Any]:
+        """Server-side apply of ``obj`` at its API path (``kubectl apply --server-side --force-conflicts``)."""
+        try:
+            return self.api_call("PATCH", path, body=dict(obj), content_type="application/apply-patch+yaml",
+                                 query=[("fieldManager", field_manager), ("force", "true")])
+        except Exception as exc:
+            translate(exc, f"applying {what or path}")
+
+    def delete_object(self, path: str, *, what: str = "") -> bool:
+        """``DELETE`` one object by its API path; False when it was already gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api_call("DELETE", path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            translate(exc, f"deleting {what or path}")
+        except Exception as exc:
+            translate(exc, f"deleting {what or path}")
+        return True
+
     def deployments(self, *, namespace: str | None = None) -> pd.DataFrame:
         """Deployments with desired, ready and available replicas."""
         ns = namespace or self.namespace

@@ -6,7 +6,9 @@ collection, its objects and their subresources (``pods/exec``, ``pods/log``, ``s
 Reads come from the :class:`~.store.Store`, writes go to the :class:`~.registry.Registry`, and exec, logs and
 port-forward reach the containers through the :class:`~.kubelet.Kubelet`. Errors leave as ``Status`` objects shaped
 like the real API server's, unknown paths and methods included. Query parameters, bodies and objects are checked
-by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`.
+by :mod:`.validation` before anything is stored; connections pass the guard of :mod:`.limits`. Who a request is
+(the administrator's token, a ServiceAccount's) and whether RBAC lets it through is :mod:`.rbac`'s to say, in
+the ``_auth`` middleware, before any handler runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 
 # protobuf (requests kubectl rarely sends) and the exec toolbox are imported when first needed, not at start-up
-from . import containerlog, discovery, dns, limits, portforward, printers, validation
+from . import containerlog, discovery, dns, limits, portforward, printers, rbac, validation
 from .kubelet import Kubelet
 from .network import Network
 from .params import query_bool
@@ -56,6 +57,7 @@ DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 SERVICES = BY_PLURAL[("", "services")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
+SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                   "channel.k8s.io")
@@ -135,6 +137,7 @@ class ApiServer:
         self.kubelet = kubelet
         self.network = network
         self.token = token
+        self.auth = rbac.Auth(store, token)
         self.app = web.Application(middlewares=[self._errors, self._auth, self._checked],
                                    client_max_size=validation.MAX_BODY_BYTES)
         self.app.router.add_routes(self.routes())
@@ -174,7 +177,7 @@ class ApiServer:
         """
         prefix = resource_prefix(res) if version is None else f"/apis/{res.group}/{version}"
         base = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
-        item = f"{base}/{{name}}"
+        item = f"{base}/{{name:[^/]+}}"  # any path segment: RBAC names may hold braces
 
         def collection(handler: CollectionHandler) -> Handler:
             return at_version(res, version, functools.partial(self._dispatch_collection, handler, res))
@@ -220,6 +223,11 @@ class ApiServer:
                 web.get(f"{item}/log", in_object(self._log)),
                 web.route("*", f"{item}/portforward", in_object(self._portforward)),
             ]
+        if res is SERVICE_ACCOUNTS:
+            table += [
+                web.post(f"{item}/token", in_object(self._token)),
+                web.route("*", f"{item}/token", not_allowed),
+            ]
         if res is SERVICES:
             table += [
                 web.route("*", f"{item}/proxy", in_object(self._proxy)),
@@ -249,9 +257,13 @@ class ApiServer:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+        user = self.auth.authenticate(given)
+        if user is None:
             return error(401, "Unauthorized", "Unauthorized")
         self.guard.authenticated(request.transport)
+        request["user"] = user
+        if not user.is_admin:  # RBAC decides, before any handler (watches, exec, logs, port-forward included)
+            self.auth.check(user, rbac.request_attributes(request.method, request.path, request.query))
         return await handler(request)
 
     @web.middleware
@@ -451,9 +463,13 @@ class ApiServer:
                 f"the kind in the data ({kind}) does not match the URL ({res.plural})",
                 "apiVersion" if wrong_version else "kind")
         dry = request.query.get("dryRun") == "All"
+        user = request.get("user", rbac.ADMIN)
+        if res.kind in REVIEW_KINDS and not user.is_admin:
+            return json_response(self.auth.review(res, body, user), 201)
         if res.kind not in REVIEW_KINDS:  # a review is answered, never stored: it has no name to check
             validation.validate_object(res.kind, body, namespaced=res.namespaced)
             validation.check_storable(res.kind, body)
+            self.auth.check_escalation(user, res, body, ns or "")
         created = self.registry.create(res, body, ns if res.namespaced else None, dry_run=dry)
         return json_response(created, 201)
 
@@ -477,6 +493,7 @@ class ApiServer:
         new.setdefault("metadata", {}).setdefault("name", old["metadata"]["name"])
         validation.validate_object(res.kind, new, namespaced=res.namespaced)
         validation.check_storable(res.kind, new)
+        self.auth.check_escalation(request.get("user", rbac.ADMIN), res, new, old["metadata"].get("namespace", ""))
         return self.registry.update(res, old, new, dry_run=request.query.get("dryRun") == "All")
 
     async def _patch(self, request: web.Request, res: Resource, ns: str, name: str,
@@ -491,6 +508,7 @@ class ApiServer:
                 patch.setdefault("metadata", {}).setdefault("name", name)
                 validation.validate_object(res.kind, patch, namespaced=res.namespaced)
                 validation.check_storable(res.kind, patch)
+                self.auth.check_escalation(request.get("user", rbac.ADMIN), res, patch, ns)
                 return json_response(self.registry.create(res, patch, ns if res.namespaced else None,
                                                           dry_run=request.query.get("dryRun") == "All"), 201)
             raise not_found(res, name)
@@ -578,6 +596,15 @@ class ApiServer:
                 "spec": {"replicas": int(obj["spec"].get("replicas", 1))},
                 "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
                            "selector": selector_string(obj["spec"].get("selector"))}}
+
+    async def _token(self, request: web.Request, ns: str, name: str) -> web.Response:
+        """``serviceaccounts/NAME/token``: a TokenRequest answered with a token for the account."""
+        body = await self._body(request, "TokenRequest")
+        kind = body.get("kind")
+        if kind and kind != "TokenRequest":
+            raise validation.bad_request(f"the kind in the data ({kind}) does not match the expected kind "
+                                         "(TokenRequest)", "kind")
+        return json_response(self.auth.token_request(ns, name, body), 201)
 
     # -- pods: exec and logs
     def _pick_container(self, pod: Obj, requested: str | None) -> str:

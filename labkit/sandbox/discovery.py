@@ -52,7 +52,8 @@ MAJOR, MINOR = "1", "33"
 from it, and one for 1.29 or older would use SPDY for exec."""
 GIT_VERSION = f"v{MAJOR}.{MINOR}.0-labkit-sandbox"
 
-_SUBRESOURCE_GROUPS: dict[str, tuple[str, str]] = {"Scale": ("autoscaling", "v1")}
+_SUBRESOURCE_GROUPS: dict[str, tuple[str, str]] = {"Scale": ("autoscaling", "v1"),
+                                                   "TokenRequest": ("authentication.k8s.io", "v1")}
 """Kinds of subresources that live in another group-version than their parent."""
 
 

@@ -619,6 +619,41 @@ _PRINTERS.update({
         lambda dr, now: [_name(dr), str(_get(dr, "spec", "host") or ""), _age(dr, now)],
     ),
 })
+
+
+def _created_at(obj: dict[str, Any], now: datetime) -> Cells:
+    return [_name(obj), str(_get(obj, "metadata", "creationTimestamp") or "")]
+
+
+def _binding_cells(binding: dict[str, Any], now: datetime) -> Cells:
+    """NAME, ROLE (``Role/NAME``), AGE; wide: USERS, GROUPS, SERVICEACCOUNTS (``namespace/name``)."""
+    subjects = [s for s in _items(binding.get("subjects")) if isinstance(s, dict)]
+    ref = binding.get("roleRef") or {}
+
+    def names(kind: str) -> str:
+        if kind == "ServiceAccount":
+            return ", ".join(f"{s.get('namespace') or ''}/{s.get('name')}" for s in subjects if s.get("kind") == kind)
+        return ", ".join(str(s.get("name")) for s in subjects if s.get("kind") == kind)
+
+    return [_name(binding), f"{ref.get('kind', '')}/{ref.get('name', '')}", _age(binding, now), names("User"),
+            names("Group"), names("ServiceAccount")]
+
+
+_CREATED_AT: Column = ("Created At", "date", "", 0, _AGE_DOC)
+_BINDING_COLUMNS: list[Column] = [
+    _NAME,
+    ("Role", "string", "", 0, "Role indicates which role the binding refers to."),
+    _AGE,
+    ("Users", "string", "", 1, "Users in the binding."),
+    ("Groups", "string", "", 1, "Groups in the binding."),
+    ("ServiceAccounts", "string", "", 1, "ServiceAccounts in the binding."),
+]
+_PRINTERS.update({
+    ("rbac.authorization.k8s.io", "Role"): ([_NAME, _CREATED_AT], _created_at),
+    ("rbac.authorization.k8s.io", "ClusterRole"): ([_NAME, _CREATED_AT], _created_at),
+    ("rbac.authorization.k8s.io", "RoleBinding"): (_BINDING_COLUMNS, _binding_cells),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): (_BINDING_COLUMNS, _binding_cells),
+})
 _DEFAULT: tuple[list[Column], RowPrinter] = ([_NAME, _AGE], _default_cells)
 
 

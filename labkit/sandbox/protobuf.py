@@ -409,6 +409,16 @@ MESSAGES: dict[str, Message] = {
     "SelfSubjectReview": _m(metadata="1 ObjectMeta", status="2 SelfSubjectReviewStatus"),
     "SelfSubjectReviewStatus": _m(userInfo="1 UserInfo"),
     "UserInfo": _m(username="1 string", uid="2 string", groups="3 string *", extra="4 map:StringList"),
+    # k8s.io/api/rbac/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding)
+    "Role": _m(metadata="1 ObjectMeta", rules="2 PolicyRule *"),
+    "ClusterRole": _m(metadata="1 ObjectMeta", rules="2 PolicyRule *", aggregationRule="3 AggregationRule"),
+    "PolicyRule": _m(verbs="1 string *", apiGroups="2 string *", resources="3 string *",
+                     resourceNames="4 string *", nonResourceURLs="5 string *"),
+    "AggregationRule": _m(clusterRoleSelectors="1 LabelSelector *"),
+    "RoleBinding": _m(metadata="1 ObjectMeta", subjects="2 Subject *", roleRef="3 RoleRef"),
+    "ClusterRoleBinding": _m(metadata="1 ObjectMeta", subjects="2 Subject *", roleRef="3 RoleRef"),
+    "Subject": _m(kind="1 string", apiGroup="2 string", name="3 string", namespace="4 string"),
+    "RoleRef": _m(apiGroup="1 string", kind="2 string", name="3 string"),
 }
 # Per message, the JSON keys kept even when zero, as Go's JSON encoder keeps them: pointer fields ("!") and every
 # message-typed field (a struct is never "empty" to `omitempty`: `resources: {}`, `strategy: {}`, `status: {}`).
@@ -432,6 +442,10 @@ KINDS: dict[tuple[str, str], str] = {
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
     ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
 }
 
 

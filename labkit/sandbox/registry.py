@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from . import defaults, meshrules, node
+from . import defaults, meshrules, node, rbac
 from .resources import BY_PLURAL, REVIEW_KINDS, Resource
 from .store import Obj, Store, StoreError, already_exists, labels_match, match_labels_selector, not_found, now_rfc3339
 
@@ -155,6 +155,8 @@ class Registry:
         lease["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node.NODE_NAME,
                                                  "uid": node_obj["metadata"]["uid"]}]
         self.store.create(LEASES, lease)
+        for res, obj in rbac.bootstrap_objects():
+            self.store.create(res, self.prepare(res, obj, None))
         service = self.prepare(SERVICES, node.kubernetes_service(), "default")
         service["spec"]["clusterIP"] = api_service_ip
         service["spec"]["clusterIPs"] = [api_service_ip]
@@ -202,8 +204,15 @@ class Registry:
                                      "reason": "FieldValueInvalid", "field": "metadata.namespace",
                                      "message": "does not match the namespace sent on the request"}]})
             meta["namespace"] = namespace or meta.get("namespace") or "default"
-            if self.store.get(NAMESPACES, "", meta["namespace"]) is None:
+            ns_obj = self.store.get(NAMESPACES, "", meta["namespace"])
+            if ns_obj is None:
                 raise not_found(NAMESPACES, meta["namespace"])
+            if ns_obj["metadata"].get("deletionTimestamp"):
+                plural = f"{res.plural}.{res.group}" if res.group else res.plural
+                raise StoreError(403, "Forbidden", f'{plural} "{meta.get("name") or meta.get("generateName", "")}" '
+                                 f"is forbidden: unable to create new content in namespace {meta['namespace']} "
+                                 "because it is being terminated",
+                                 {"name": meta.get("name", ""), "group": res.group, "kind": res.plural})
         if not meta.get("name"):
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + safe_suffix()
@@ -263,6 +272,8 @@ class Registry:
                 raise StoreError(400, "BadRequest", problem)
         elif res.kind in MESH_KINDS:
             check_mesh_object(res, obj)
+        elif res.kind in rbac.RBAC_KINDS:
+            rbac.check_object(res.kind, obj)
         if res in (PODS, DEPLOYMENTS, REPLICASETS, SERVICES):
             obj["spec"] = spec
         return obj
@@ -314,6 +325,8 @@ class Registry:
             (defaults.deployment_spec if res is DEPLOYMENTS else defaults.replicaset_spec)(spec)
         if res.kind in MESH_KINDS:
             check_mesh_object(res, new)
+        if res.kind in rbac.RBAC_KINDS:
+            rbac.check_object(res.kind, new, old)
         if res is SECRETS:
             problem = defaults.secret(new)
             if problem:
@@ -364,6 +377,13 @@ class Registry:
                     self.delete(other, name, o["metadata"]["name"])
             for p in self.store.list(PODS, name):
                 self.delete_pod(name, p["metadata"]["name"], 0)
+            if self.store.list(PODS, name):
+                # Terminating until the kubelet has stopped its last pod (finalize_pod then removes it).
+                def terminate(ns: Obj) -> None:
+                    ns["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+                    ns["metadata"]["deletionGracePeriodSeconds"] = 0
+                    ns.setdefault("status", {})["phase"] = "Terminating"
+                return self.mutate(NAMESPACES, "", name, terminate) or obj
         final = self.store.delete(res, namespace, name)
         if propagation != "Orphan":
             self._collect_owned(final)
@@ -404,3 +424,11 @@ class Registry:
         if pod is not None and pod["metadata"]["uid"] == uid:
             with contextlib.suppress(StoreError):
                 self.store.delete(PODS, namespace, name)
+            self._finish_namespace(namespace)
+
+    def _finish_namespace(self, name: str) -> None:
+        """Remove a Terminating namespace once its last pod is gone."""
+        ns = self.store.get(NAMESPACES, "", name)
+        if ns is not None and ns["metadata"].get("deletionTimestamp") and not self.store.list(PODS, name):
+            with contextlib.suppress(StoreError):
+                self.store.delete(NAMESPACES, "", name)

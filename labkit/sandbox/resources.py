@@ -69,7 +69,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("events", "Event", short_names=("ev",), singular="event"),
     Resource("namespaces", "Namespace", namespaced=False, short_names=("ns",), singular="namespace",
              verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    Resource("serviceaccounts", "ServiceAccount", short_names=("sa",), singular="serviceaccount"),
+    Resource("serviceaccounts", "ServiceAccount", short_names=("sa",), singular="serviceaccount",
+             subresources={"token": ("TokenRequest", ("create",))}),
     Resource("configmaps", "ConfigMap", short_names=("cm",), singular="configmap"),
     Resource("secrets", "Secret", singular="secret"),
     Resource("nodes", "Node", namespaced=False, short_names=("no",), singular="node",
@@ -97,6 +98,13 @@ RESOURCES: tuple[Resource, ...] = (
              namespaced=False, singular="selfsubjectrulesreview", verbs=("create",)),
     Resource("selfsubjectreviews", "SelfSubjectReview", group="authentication.k8s.io",
              namespaced=False, singular="selfsubjectreview", verbs=("create",)),
+    # RBAC (enforced for ServiceAccount tokens; see rbac.py).
+    Resource("roles", "Role", group="rbac.authorization.k8s.io", singular="role"),
+    Resource("rolebindings", "RoleBinding", group="rbac.authorization.k8s.io", singular="rolebinding"),
+    Resource("clusterroles", "ClusterRole", group="rbac.authorization.k8s.io", namespaced=False,
+             singular="clusterrole"),
+    Resource("clusterrolebindings", "ClusterRoleBinding", group="rbac.authorization.k8s.io", namespaced=False,
+             singular="clusterrolebinding"),
     # Istio's traffic-management CRDs (served as an installed Istio would serve them; see meshrules.py).
     Resource("virtualservices", "VirtualService", group="networking.istio.io", short_names=("vs",),
              singular="virtualservice", categories=ISTIO_CATEGORIES,
@@ -117,7 +125,8 @@ BY_KIND: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in RESOUR
 
 GROUP_VERSIONS: tuple[str, ...] = ("v1", "apps/v1", "discovery.k8s.io/v1", "coordination.k8s.io/v1",
                                    "authorization.k8s.io/v1",
-                                   "authentication.k8s.io/v1", "networking.istio.io/v1",
+                                   "authentication.k8s.io/v1", "rbac.authorization.k8s.io/v1",
+                                   "networking.istio.io/v1",
                                    *(f"networking.istio.io/{v}" for v in ISTIO_OLD_VERSIONS))
 
 

@@ -315,6 +315,9 @@ SERVICE_SPEC: Spec = {
     "publishNotReadyAddresses": BOOL,
 }
 ENDPOINT_ADDRESS: Spec = {"ip": STR, "hostname": STR, "nodeName": STR, "targetRef": ANYOBJ}
+POLICY_RULE: Spec = {"verbs": (STR,), "apiGroups": (STR,), "resources": (STR,), "resourceNames": (STR,),
+                     "nonResourceURLs": (STR,)}
+SUBJECT: Spec = {"kind": STR, "apiGroup": STR, "name": STR, "namespace": STR}
 SCHEMAS: dict[str, Spec] = {
     "Pod": {"spec": POD_SPEC, "status": POD_STATUS},
     "Deployment": {"spec": WORKLOAD_SPEC, "status": WORKLOAD_STATUS},
@@ -335,6 +338,17 @@ SCHEMAS: dict[str, Spec] = {
     "DeleteOptions": {"gracePeriodSeconds": INT, "propagationPolicy": STR, "dryRun": (STR,),
                       "orphanDependents": BOOL, "preconditions": {"uid": STR, "resourceVersion": STR}},
     "Scale": {"spec": {"replicas": INT}},
+    "TokenRequest": {"spec": {"audiences": (STR,), "expirationSeconds": INT,
+                              "boundObjectRef": {"kind": STR, "apiVersion": STR, "name": STR, "uid": STR}}},
+    "SelfSubjectAccessReview": {"spec": {
+        "resourceAttributes": {"namespace": STR, "verb": STR, "group": STR, "version": STR, "resource": STR,
+                               "subresource": STR, "name": STR},
+        "nonResourceAttributes": {"path": STR, "verb": STR}}},
+    "SelfSubjectRulesReview": {"spec": {"namespace": STR}},
+    "Role": {"rules": (POLICY_RULE,)},
+    "ClusterRole": {"rules": (POLICY_RULE,), "aggregationRule": ANYOBJ},
+    "RoleBinding": {"subjects": (SUBJECT,), "roleRef": {"apiGroup": STR, "kind": STR, "name": STR}},
+    "ClusterRoleBinding": {"subjects": (SUBJECT,), "roleRef": {"apiGroup": STR, "kind": STR, "name": STR}},
 }
 _GO_TYPE = {STR: "string", INT: "int64", BOOL: "bool", NUM: "float64", ANYOBJ: "map[string]interface {}",
             MAPSTR: "map[string]string", INTSTR: "intstr.IntOrString"}
@@ -416,7 +430,9 @@ def _is_type(value: Any, spec: str) -> bool:
 
 
 def name_errors(field: str, value: str, rule: str) -> list[FieldError]:
-    """Errors of ``value`` as a name under ``rule``: ``subdomain``, ``label`` or ``dns1035``."""
+    """Errors of ``value`` as a name under ``rule``: ``subdomain``, ``label``, ``dns1035`` or ``path``."""
+    if rule == "path":  # any path segment; the few forbidden ones are refused by rbac.check_object
+        return []
     limit, rx, msg = {"subdomain": (253, DNS1123_SUBDOMAIN, SUBDOMAIN_MSG), "label": (63, DNS1123_LABEL, LABEL_MSG),
                       "dns1035": (63, DNS1035_LABEL, DNS1035_MSG)}[rule]
     errors = []
@@ -457,7 +473,9 @@ def label_errors(field: str, labels: Mapping[str, str]) -> list[FieldError]:
     return errors
 
 
-NAME_RULES = {"Service": "dns1035", "Namespace": "label"}
+NAME_RULES = {"Service": "dns1035", "Namespace": "label", "ServiceAccount": "subdomain",
+              **dict.fromkeys(("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), "path")}
+"""How a kind's name is checked; RBAC names are path segments (``system:discovery``), checked in rbac.py."""
 
 
 def meta_errors(kind: str, meta: dict[str, Any], namespaced: bool) -> list[FieldError]:
