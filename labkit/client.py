@@ -22,7 +22,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,6 +355,24 @@ class PodWatch:
 # ------------------------------------------------------------------------------------------------ the client
 
 
+T = TypeVar("T")
+
+
+def _unless_missing(call: Callable[[], T], what: str) -> tuple[bool, T | None]:
+    """``(True, call())``, or ``(False, None)`` when the API answers 404 (it does not exist, or is already gone);
+    any other failure becomes a labkit error about ``what``."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return True, call()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False, None
+        translate(exc, what)
+    except Exception as exc:
+        translate(exc, what)
+
+
 @dataclass
 class Client:
     """A connection to one cluster and one lab namespace, with kubectl's basic verbs.
@@ -490,18 +508,11 @@ class Client:
 
     def delete_pod(self, name: str, *, namespace: str | None = None, grace_period: int | None = None) -> bool:
         """Delete a pod (``kubectl delete pod``); False when it was already gone."""
-        from kubernetes.client.exceptions import ApiException
-
         ns = namespace or self.namespace
-        try:
-            self.core.delete_namespaced_pod(name, ns, grace_period_seconds=grace_period, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            translate(exc, f'deleting pod "{name}" in namespace {ns}')
-        except Exception as exc:
-            translate(exc, f'deleting pod "{name}" in namespace {ns}')
-        return True
+        return _unless_missing(
+            lambda: self.core.delete_namespaced_pod(name, ns, grace_period_seconds=grace_period,
+                                                    _preload_content=False),
+            f'deleting pod "{name}" in namespace {ns}')[0]
 
     def container_for(self, pod: str, container: str | None = None, *, namespace: str | None = None) -> str:
         """The container an exec should use: the given one, the pod's default-container annotation, or the only one.
@@ -727,16 +738,8 @@ class Client:
 
     def read_object(self, path: str, *, what: str = "") -> dict[str, Any] | None:
         """``GET`` one object by its API path (``/api/v1/namespaces/team``); None when it does not exist."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.api_call("GET", path)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            translate(exc, what or path)
-        except Exception as exc:
-            translate(exc, what or path)
+        found, obj = _unless_missing(lambda: self.api_call("GET", path), what or path)
+        return obj if found else None
 
     def apply_object(self, path: str, obj: Mapping[str, Any], *, field_manager: str = "labkit",
                      what: str = "") -> dict[str, Any]:
@@ -749,17 +752,7 @@ class Client:
 
     def delete_object(self, path: str, *, what: str = "") -> bool:
         """``DELETE`` one object by its API path; False when it was already gone."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.api_call("DELETE", path)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            translate(exc, f"deleting {what or path}")
-        except Exception as exc:
-            translate(exc, f"deleting {what or path}")
-        return True
+        return _unless_missing(lambda: self.api_call("DELETE", path), f"deleting {what or path}")[0]
 
     def deployments(self, *, namespace: str | None = None) -> pd.DataFrame:
         """Deployments with desired, ready and available replicas."""

@@ -186,18 +186,10 @@ _KINDS = ("Deployment", "Service", "ServiceAccount")
 
 
 def _read(lab: Client, kind: str, name: str, ns: str) -> dict[str, Any] | None:
-    from kubernetes.client.exceptions import ApiException
-
-    fn = {"Deployment": lab.apps.read_namespaced_deployment, "Service": lab.core.read_namespaced_service,
-          "ServiceAccount": lab.core.read_namespaced_service_account}[kind]
-    try:
-        return dict(json.loads(fn(name, ns, _preload_content=False).data))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        translate(exc, f'{kind.lower()} "{name}" in namespace {ns}')
-    except Exception as exc:
-        translate(exc, f'{kind.lower()} "{name}" in namespace {ns}')
+    path = {"Deployment": f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+            "Service": f"/api/v1/namespaces/{ns}/services/{name}",
+            "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts/{name}"}[kind]
+    return lab.read_object(path, what=f'{kind.lower()} "{name}" in namespace {ns}')
 
 
 def _images(deployment: Mapping[str, Any]) -> dict[str, str]:
