@@ -46,8 +46,10 @@ __all__ = [
     "availability",
     "by_version",
     "explain",
+    "latency_percentiles",
     "summarize",
     "verdict",
+    "version_split",
 ]
 
 TRAFFIC_COLUMNS: dict[str, str] = {
@@ -129,6 +131,8 @@ class Traffic:
             ``curl`` in the tester pod through ``kubectl exec`` (for a real cluster whose page the host cannot
             reach; each request then costs an exec, so keep the rate modest).
         timeout: seconds a request may take before it counts as failed (status 0).
+        user: sign in as this user first (:func:`labkit.page.login`) and send every request with the session
+            cookie, so productpage adds ``end-user: USER`` to its calls (Istio's rules for ``jason``).
 
     Raises:
         ValueError: a rate that is not positive or above :data:`MAX_RATE`, or a timeout that is not positive.
@@ -142,7 +146,7 @@ class Traffic:
     """
 
     def __init__(self, lab: Client, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, user: str | None = None) -> None:
         if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):
             raise ValueError(f"rate must be between 0 and {MAX_RATE:g} requests per second, not {rate!r}")
         if not (isinstance(timeout, int | float) and timeout > 0):
@@ -154,6 +158,8 @@ class Traffic:
         self.via: _page.Via = via
         self.timeout = float(timeout)
         self.url = _page.host_url(lab, url) if via == "host" else _page.tester_url(url)
+        self.user = user or ""
+        self._cookie = ""
         self._rows: list[tuple[int, int, float, bool | None, bool | None, bool | None, str]] = []
         self._served: list[tuple[int, str, str]] = []
         self._lock = threading.Lock()
@@ -183,6 +189,9 @@ class Traffic:
             raise LabkitError("this Traffic is already running; stop() it first (or use a new Traffic)")
         if self.via == "tester":
             self._tester = self.lab.tester_pod()
+        if self.user and not self._cookie:
+            self._cookie = _page.login(self.lab, self.user, via=self.via, url=None if self.via == "tester" and
+                                       self.url == _page.tester_url() else self.url, timeout=self.timeout)
         self._stop.clear()
         self._queue = queue.Queue()
         # Enough workers that every request of a full timeout window can be in flight at once, so a hanging
@@ -295,8 +304,8 @@ class Traffic:
 
     def _request(self) -> tuple[int, str, str]:
         if self.via == "host":
-            return _page._fetch_host(self.url, self.timeout)
-        return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout)
+            return _page._fetch_host(self.url, self.timeout, self._cookie)
+        return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout, self._cookie)
 
     def _exec_lab(self) -> Client:
         # exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
@@ -363,6 +372,15 @@ class Traffic:
             data = data[data["time"] < _utc(until)]
         return by_version(data)
 
+    def version_split(self, freq: str = "1s") -> pd.DataFrame:
+        """Per time bin, the share of page loads each reviews version served (:func:`version_split`)."""
+        return version_split(self.served, freq)
+
+    def latency(self, since: Moment = None, until: Moment = None) -> dict[str, float | None]:
+        """Latency percentiles of the answered requests, in ms: ``{"p50": ..., "p90": ..., "p99": ..., "max": ...}``
+        (:func:`latency_percentiles`)."""
+        return latency_percentiles(self.window(since, until))
+
     def window(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
         """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
         data = self.frame
@@ -418,7 +436,8 @@ class Traffic:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<Traffic {state} {self.rate:g}/s via {self.via} {self.url} requests={self.requests}>"
+        who = f" as {self.user}" if self.user else ""
+        return f"<Traffic {state} {self.rate:g}/s via {self.via} {self.url}{who} requests={self.requests}>"
 
     def _repr_html_(self) -> str:
         s = self.summary()
@@ -433,7 +452,8 @@ class Traffic:
         th = "<th style='text-align:left;padding-right:1em'>"
         rows = "".join(f"<tr>{th}{k}</th><td>{html.escape(v)}</td></tr>" for k, v in cells)
         color = {"healthy": "#2e7d32", "gradual degradation": "#ef6c00"}.get(s["verdict"] or "", "#c62828")
-        return (f"<div><b>Traffic</b> {html.escape(self.url)} via {self.via} at {self.rate:g}/s "
+        who = f" as {html.escape(self.user)}" if self.user else ""
+        return (f"<div><b>Traffic</b> {html.escape(self.url)}{who} via {self.via} at {self.rate:g}/s "
                 f"({'running' if self.running else 'stopped'})<br><b style='color:{color}'>"
                 f"{html.escape(s['explanation'])}</b><table>{rows}</table></div>")
 
@@ -476,6 +496,46 @@ def by_version(served: pd.DataFrame) -> pd.DataFrame:
                      "share": round(len(group) / total, 4) if total else 0.0,
                      "pods": int(pods[pods != ""].nunique())})
     return pd.DataFrame(rows, columns=list(VERSION_COLUMNS)).astype(VERSION_COLUMNS)
+
+
+SPLIT_COLUMNS: dict[str, str] = {"time": "datetime64[ns, UTC]", "requests": "int64"}
+"""The first columns of :func:`version_split`; one float column per reviews version seen follows (v1, v2, v3)."""
+
+
+def version_split(served: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
+    """Per time bin of ``freq``: the page loads that showed reviews, and the share (0..1) each version served.
+
+    Args:
+        served: a :attr:`Traffic.served` frame (:data:`SERVED_COLUMNS`).
+        freq: the bin width, a pandas frequency ("1s", "500ms").
+
+    Returns:
+        Columns ``time``, ``requests``, then one per version (``v1``, ``v2``, ``v3``) in order; bins without
+        requests have NaN shares.
+    """
+    if served.empty:
+        return empty_frame(SPLIT_COLUMNS)
+    data = served.assign(version=served["version"].fillna("").astype(str).replace("", "unknown"))
+    counts = data.groupby([pd.Grouper(key="time", freq=freq), "version"]).size().unstack(fill_value=0)
+    counts = counts.asfreq(freq, fill_value=0) if len(counts) > 1 else counts
+    total = counts.sum(axis=1)
+    shares = counts.div(total.where(total > 0), axis=0)
+    shares = shares[sorted(shares.columns)]
+    out = shares.reset_index()
+    out.insert(1, "requests", total.to_numpy().astype("int64"))
+    out.columns.name = None
+    return out
+
+
+def latency_percentiles(frame: pd.DataFrame,
+                        quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)) -> dict[str, float | None]:
+    """Latency percentiles (ms) of the requests of a traffic frame that got an HTTP answer: ``{"p50": 2013.0, ...,
+    "max": ...}``; None when none answered."""
+    answered = pd.Series(frame.loc[frame["status"] > 0, "latency_ms"] if len(frame) else [], dtype="float64")
+    out: dict[str, float | None] = {f"p{q * 100:g}": (float(answered.quantile(q)) if len(answered) else None)
+                                    for q in quantiles}
+    out["max"] = float(answered.max()) if len(answered) else None
+    return out
 
 
 def availability(frame: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
