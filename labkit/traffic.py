@@ -22,6 +22,8 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,12 +43,14 @@ __all__ = [
     "SERVED_COLUMNS",
     "TRAFFIC_COLUMNS",
     "VERSION_COLUMNS",
+    "SplitCheck",
     "Traffic",
     "Verdict",
     "availability",
     "by_version",
     "explain",
     "latency_percentiles",
+    "split_within_noise",
     "summarize",
     "verdict",
     "version_split",
@@ -372,6 +376,20 @@ class Traffic:
             data = data[data["time"] < _utc(until)]
         return by_version(data)
 
+    def shares(self, since: Moment = None, until: Moment = None) -> str:
+        """The split by reviews version in words: ``"v1 48 % (48), v3 52 % (52) of 100 page loads"``."""
+        table = self.by_version(since, until)
+        if table.empty:
+            return "no page load showed the reviews"
+        parts = [f"{v} {s:.0%} ({n})" for v, s, n in zip(table["version"], table["share"], table["requests"],
+                                                         strict=True)]
+        return f"{', '.join(parts)} of {int(table['requests'].sum())} page loads"
+
+    def within_noise(self, weights: Mapping[str, float], *, sigmas: float = 2.0) -> SplitCheck:
+        """Whether the measured split by version is what ``weights`` (percent) give, within binomial noise
+        (:func:`split_within_noise`)."""
+        return split_within_noise(self.by_version(), weights, sigmas=sigmas)
+
     def version_split(self, freq: str = "1s") -> pd.DataFrame:
         """Per time bin, the share of page loads each reviews version served (:func:`version_split`)."""
         return version_split(self.served, freq)
@@ -496,6 +514,59 @@ def by_version(served: pd.DataFrame) -> pd.DataFrame:
                      "share": round(len(group) / total, 4) if total else 0.0,
                      "pods": int(pods[pods != ""].nunique())})
     return pd.DataFrame(rows, columns=list(VERSION_COLUMNS)).astype(VERSION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """A measured split against a rule's weights: per version, the count, the expected count and the allowed
+    deviation (``sigmas`` binomial standard deviations, ``sqrt(n p (1 - p))``); ``ok`` when every version is in.
+
+    Attributes:
+        requests: the page loads that showed the reviews.
+        rows: ``(version, count, expected, allowed)`` per version of the weights (and any other version seen).
+        sigmas: how many standard deviations are allowed.
+    """
+
+    requests: int
+    rows: tuple[tuple[str, int, float, float], ...]
+    sigmas: float
+
+    @property
+    def ok(self) -> bool:
+        return self.requests > 0 and all(abs(n - e) <= a for _, n, e, a in self.rows)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        if not self.requests:
+            return "no page load showed the reviews: nothing to compare"
+        parts = [f"{v} {n} (expected {e:.0f} ± {a:.0f})" for v, n, e, a in self.rows]
+        verdict = (f"within {self.sigmas:g} standard deviations of the weights" if self.ok else
+                   f"OUTSIDE {self.sigmas:g} standard deviations: the rule is not what was measured")
+        return f"{'✓' if self.ok else '✗'} {self.requests} page loads: {', '.join(parts)}: {verdict}"
+
+    __repr__ = __str__
+
+
+def split_within_noise(table: pd.DataFrame, weights: Mapping[str, float], *, sigmas: float = 2.0) -> SplitCheck:
+    """Compare a :func:`by_version` table with a rule's weights (percent, e.g. ``{"v1": 50, "v3": 50}``): each
+    version's count must lie within ``sigmas`` binomial standard deviations of ``n * weight``.
+
+    Raises:
+        ValueError: weights that are negative or do not add up to 100.
+    """
+    total_weight = sum(float(w) for w in weights.values())
+    if any(float(w) < 0 for w in weights.values()) or abs(total_weight - 100) > 1e-6:
+        raise ValueError(f"weights are percentages adding up to 100, like {{'v1': 50, 'v3': 50}}; got {dict(weights)}")
+    counts = {str(v): int(n) for v, n in zip(table["version"], table["requests"], strict=True)}
+    n = sum(counts.values())
+    rows = []
+    for version in sorted(set(weights) | set(counts)):
+        p = float(weights.get(version, 0)) / 100
+        allowed = sigmas * math.sqrt(n * p * (1 - p))
+        rows.append((version, counts.get(version, 0), n * p, allowed))
+    return SplitCheck(n, tuple(rows), sigmas)
 
 
 SPLIT_COLUMNS: dict[str, str] = {"time": "datetime64[ns, UTC]", "requests": "int64"}
