@@ -56,7 +56,8 @@ class MeshRuleError(ApiError):
     and ``body`` are the API server's)."""
 
 
-def _api(client: Client) -> Any:
+def custom_objects(client: Client) -> Any:
+    """The official client's CustomObjectsApi on the Lab's own ApiClient (Istio's resources)."""
     from kubernetes import client as k8s
 
     return k8s.CustomObjectsApi(client.api_client)
@@ -110,7 +111,7 @@ class RuleResult(list[str]):
                 + "</pre></details></div>")
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
-        record = {"kind": "mesh", "command": self.command, "yaml": self.yaml, "lines": list(self),
+        record = {"kind": "mesh", "steps": [{"command": self.command, "lines": list(self)}], "yaml": self.yaml,
                   "namespace": self.namespace}
         return mime_bundle(record, repr(self), self._repr_html_())
 
@@ -133,7 +134,7 @@ class RemoveResult(list[str]):
         return f"<pre style='margin:0'>{html.escape(repr(self))}</pre>"
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
-        record = {"kind": "mesh", "command": self.command, "yaml": "", "lines": self.lines,
+        record = {"kind": "mesh", "steps": [{"command": self.command, "lines": self.lines}], "yaml": "",
                   "namespace": self.namespace}
         return mime_bundle(record, repr(self), self._repr_html_())
 
@@ -188,9 +189,9 @@ class Injection:
                 f"{html.escape(chr(10).join('$ ' + c for c in self.commands))}</pre>{table}</div>")
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
-        lines = [f"namespace/{self.namespace} labeled", *(f"deployment.apps/{d} restarted" for d in self.deployments)]
-        record = {"kind": "mesh", "command": "\n".join(self.commands), "yaml": "", "lines": lines,
-                  "namespace": self.namespace}
+        steps = [{"command": self.commands[0], "lines": [f"namespace/{self.namespace} labeled"]},
+                 {"command": self.commands[1], "lines": [f"deployment.apps/{d} restarted" for d in self.deployments]}]
+        record = {"kind": "mesh", "steps": steps, "yaml": "", "namespace": self.namespace}
         return mime_bundle(record, repr(self), self._repr_html_())
 
 
@@ -296,7 +297,7 @@ def apply(client: Client, rule: Mapping[str, Any] | str | os.PathLike[str], *,
 
     ns = namespace or client.namespace
     docs, where = _documents(rule)
-    api, out, names = _api(client), [], []
+    api, out, names = custom_objects(client), [], []
     for original in docs:
         doc = {**original, "apiVersion": f"{GROUP}/{VERSION}"}
         doc["metadata"] = {k: v for k, v in doc["metadata"].items() if k not in ("resourceVersion", "uid")}
@@ -348,7 +349,7 @@ def remove(client: Client, what: str | Mapping[str, Any] | os.PathLike[str] | No
     """
     from kubernetes.client.exceptions import ApiException
 
-    ns, api = namespace or client.namespace, _api(client)
+    ns, api = namespace or client.namespace, custom_objects(client)
     targets: list[tuple[str, str]]
     if what is None:
         what = "VirtualService"
@@ -369,18 +370,21 @@ def remove(client: Client, what: str | Mapping[str, Any] | os.PathLike[str] | No
         targets = [(d["kind"], d["metadata"]["name"]) for d in docs]
         command = (f"kubectl delete -f {where}" if where else
                    "kubectl delete " + " ".join(f"{k.lower()}/{n}" for k, n in targets))
-    deleted, lines = [], []
+    deleted, lines, missing = [], [], 0
     for kind, n in targets:
         try:
             api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS[kind], n)
         except ApiException as exc:
             if exc.status == 404:
+                missing += 1
                 continue
             translate(exc, f'{kind} "{n}" in namespace {ns}')
         except Exception as exc:
             translate(exc, f'{kind} "{n}" in namespace {ns}')
         deleted.append(n)
         lines.append(f'{kind.lower()}.{GROUP} "{n}" deleted')
+    if missing:
+        command += " --ignore-not-found"
     return RemoveResult(deleted, lines=lines, command=command, namespace=ns)
 
 
@@ -411,7 +415,9 @@ def injection_enabled(client: Client, *, namespace: str | None = None) -> bool:
     return bool(labels.get(INJECTION_LABEL) == "enabled")
 
 
-def _set_label(client: Client, ns: str, value: str | None) -> None:
+def set_injection_label(client: Client, ns: str, value: str | None) -> None:
+    """Set the namespace's ``istio-injection`` label to ``value``, or remove it (None); pods already running keep
+    what they have until they are replaced."""
     try:
         client.core.patch_namespace(ns, {"metadata": {"labels": {INJECTION_LABEL: value}}})
     except Exception as exc:
@@ -488,7 +494,7 @@ def inject(client: Client, *, namespace: str | None = None, timeout: float = 120
         >>> lab.enable_injection().pods[["name", "ready"]]
     """
     ns = namespace or client.namespace
-    _set_label(client, ns, "enabled")
+    set_injection_label(client, ns, "enabled")
     return _roll(client, ns, True, timeout=timeout, progress=progress)
 
 
@@ -497,7 +503,7 @@ def uninject(client: Client, *, namespace: str | None = None, timeout: float = 1
     """The reverse of :func:`inject`: remove the label (``kubectl label namespace NS istio-injection-``), restart
     every deployment and wait until every pod runs without a sidecar (1/1)."""
     ns = namespace or client.namespace
-    _set_label(client, ns, None)
+    set_injection_label(client, ns, None)
     return _roll(client, ns, False, timeout=timeout, progress=progress)
 
 
@@ -543,7 +549,7 @@ def _routes(spec: Mapping[str, Any]) -> str:
 
 def rules(client: Client, *, namespace: str | None = None) -> pd.DataFrame:
     """The mesh's rules (``kubectl get vs,dr,gw``): one row per object, with its routes or subsets in words."""
-    ns, api, rows = namespace or client.namespace, _api(client), []
+    ns, api, rows = namespace or client.namespace, custom_objects(client), []
     for kind, plural in PLURALS.items():
         try:
             items = api.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]

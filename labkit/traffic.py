@@ -603,9 +603,9 @@ def latency_percentiles(frame: pd.DataFrame,
     """Latency percentiles (ms) of the requests of a traffic frame that got an HTTP answer: ``{"p50": 2013.0, ...,
     "max": ...}``; None when none answered."""
     answered = pd.Series(frame.loc[frame["status"] > 0, "latency_ms"] if len(frame) else [], dtype="float64")
-    out: dict[str, float | None] = {f"p{q * 100:g}": (float(answered.quantile(q)) if len(answered) else None)
-                                    for q in quantiles}
-    out["max"] = float(answered.max()) if len(answered) else None
+    out: dict[str, float | None] = {f"p{q * 100:g}": (round(float(answered.quantile(q)), 1) if len(answered)
+                                                      else None) for q in quantiles}
+    out["max"] = round(float(answered.max()), 1) if len(answered) else None
     return out
 
 
