@@ -589,7 +589,7 @@ def parse_access_log(text: str, pod: str = "") -> pd.DataFrame:
                 row[key] = int(row[key])
             parts = row["cluster"].split("|")
             row["service"] = parts[3].split(".")[0] if len(parts) == 4 else "-"
-            row["subset"] = parts[2] if len(parts) == 4 else "-"
+            row["subset"] = (parts[2] or "-") if len(parts) == 4 else "-"
             rows.append(row)
     return pd.DataFrame(rows, columns=ACCESS_LOG_COLUMNS)
 
