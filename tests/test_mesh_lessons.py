@@ -25,6 +25,12 @@ MESH_LESSONS = ["08-enable-istio", "09-request-routing", "10-fault-injection", "
                 "12-request-timeouts"]
 
 
+def _match(pattern: str, text: str) -> re.Match[str]:
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in {text[:300]!r}"
+    return found
+
+
 def _cell(nb: nbformat.NotebookNode, source_start: str, nth: int = 0) -> Any:
     cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(source_start)]
     assert len(cells) > nth, f"no code cell starting with {source_start!r}"
@@ -91,8 +97,8 @@ def test_mesh_lesson_runs_and_its_exercises_pass(runs: dict[str, lessons.LessonR
     assert run.ok, str(run.failure)
     lesson = name[:2]
     answered = [c for c in run.nb.cells if c.cell_type == "code" and "checks.check(" in c.source]
-    assert {re.search(r'checks\.check\("(\d\d)", "([\w-]+)"', c.source).groups() for c in answered} == \
-        {key for key in checks.EXERCISES if key[0] == lesson}
+    asked = {_match(r'checks\.check\("(\d\d)", "([\w-]+)"', c.source).groups() for c in answered}
+    assert asked == {key for key in checks.EXERCISES if key[0] == lesson}
     for cell in answered:
         text = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
         assert text.startswith("✓") and "(solved by the solution)" in text, text
@@ -171,7 +177,7 @@ def test_lesson_12_timeout_cuts_the_page_and_retries_cost(runs: dict[str, lesson
     assert "reviews FAILING" in cut and "details ok" in cut
     log = _table(nb, 'lab.access_log("app=productpage"')
     assert {(r["path"], r["code"], r["flags"]) for r in log} == {("/reviews/0", "504", "UT")}
-    p50 = {name: float(re.search(r"'p50': ([\d.]+)", _plain(nb, f"{name} = lab.traffic(")).group(1))
+    p50 = {name: float(_match(r"'p50': ([\d.]+)", _plain(nb, f"{name} = lab.traffic(")).group(1))
            for name in ("slow", "timed_out", "retried")}
     # the order the rules imply: 1 s (timeout) < 2 s (delay) < 3 s (three tries of 0.5 s, twice)
     assert p50["timed_out"] < p50["slow"] < p50["retried"], p50
