@@ -23,6 +23,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -434,8 +435,15 @@ def _roll(client: Client, ns: str, enabled: bool, *, timeout: float, progress: b
         translate(exc, f"deployments in namespace {ns}")
     wanted = {d.metadata.name: (dict(d.spec.selector.match_labels or {}), int(d.spec.replicas or 0))
               for d in deployments}
+    # kubectl rollout restart's annotation, to the microsecond: a second restart within the same second (inject then
+    # uninject) must change the template too, or no new pods would come
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
     for name in sorted(wanted):
-        client.rollout_restart(name, namespace=ns, wait=False)
+        try:
+            client.apps.patch_namespaced_deployment(name, ns, patch, _preload_content=False)
+        except Exception as exc:
+            translate(exc, f'deployment "{name}" in namespace {ns}')
     bar = Progress(progress, min_interval=0.2)
     goal = "2/2 (an istio-proxy sidecar each)" if enabled else "without a sidecar"
     pods: dict[str, Pod] = {}

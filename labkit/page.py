@@ -429,7 +429,7 @@ def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeou
     if via not in ("host", "tester"):
         raise LabkitError(f"via must be 'host' or 'tester', not {via!r}")
     target = host_url(lab, url) if via == "host" else tester_url(url)
-    cookie = login(lab, user, via=via, url=url, timeout=timeout) if user else ""
+    cookie = login(lab, user, via=via, url=url, timeout=timeout) if user is not None else ""
     sent = pd.Timestamp.now(tz="UTC")
     started = time.perf_counter()
     if via == "host":
