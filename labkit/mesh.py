@@ -23,6 +23,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def _terminal(command: str, lines: Iterable[str]) -> str:
 
 
 class RuleResult(list[str]):
-    """What :func:`apply` did: kubectl's lines (it is a list of them), the equivalent command and the YAML.
+    """What :func:`apply` did: kubectl's lines (it is a list of them, so code that took apply's list of lines keeps
+    working), the equivalent command and the YAML.
 
     Attributes:
         command: the ``kubectl apply -f`` that does the same (``-f FILE`` for a sample istio.io ships, else
@@ -140,6 +142,7 @@ class RemoveResult(list[str]):
         return mime_bundle(record, repr(self), self._repr_html_())
 
 
+@dataclass(frozen=True, repr=False, eq=False)
 class Injection:
     """What :func:`inject` (or :func:`uninject`) did: the label, the restarted deployments, the pods at the end.
 
@@ -151,13 +154,11 @@ class Injection:
         seconds: from the label to the last pod Ready.
     """
 
-    def __init__(self, namespace: str, enabled: bool, deployments: list[str], pods: pd.DataFrame,
-                 seconds: float) -> None:
-        self.namespace = namespace
-        self.enabled = enabled
-        self.deployments = deployments
-        self.pods = pods
-        self.seconds = seconds
+    namespace: str
+    enabled: bool
+    deployments: list[str]
+    pods: pd.DataFrame
+    seconds: float
 
     @property
     def commands(self) -> list[str]:
