@@ -180,7 +180,8 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
                              ignore=(urllib.error.URLError, ConnectionError))
         assert isinstance(listing, dict), Path(log.name).read_text()
         names = sorted(item["name"] for item in listing["content"])
-        assert [n for n in names if n.endswith(".ipynb")] == [p.name for p in sorted(NOTEBOOKS.glob("0*.ipynb"))]
+        shipped = sorted(NOTEBOOKS.glob(lessons.NOTEBOOK_PATTERN))
+        assert [n for n in names if n.endswith(".ipynb")] == [p.name for p in shipped]
         with pytest.raises(urllib.error.HTTPError, match="403"):
             _get(f"{base}/api/contents/?token=wrong")
         assert Sandbox(state).running(), "labkit lab starts the sandbox"
