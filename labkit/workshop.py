@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from . import mesh
 from .client import Client, Pod
-from .errors import LabkitError, WaitTimeout, translate
+from .errors import Forbidden, LabkitError, WaitTimeout, translate
 
 __all__ = ["LESSONS", "LessonState", "ResetRecord", "ResetStep", "lesson_state", "plan", "reset"]
 
@@ -272,7 +272,7 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
     steps: list[ResetStep] = []
     renew: dict[str, list[str]] = {}
     pods = lab.list_pods(namespace=ns).items
-    if mesh.injection_enabled(lab, namespace=ns) != state.mesh:
+    if _injection(lab, ns, state) != state.mesh:
         steps.append(ResetStep("label", "Namespace", ns, f"{mesh.INJECTION_LABEL}=enabled" if state.mesh
                                else f"{mesh.INJECTION_LABEL} removed"))
     for obj in desired:
@@ -317,6 +317,17 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
     return _Plan(state, ns, desired, steps, renew)
 
 
+def _injection(lab: Client, ns: str, state: LessonState) -> bool:
+    """Whether the namespace is labelled for injection. A lesson without the mesh does not need to know: a user who
+    may not read namespaces (a workshop's attendee on a real cluster) resets lessons 1-8 all the same."""
+    try:
+        return mesh.injection_enabled(lab, namespace=ns)
+    except Forbidden:
+        if state.mesh:
+            raise
+        return False
+
+
 def _sidecar_mismatch(pod: Pod, meshed: bool) -> str:
     """Why a pod's containers do not fit the lesson ("" when they do): a sidecar it should not have, or lacks."""
     has = mesh.PROXY_CONTAINER in [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
@@ -333,7 +344,7 @@ def _rule_docs(names: tuple[str, ...]) -> tuple[str, ...]:
                  if d)
 
 
-def _live_rules(lab: Client, ns: str) -> dict[tuple[str, str], dict[str, Any]]:
+def _live_rules(lab: Client, ns: str, state: LessonState) -> dict[tuple[str, str], dict[str, Any]]:
     """The namespace's Istio rules by (kind, name); none when the cluster has no Istio CRDs."""
     from kubernetes.client.exceptions import ApiException
 
@@ -342,8 +353,8 @@ def _live_rules(lab: Client, ns: str) -> dict[tuple[str, str], dict[str, Any]]:
         try:
             items = api.list_namespaced_custom_object(mesh.GROUP, mesh.VERSION, ns, plural)["items"]
         except ApiException as exc:
-            if exc.status == 404:
-                continue  # no such resource: Istio is not installed, so there are no rules to remove
+            if exc.status == 404 or (exc.status == 403 and not state.rules):
+                continue  # Istio is not installed (or not ours to see): no rules to remove, none wanted
             translate(exc, f"{plural} in namespace {ns}")
         except Exception as exc:
             translate(exc, f"{plural} in namespace {ns}")
@@ -353,7 +364,7 @@ def _live_rules(lab: Client, ns: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 def _rule_steps(lab: Client, state: LessonState, ns: str) -> list[ResetStep]:
     wanted = {(d["kind"], d["metadata"]["name"]): d for d in map(json.loads, _rule_docs(state.rules))}
-    live = _live_rules(lab, ns)
+    live = _live_rules(lab, ns, state)
     steps = []
     for key, doc in wanted.items():
         if key not in live:
