@@ -587,7 +587,9 @@ def version_split(served: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
     if served.empty:
         return empty_frame(SPLIT_COLUMNS)
     data = served.assign(version=served["version"].fillna("").astype(str).replace("", "unknown"))
-    counts = data.groupby([pd.Grouper(key="time", freq=freq), "version"]).size().unstack(fill_value=0)
+    # bins start at the first request, so the first one is as full as the others
+    counts = data.groupby([pd.Grouper(key="time", freq=freq, origin="start"), "version"]).size().unstack(
+        fill_value=0)
     counts = counts.asfreq(freq, fill_value=0) if len(counts) > 1 else counts
     total = counts.sum(axis=1)
     shares = counts.div(total.where(total > 0), axis=0)
