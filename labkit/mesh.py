@@ -51,8 +51,6 @@ ACCESS_LOG = re.compile(
     r'"(?P<upstream_host>[^"]*)" (?P<cluster>\S+) \S+ \S+ \S+ \S+ (?P<route>\S+)$')
 
 
-
-
 class MeshRuleError(ApiError):
     """A rule that is not one of Istio's traffic objects, or that the cluster refused (then ``status``, ``reason``
     and ``body`` are the API server's)."""
