@@ -287,8 +287,7 @@ class ProductPage:
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
         record = {"kind": "page", "url": self.url, "status": self.status or None, "html": self.html,
-                  "sections": {s: self.sections.get(s) is True for s in SECTIONS}, "user": self.user,
-                  "elapsed_ms": round(self.elapsed_ms, 1), "reviews_version": self.reviews_version}
+                  "sections": {s: self.sections.get(s) is True for s in SECTIONS}}
         return mime_bundle(record, repr(self), self._repr_html_())
 
     def to_dict(self) -> dict[str, object]:
