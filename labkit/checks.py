@@ -361,6 +361,103 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
 }
 
 
+# Lessons 8-12 (Istio's Bookinfo tasks): their verifiers and exercises, kept together and added to the table.
+
+
+def _number_of(answer: Any) -> float | None:
+    text = str(answer).strip().lower().removesuffix("s").removesuffix("seconds").strip() if isinstance(answer, str) \
+        else answer
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _about(expected: float, low: float, high: float, unit: str, why: str) -> Verify:
+    def verify(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+        given = _number_of(answer)
+        if given is None:
+            return False, f"{answer!r} is not a number."
+        if low <= given <= high:
+            return True, f"about {expected:g} {unit}: {why}."
+        return False, f"not {given:g} {unit}."
+    return verify
+
+
+def _word_is(expected: str, why: str, *, near: tuple[str, ...] = ()) -> Verify:
+    def verify(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+        given = str(answer).strip()
+        if given == expected:
+            return True, f"{expected}: {why}."
+        if given.lower() in (expected.lower(), *near):
+            return False, f"{given!r}: almost; write it exactly {expected}."
+        return False, f"not {given!r}."
+    return verify
+
+
+def _meshed_pods(lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    pods = _need(lab).pods()
+    meshed = int((pods["ready"] == "2/2").sum())
+    given = _number_of(answer)
+    if given is None:
+        return False, f"{answer!r} is not a number."
+    if int(given) == meshed:
+        return True, f"{meshed} of the {len(pods)} pods are 2/2: the application container and istio-proxy, both Ready."
+    return False, f"not {given:g}: count the rows of lab.pods() whose ready column reads 2/2."
+
+
+def _canary_weights(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
+    if not isinstance(answer, Mapping):
+        return False, "write a dict of version to percent, like {'v1': 50, 'v3': 50}."
+    got = {str(k): _number_of(v) for k, v in answer.items()}
+    if any(v is None for v in got.values()):
+        return False, f"{dict(answer)}: every weight is a number of percent."
+    if {k: v for k, v in got.items() if v} == {"v1": 90.0, "v3": 10.0}:
+        return True, "v1 90 and v3 10: one request in ten goes to v3, whatever the pod counts."
+    if {k: v for k, v in got.items() if v} == {"v1": 0.9, "v3": 0.1}:
+        return False, "weights are percentages: 90 and 10, not 0.9 and 0.1."
+    return False, f"{dict(answer)} is not 90 % on v1 and 10 % on v3."
+
+
+_MESH_EXERCISES = (
+    Exercise("08", "sidecar", "The name of the container Istio adds to each pod.",
+             "look at the containers of a pod: kubectl get pod NAME -o jsonpath='{.spec.containers[*].name}'.",
+             '"istio-proxy"', _word_is("istio-proxy", "Envoy, started by pilot-agent; kubectl logs POD -c istio-proxy "
+                                       "shows its access log", near=("istio proxy", "istio_proxy", "envoy"))),
+    Exercise("08", "meshed-pods", "How many pods are 2/2 now?",
+             "lab.pods() has a ready column: a meshed, Ready pod reads 2/2.",
+             'int((lab.pods()["ready"] == "2/2").sum())', _meshed_pods),
+    Exercise("09", "header", "The request header the rule matches to find jason's requests.",
+             "look at the match of virtual-service-reviews-test-v2.yaml in step 5, or lab.rules().",
+             '"end-user"', _word_is("end-user", "productpage adds it to its calls while a user is signed in, and "
+                                    "the rule matches its value exactly", near=("end_user", "enduser"))),
+    Exercise("09", "jason-version", "Which reviews version served jason?",
+             "black stars: which version draws them? Step 8 measured it.",
+             '"v2"', _word_is("v2", "the first route matched end-user: jason and sent it to subset v2 (black stars)")),
+    Exercise("10", "page-seconds", "How many seconds did jason's page take with the 7 s delay?",
+             "productpage waits 3 s for reviews, and tries twice.", "6",
+             _about(6, 5.5, 6.9, "seconds", "productpage gave up on reviews after 3 s, twice, before the 7 s "
+                    "delay was over")),
+    Exercise("10", "abort-status", "The HTTP status of the injected abort.",
+             "httpStatus in virtual-service-ratings-test-abort.yaml; the code column of step 14's log.", "500",
+             _word_is("500", "the sidecar answered it with the flag FI, and ratings never saw the call")),
+    Exercise("11", "red-pages", "About how many of 200 page loads show red stars under the 50/50 rule?",
+             "the weight of v3 is 50 (percent).", "100",
+             _about(100, 100, 100, "page loads", "half of 200; a run's count varies by about ±14 (two standard "
+                    "deviations)")),
+    Exercise("11", "canary-weights", "The weights of a 90/10 canary of v3.",
+             "a dict like WEIGHTS: version to percent, adding up to 100.", '{"v1": 90, "v3": 10}', _canary_weights),
+    Exercise("12", "timeout-seconds", "How many seconds does the page take with a 0.5 s timeout on reviews?",
+             "each reviews call is cut at 0.5 s, and productpage calls reviews twice.", "1",
+             _about(1, 0.9, 1.3, "second", "two reviews calls of 0.5 s each, both cut by the sidecar with a 504")),
+    Exercise("12", "retry-seconds", "How many seconds with retries: attempts 3, perTryTimeout 0.25s?",
+             "tries per call = 1 + attempts; each try lasts the per-try timeout; productpage calls reviews twice.",
+             "2", _about(2, 1.9, 2.3, "seconds", "(1 + 3) tries x 0.25 s = 1 s per call, and productpage calls "
+                         "twice")),
+)
+EXERCISES.update({(e.lesson, e.step): e for e in _MESH_EXERCISES})
+
+
 def exercise(lesson: str, step: str) -> Exercise:
     """The exercise ``lesson``/``step``; an unknown one raises, naming the known ones."""
     found = EXERCISES.get((lesson, step))

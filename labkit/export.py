@@ -67,6 +67,9 @@ RECORD = "application/vnd.labkit.record+json"
 - ``{"kind": "page", "url", "status", "html", "sections": {name: bool}}``
 - ``{"kind": "chaos", "summary", "action": {...}}``
 - ``{"kind": "recovery", "columns": [...], "rows": [[...], ...]}``
+- ``{"kind": "mesh", "steps": [{"command", "lines": [...]}], "yaml", "namespace"}``: Istio rules applied or removed,
+  injection enabled; ``command`` is the kubectl equivalent (``kubectl apply -f - <<EOF`` and the YAML for a rule
+  given in Python), shown by the Hugo export when the cell has no ``shell`` metadata
 
 The exports read it instead of parsing a repr or an HTML table back; outputs without it (DataFrames, plain
 values) are shown from their own text or table.
@@ -554,6 +557,9 @@ def _code_cell(cell: Any, body: _Body, images: dict[str, bytes], step_title: str
             block.extend(_text_output(outputs, show_error=meta.get("output") == "error"))
         block.append("{{< /text >}}")
         body.block(block)
+    elif mesh := _mesh_block(outputs):
+        # a rule applied from Python shows as the kubectl command (and YAML) it stands for, from its record
+        body.block(["{{< text bash >}}", *mesh, "{{< /text >}}"])
     elif include_python and _source(cell).strip():
         body.block(["{{< text python >}}", *_source(cell).strip().splitlines(), "{{< /text >}}"])
     figures = [o for o in outputs if "image/png" in (o.get("data") or {})]
@@ -649,7 +655,26 @@ def _record_lines(record: dict[str, Any]) -> list[str] | None:
         return _terminal_lines(str(record.get("summary") or ""))
     if kind == "page":
         return []  # a page has no terminal form; the "grep" metadata shows its lines instead
+    if kind == "mesh":
+        return [line for step in record.get("steps") or [] for line in step.get("lines") or []]
     return None
+
+
+def _mesh_block(outputs: list[dict[str, Any]]) -> list[str]:
+    """The kubectl commands a mesh record stands for (``kubectl apply -f - <<EOF`` with its YAML, ``kubectl label
+    namespace ...``), each followed by kubectl's lines: what istio.io's task pages show."""
+    block: list[str] = []
+    for out in outputs:
+        record = _record(out)
+        if record is None or record["kind"] != "mesh":
+            continue
+        for step in record.get("steps") or []:
+            command = str(step.get("command") or "").strip().splitlines()
+            if command:
+                block.append(f"$ {command[0]}")
+                block.extend(command[1:])
+            block.extend(("  " + line if line.startswith("$ ") else line) for line in step.get("lines") or [])
+    return block
 
 
 def _text_output(outputs: list[dict[str, Any]], *, show_error: bool) -> list[str]:

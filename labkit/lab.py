@@ -3,8 +3,10 @@
 A Lab is a :class:`~labkit.client.Client` (the connection, pods, exec, the pod watch) with the features' verbs on
 top, each delegating to its module: :mod:`labkit.chaos` (``kill``, ``delete_pods``), :mod:`labkit.observe`
 (``record``, ``wait_ready``, ``live_pods``), :mod:`labkit.page` (``page``) and :mod:`labkit.traffic`
-(``traffic``) and :mod:`labkit.deploy` (``apply``, ``label``, ``pod_ip``, ``owners``, ``delete_deployment``,
-``wait_rollout``, ``wait_deleted``). Nothing in labkit imports this module back: features take a Client.
+(``traffic``), :mod:`labkit.deploy` (``apply``, ``label``, ``pod_ip``, ``owners``, ``delete_deployment``,
+``wait_rollout``, ``wait_deleted``) and :mod:`labkit.mesh` (``enable_injection``, ``apply_rule``, ``rules``,
+``remove_rules``, ``access_log``, ``mesh_requests``). Nothing in labkit imports this module back: features take a
+Client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import chaos, client, deploy, observe, workshop
+from . import chaos, client, deploy, mesh, observe, workshop
 from .client import POD_COLUMNS, Client
 from .page import ProductPage, fetch_page
 from .records import ExecResult
@@ -67,7 +69,8 @@ class Lab(Client):
         return observe.live_pods(self, selector, **options)
 
     def page(self, **options: Any) -> ProductPage:
-        """Fetch the productpage and tell which sections are healthy; see :func:`labkit.page.fetch_page`."""
+        """Fetch the productpage and tell which sections are healthy (``user="jason"`` signs in first); see
+        :func:`labkit.page.fetch_page`."""
         return fetch_page(self, **options)
 
     def traffic(self, rate: float = 5.0, **options: Any) -> Traffic:
@@ -112,6 +115,51 @@ class Lab(Client):
     def wait_deleted(self, selector: Selector, **options: Any) -> int:
         """Wait until no pod matches ``selector``; see :func:`labkit.deploy.wait_deleted`."""
         return deploy.wait_deleted(self, selector, **options)
+
+    # -- the mesh: Istio's sidecars and traffic rules (labkit.mesh)
+    def enable_injection(self, **options: Any) -> mesh.Injection:
+        """``kubectl label namespace NS istio-injection=enabled`` + ``kubectl rollout restart deployment``, then wait
+        until every pod is 2/2 (with progress); see :func:`labkit.mesh.inject`.
+
+        Example:
+            >>> lab.enable_injection()
+        """
+        return mesh.inject(self, **options)
+
+    def disable_injection(self, **options: Any) -> mesh.Injection:
+        """Remove the injection label and restart: every pod back to 1/1; see :func:`labkit.mesh.uninject`."""
+        return mesh.uninject(self, **options)
+
+    def apply_rule(self, rule: Mapping[str, Any] | str | os.PathLike[str], **options: Any) -> mesh.RuleResult:
+        """``kubectl apply -f`` for Istio rules: a dict, YAML text, a file or a sample's name; the result shows the
+        equivalent command and YAML; see :func:`labkit.mesh.apply`.
+
+        Example:
+            >>> lab.apply_rule("virtual-service-reviews-test-v2.yaml")
+        """
+        return mesh.apply(self, rule, **options)
+
+    def rules(self, **options: Any) -> pd.DataFrame:
+        """``kubectl get vs,dr,gw`` as a DataFrame, routes in words; see :func:`labkit.mesh.rules`."""
+        return mesh.rules(self, **options)
+
+    def remove_rules(self, what: str | Mapping[str, Any] | os.PathLike[str] | None = None,
+                     name: str | None = None, **options: Any) -> mesh.RemoveResult:
+        """``kubectl delete -f FILE`` / ``kubectl delete virtualservice --all``; see :func:`labkit.mesh.remove`."""
+        return mesh.remove(self, what, name, **options)
+
+    def access_log(self, selector: str, **options: Any) -> pd.DataFrame:
+        """``kubectl logs -l SELECTOR -c istio-proxy`` as rows; see :func:`labkit.mesh.access_log`."""
+        return mesh.access_log(self, selector, **options)
+
+    def mesh_requests(self, selector: str = "", **options: Any) -> pd.DataFrame:
+        """``istio_requests_total`` summed by source, destination, version, code; see
+        :func:`labkit.mesh.requests_total`."""
+        return mesh.requests_total(self, selector, **options)
+
+    def mesh_metrics(self, selector: str, name: str = "istio_requests_total", **options: Any) -> pd.DataFrame:
+        """One metric's samples from the sidecars of the matching pods; see :func:`labkit.mesh.metrics`."""
+        return mesh.metrics(self, selector, name, **options)
 
     def reset(self, lesson: str | int, **options: Any) -> workshop.ResetRecord:
         """Return the lab to the state ``lesson`` starts from (fresh pods, its objects); see

@@ -39,7 +39,7 @@ from .records import mime_bundle
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["SECTIONS", "STAR_VERSIONS", "ProductPage", "fetch_page", "parse_sections", "reviews_served_by",
+__all__ = ["SECTIONS", "STAR_VERSIONS", "ProductPage", "fetch_page", "login", "parse_sections", "reviews_served_by",
            "tester_url"]
 
 Via = Literal["host", "tester"]
@@ -179,6 +179,9 @@ def failed_sections() -> dict[str, bool | None]:
     return {"details": False, "reviews": False, "ratings": None}
 
 
+_STARS = {"v1": "no stars", "v2": "black stars", "v3": "red stars"}
+
+
 def _word(value: bool | None) -> str:
     return {True: "ok", False: "FAILING", None: "not shown"}[value]
 
@@ -196,6 +199,7 @@ class ProductPage:
         sections: :func:`parse_sections` of the body; for a failed page details and reviews are False.
         via: "host" (this machine) or "tester" (curl in the tester pod).
         error: why the fetch failed ("" when it did not).
+        user: who was signed in (``POST /login``) for this fetch; "" for nobody.
     """
 
     url: str
@@ -206,6 +210,7 @@ class ProductPage:
     sections: dict[str, bool | None] = field(default_factory=dict)
     via: str = "host"
     error: str = ""
+    user: str = ""
 
     @property
     def recognised(self) -> bool:
@@ -218,6 +223,11 @@ class ProductPage:
         """200, details and reviews shown, and ratings not failing (ratings may be absent: reviews v1)."""
         return (self.status == 200 and self.sections.get("details") is True
                 and self.sections.get("reviews") is True and self.sections.get("ratings") is not False)
+
+    @property
+    def reviews_version(self) -> str:
+        """Which reviews version drew the reviews: "v1" (no stars), "v2" (black), "v3" (red); "" when not shown."""
+        return reviews_served_by(self.html)[0] if self.status == 200 else ""
 
     @property
     def failing(self) -> list[str]:
@@ -236,7 +246,10 @@ class ProductPage:
             head = f"no response after {self.elapsed_ms:.0f} ms ({self.error or 'no answer'})"
         else:
             head = f"HTTP {self.status} in {self.elapsed_ms:.0f} ms"
-        parts = [head] + [f"{s} {_word(self.sections.get(s))}" for s in SECTIONS]
+        parts = ([f"as {self.user}"] if self.user else []) + [head]
+        parts += [f"{s} {_word(self.sections.get(s))}" for s in SECTIONS]
+        if self.reviews_version:
+            parts.append(f"reviews {self.reviews_version} ({_STARS.get(self.reviews_version, '')})")
         if self.healthy:
             verdict = "healthy"
         elif "page" in self.failing:
@@ -248,8 +261,9 @@ class ProductPage:
     def __repr__(self) -> str:
         flags = " ".join(f"{s}={_word(self.sections.get(s))}" for s in SECTIONS)
         state = "healthy" if self.healthy else "failing: " + ",".join(self.failing)
+        who = f" as {self.user}" if self.user else ""
         return (f"<ProductPage {self.status} {state} {flags} {self.elapsed_ms:.0f} ms "
-                f"via {self.via} {self.url}>")
+                f"via {self.via} {self.url}{who}>")
 
     def _repr_html_(self) -> str:
         # The page goes into the iframe's srcdoc, escaped, and the iframe is sandboxed without allow-scripts:
@@ -281,7 +295,8 @@ class ProductPage:
         return {"url": self.url, "via": self.via, "status": self.status,
                 "fetched_at": self.fetched_at.isoformat(), "elapsed_ms": round(self.elapsed_ms, 3),
                 **self.sections, "healthy": self.healthy,
-                "failing": self.failing, "error": self.error}
+                "failing": self.failing, "error": self.error, "user": self.user,
+                "reviews_version": self.reviews_version}
 
 
 def tester_url(url: str | None = None) -> str:
@@ -302,12 +317,13 @@ def host_url(lab: Client, url: str | None = None) -> str:
 _MARK = "\n__labkit_http_code__="
 
 
-def _fetch_host(url: str, timeout: float) -> tuple[int, str, str]:
+def _fetch_host(url: str, timeout: float, cookie: str = "") -> tuple[int, str, str]:
     import requests
 
+    headers = {"Connection": "close", **({"Cookie": cookie} if cookie else {})}
     try:
         # A new connection each time (as productpage itself does downstream), so requests spread over pods.
-        resp = requests.get(url, timeout=timeout, headers={"Connection": "close"})
+        resp = requests.get(url, timeout=timeout, headers=headers)
     except requests.Timeout:
         return 0, "", f"timed out after {timeout:g} s"
     except requests.ConnectionError as exc:
@@ -317,9 +333,10 @@ def _fetch_host(url: str, timeout: float) -> tuple[int, str, str]:
     return resp.status_code, resp.text, "" if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
 
-def _fetch_tester(lab: Client, pod: str, url: str, timeout: float) -> tuple[int, str, str]:
+def _fetch_tester(lab: Client, pod: str, url: str, timeout: float, cookie: str = "") -> tuple[int, str, str]:
     # curl -sS prints its own error on stderr; -w appends the status after the body on a line of its own.
-    res = lab.exec(pod, ["curl", "-sS", "-m", f"{timeout:g}", "-w", _MARK + "%{http_code}", url],
+    extra = ["-H", f"Cookie: {cookie}"] if cookie else []
+    res = lab.exec(pod, ["curl", "-sS", "-m", f"{timeout:g}", *extra, "-w", _MARK + "%{http_code}", url],
                    timeout=timeout + 10)
     body, sep, code = res.stdout.rpartition(_MARK)
     status = int(code.strip()) if sep and code.strip().isdigit() else 0
@@ -336,7 +353,50 @@ def _short(exc: BaseException) -> str:
     return match.group(0) if match else text[:200]
 
 
-def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeout: float = 10.0) -> ProductPage:
+_SET_COOKIE = re.compile(r"^set-cookie:\s*(session=[^;\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def login_url(page_url: str) -> str:
+    """Where productpage's sign-in form posts: ``/login`` beside the page's URL."""
+    from urllib.parse import urljoin
+
+    return urljoin(page_url, "login")
+
+
+def login(lab: Client, user: str, *, via: Via = "host", url: str | None = None, timeout: float = 10.0) -> str:
+    """Sign in to productpage as ``user`` (its form's ``POST /login``, field ``username``) and return the session
+    cookie (``session=...``) to send with later requests: productpage then adds ``end-user: USER`` to its calls,
+    which Istio's rules can match.
+
+    Raises:
+        LabkitError: no session cookie came back (not Bookinfo's productpage, or it is down).
+    """
+    if not user or not isinstance(user, str):
+        raise LabkitError(f"user must be a non-empty name such as 'jason', not {user!r}")
+    target = login_url(host_url(lab, url) if via == "host" else tester_url(url))
+    if via == "host":
+        import requests
+
+        try:
+            resp = requests.post(target, data={"username": user, "passwd": ""}, timeout=timeout,
+                                 allow_redirects=False, headers={"Connection": "close"})
+        except requests.RequestException as exc:
+            raise LabkitError(f"signing in as {user} at {target} failed: {_short(exc)}") from exc
+        found = _SET_COOKIE.search("\n".join(f"{k}: {v}" for k, v in resp.headers.items()))
+        status = resp.status_code
+    else:
+        res = lab.exec(lab.tester_pod(), ["curl", "-sS", "-i", "-m", f"{timeout:g}", "-d",
+                                          f"username={user}&passwd=", target], timeout=timeout + 10)
+        found = _SET_COOKIE.search(res.stdout)
+        status = res.returncode
+    if not found:
+        raise LabkitError(f"signing in as {user} at {target} gave no session cookie (status {status}); is it "
+                          "Bookinfo's productpage, and is it up? Try lab.page() first.")
+    return found.group(1)
+
+
+def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeout: float = 10.0,
+               user: str | None = None) -> ProductPage:
     """Request the product page once and say what works on it.
 
     A page that does not answer is not an exception here: it comes back with ``status`` 0 and ``error`` set,
@@ -349,6 +409,9 @@ def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeou
             lesson does with ``kubectl exec``.
         url: another URL (a real cluster's Ingress, ``?u=test``...).
         timeout: seconds to wait for the page.
+        user: sign in first as this user (``POST /login``, as the page's "Sign in" button does) and fetch the
+            page with the session cookie; productpage then sends ``end-user: USER`` downstream (Istio's
+            request-routing task routes ``jason`` to reviews v2).
 
     Returns:
         A :class:`ProductPage`; in a notebook it displays the page itself.
@@ -365,16 +428,17 @@ def fetch_page(lab: Client, *, via: Via = "host", url: str | None = None, timeou
     if via not in ("host", "tester"):
         raise LabkitError(f"via must be 'host' or 'tester', not {via!r}")
     target = host_url(lab, url) if via == "host" else tester_url(url)
+    cookie = login(lab, user, via=via, url=url, timeout=timeout) if user is not None else ""
     sent = pd.Timestamp.now(tz="UTC")
     started = time.perf_counter()
     if via == "host":
-        status, body, error = _fetch_host(target, timeout)
+        status, body, error = _fetch_host(target, timeout, cookie)
     else:
-        status, body, error = _fetch_tester(lab, lab.tester_pod(), target, timeout)
+        status, body, error = _fetch_tester(lab, lab.tester_pod(), target, timeout, cookie)
     elapsed = (time.perf_counter() - started) * 1000
     sections = parse_sections(body) if status == 200 else failed_sections()
     page = ProductPage(url=target, status=status, html=body, fetched_at=sent, elapsed_ms=elapsed,
-                       sections=sections, via=via, error=error)
+                       sections=sections, via=via, error=error, user=user or "")
     if status == 200 and not page.recognised:
         page.error = "the response is not Bookinfo's product page (no details or reviews section on it)"
     return page

@@ -18,6 +18,8 @@ Example:
     >>> plots.status_timeline(rec.timeline, rec.actions)         # when pods went down and came back
     >>> plots.availability(traffic.frame)                        # % of requests with each section working
     >>> plots.recovery(rec.recovery())                           # seconds from each kill to Ready again
+    >>> plots.version_split(traffic, weights={"v1": 50, "v3": 50})   # which reviews version answered, over time
+    >>> plots.latency_percentiles({"2 s delay": slow, "0.5 s timeout": cut})   # p50/p90/p99 per phase
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ from .bookinfo import SECTIONS, SERVICES, TESTER_APPS
 __all__ = [
     "APP_COLORS",
     "STATUS_STYLES",
+    "VERSION_COLORS",
     "LabFigure",
     "app_of",
     "availability",
+    "latency_percentiles",
     "recovery",
     "restart_counts",
     "status_timeline",
+    "version_split",
 ]
 
 APP_COLORS: dict[str, str] = {
@@ -647,5 +652,137 @@ def recovery(recovery_frame: pd.DataFrame, *, title: str | None = None) -> LabFi
     if len(finite):
         handles.append(Line2D([], [], color="#333333", linestyle=":",
                               label=f"median {np.median(finite):.1f} s"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ the mesh
+
+VERSION_COLORS: dict[str, str] = {"v1": "#9e9e9e", "v2": "#212121", "v3": "#d32f2f", "unknown": "#bdbdbd"}
+"""Reviews versions as the page draws them: v1 no stars (grey), v2 black stars, v3 red stars."""
+
+
+def _served_frame(data: Any) -> pd.DataFrame:
+    """A :attr:`Traffic.served` frame from a Traffic or the frame itself."""
+    served = getattr(data, "served", data)
+    if not isinstance(served, pd.DataFrame) or not {"time", "version"} <= set(served.columns):
+        raise ValueError("version_split needs a Traffic or its .served frame (columns time, version, pod); got "
+                         f"{type(data).__name__}")
+    return served
+
+
+def version_split(traffic_or_served: Any, freq: str = "1s", *, weights: Mapping[str, float] | None = None,
+                  title: str | None = None) -> LabFigure:
+    """The traffic split by reviews version over time: per time bin, the share of page loads each version served,
+    stacked to 100 % (v1 grey, v2 black, v3 red, as the stars the page draws), with the number of page loads per
+    bin above and, when ``weights`` are given, the configured split as dashed lines.
+
+    Args:
+        traffic_or_served: a :class:`~labkit.traffic.Traffic` or its ``served`` frame.
+        freq: the bin width ("1s", "500ms").
+        weights: the rule's weights in percent, e.g. ``{"v1": 50, "v3": 50}``.
+        title: replaces the default title.
+
+    Example:
+        >>> plots.version_split(traffic, weights={"v1": 50, "v3": 50})
+    """
+    from .traffic import version_split as split
+
+    title = title or "Traffic split by reviews version"
+    table = split(_served_frame(traffic_or_served), freq)
+    if table.empty:
+        return _no_data(title, "No page load showed the reviews. Run traffic first: "
+                               "traffic = lab.traffic(rate=10).run(5).")
+    versions = [c for c in table.columns if c not in ("time", "requests")]
+    t0 = table["time"].iloc[0]
+    x = (table["time"] - t0).dt.total_seconds().to_numpy()
+    width = pd.Timedelta(freq).total_seconds()
+    fig = _figure(4.2)
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(table))
+    totals = {v: 0 for v in versions}
+    for v in versions:
+        share = table[v].fillna(0).to_numpy(dtype=float)
+        ax.bar(x, share, width=width * 0.92, bottom=bottom, align="edge", color=VERSION_COLORS.get(v, "#64b5f6"),
+               edgecolor="white", linewidth=0.5)
+        bottom += share
+        totals[v] = round(float((table[v].fillna(0) * table["requests"]).sum()))
+    overall = sum(totals.values()) or 1
+    if weights:
+        level = 0.0
+        for v in versions:
+            level += float(weights.get(v, 0)) / 100
+            if 0 < level < 1:
+                ax.axhline(level, color="#1565c0", linestyle="--", linewidth=1.2)
+    for xi, n in zip(x, table["requests"], strict=True):
+        ax.text(xi + width * 0.46, 1.01, str(int(n)), ha="center", va="bottom", fontsize=8, color="#555555")
+    ax.set_ylim(0, 1.08)
+    ax.set_xlim(x.min(), x.max() + width)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(f"seconds since the first request (bins of {freq}; page loads per bin on top)")
+    ax.set_ylabel("share of page loads")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    _title(fig, title)
+    handles: list[Artist] = [Patch(facecolor=VERSION_COLORS.get(v, "#64b5f6"),
+                                   label=f"{v}: {totals[v] / overall:.0%} ({totals[v]})") for v in versions]
+    if weights:
+        handles.append(Line2D([], [], color="#1565c0", linestyle="--", label="configured split"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
+    return fig
+
+
+def latency_percentiles(phases: Mapping[str, Any], *, quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+                        expected: Mapping[str, float] | None = None, title: str | None = None) -> LabFigure:
+    """Latency percentiles (p50, p90, p99) of the page under each phase of fault injection, as grouped bars.
+
+    Args:
+        phases: a label per phase (``"2 s delay"``) and its :class:`~labkit.traffic.Traffic` or traffic frame.
+        quantiles: which percentiles.
+        expected: a label per phase and the latency the rules predict, in seconds, drawn as a marker.
+        title: replaces the default title.
+
+    Example:
+        >>> plots.latency_percentiles({"2 s delay": slow, "0.5 s timeout": cut})
+    """
+    from .traffic import latency_percentiles as percentiles
+
+    title = title or "Page latency under fault injection"
+    frames = {label: getattr(data, "frame", data) for label, data in phases.items()}
+    values = {label: percentiles(frame, tuple(quantiles)) for label, frame in frames.items()
+              if isinstance(frame, pd.DataFrame) and len(frame)}
+    if not values:
+        return _no_data(title, "No requests were recorded. Run traffic in each phase: lab.traffic(rate=5).run(3).")
+    labels = list(values)
+    keys = [f"p{q * 100:g}" for q in quantiles]
+    shades = ["#90caf9", "#1e88e5", "#0d47a1", "#002171"]
+    fig = _figure(4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / len(keys)
+    x = np.arange(len(labels))
+    top = 0.0
+    for i, key in enumerate(keys):
+        seconds = [((values[label][key] or 0.0) / 1000) for label in labels]
+        top = max([top, *seconds])
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), seconds, width=width * 0.95, color=shades[i % len(shades)],
+                      label=key)
+        for bar, value in zip(bars, seconds, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    if expected:
+        for xi, label in enumerate(labels):
+            if label in expected:
+                ax.plot([xi - 0.45, xi + 0.45], [expected[label]] * 2, color="#c62828", linestyle="--",
+                        linewidth=1.4)
+                top = max(top, float(expected[label]))
+    counts = [len(frames[label]) for label in labels]
+    ax.set_xticks(x, [f"{label}\n({n} requests)" for label, n in zip(labels, counts, strict=True)], fontsize=9)
+    ax.set_ylim(0, max(top, 0.1) * 1.2)
+    ax.set_ylabel("seconds until the page arrived")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    _title(fig, title)
+    handles: list[Artist] = [Patch(facecolor=shades[i % len(shades)], label=k) for i, k in enumerate(keys)]
+    if expected:
+        handles.append(Line2D([], [], color="#c62828", linestyle="--", label="what the rules predict"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     return fig

@@ -22,6 +22,8 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,13 +44,17 @@ __all__ = [
     "SERVED_COLUMNS",
     "TRAFFIC_COLUMNS",
     "VERSION_COLUMNS",
+    "SplitCheck",
     "Traffic",
     "Verdict",
     "availability",
     "by_version",
     "explain",
+    "latency_percentiles",
+    "split_within_noise",
     "summarize",
     "verdict",
+    "version_split",
 ]
 
 TRAFFIC_COLUMNS: dict[str, str] = {
@@ -130,6 +136,8 @@ class Traffic:
             ``curl`` in the tester pod through ``kubectl exec`` (for a real cluster whose page the host cannot
             reach; each request then costs an exec, so keep the rate modest).
         timeout: seconds a request may take before it counts as failed (status 0).
+        user: sign in as this user first (:func:`labkit.page.login`) and send every request with the session
+            cookie, so productpage adds ``end-user: USER`` to its calls (Istio's rules for ``jason``).
 
     Raises:
         ValueError: a rate that is not positive or above :data:`MAX_RATE`, or a timeout that is not positive.
@@ -143,7 +151,7 @@ class Traffic:
     """
 
     def __init__(self, lab: Client, *, rate: float = 5.0, url: str | None = None, via: _page.Via = "host",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, user: str | None = None) -> None:
         if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):
             raise ValueError(f"rate must be between 0 and {MAX_RATE:g} requests per second, not {rate!r}")
         if not (isinstance(timeout, int | float) and timeout > 0):
@@ -155,6 +163,8 @@ class Traffic:
         self.via: _page.Via = via
         self.timeout = float(timeout)
         self.url = _page.host_url(lab, url) if via == "host" else _page.tester_url(url)
+        self.user = user or ""
+        self._cookie = ""
         self._rows: list[tuple[int, int, float, bool | None, bool | None, bool | None, str]] = []
         self._served: list[tuple[int, str, str]] = []
         self._lock = threading.Lock()
@@ -184,6 +194,9 @@ class Traffic:
             raise LabkitError("this Traffic is already running; stop() it first (or use a new Traffic)")
         if self.via == "tester":
             self._tester = self.lab.tester_pod()
+        if self.user and not self._cookie:
+            self._cookie = _page.login(self.lab, self.user, via=self.via, url=None if self.via == "tester" and
+                                       self.url == _page.tester_url() else self.url, timeout=self.timeout)
         self._stop.clear()
         self._queue = queue.Queue()
         # Enough workers that every request of a full timeout window can be in flight at once, so a hanging
@@ -309,8 +322,8 @@ class Traffic:
 
     def _request(self) -> tuple[int, str, str]:
         if self.via == "host":
-            return _page._fetch_host(self.url, self.timeout)
-        return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout)
+            return _page._fetch_host(self.url, self.timeout, self._cookie)
+        return _page._fetch_tester(self._exec_lab(), self._tester, self.url, self.timeout, self._cookie)
 
     def _exec_lab(self) -> Client:
         # exec serialises execs on one client (kubernetes.stream swaps its request method), so each worker
@@ -377,6 +390,29 @@ class Traffic:
             data = data[data["time"] < _utc(until)]
         return by_version(data)
 
+    def shares(self, since: Moment = None, until: Moment = None) -> str:
+        """The split by reviews version in words: ``"v1 48 % (48), v3 52 % (52) of 100 page loads"``."""
+        table = self.by_version(since, until)
+        if table.empty:
+            return "no page load showed the reviews"
+        parts = [f"{v} {s:.0%} ({n})" for v, s, n in zip(table["version"], table["share"], table["requests"],
+                                                         strict=True)]
+        return f"{', '.join(parts)} of {int(table['requests'].sum())} page loads"
+
+    def within_noise(self, weights: Mapping[str, float], *, sigmas: float = 2.0) -> SplitCheck:
+        """Whether the measured split by version is what ``weights`` (percent) give, within binomial noise
+        (:func:`split_within_noise`)."""
+        return split_within_noise(self.by_version(), weights, sigmas=sigmas)
+
+    def version_split(self, freq: str = "1s") -> pd.DataFrame:
+        """Per time bin, the share of page loads each reviews version served (:func:`version_split`)."""
+        return version_split(self.served, freq)
+
+    def latency(self, since: Moment = None, until: Moment = None) -> dict[str, float | None]:
+        """Latency percentiles of the answered requests, in ms: ``{"p50": ..., "p90": ..., "p99": ..., "max": ...}``
+        (:func:`latency_percentiles`)."""
+        return latency_percentiles(self.window(since, until))
+
     def window(self, since: Moment = None, until: Moment = None) -> pd.DataFrame:
         """The requests sent in ``[since, until)`` (timestamps, e.g. a :class:`ChaosAction`'s ``time``)."""
         data = self.frame
@@ -432,7 +468,8 @@ class Traffic:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<Traffic {state} {self.rate:g}/s via {self.via} {self.url} requests={self.requests}>"
+        who = f" as {self.user}" if self.user else ""
+        return f"<Traffic {state} {self.rate:g}/s via {self.via} {self.url}{who} requests={self.requests}>"
 
     def _repr_html_(self) -> str:
         s = self.summary()
@@ -447,7 +484,8 @@ class Traffic:
         th = "<th style='text-align:left;padding-right:1em'>"
         rows = "".join(f"<tr>{th}{k}</th><td>{html.escape(v)}</td></tr>" for k, v in cells)
         color = {"healthy": "#2e7d32", "gradual degradation": "#ef6c00"}.get(s["verdict"] or "", "#c62828")
-        return (f"<div><b>Traffic</b> {html.escape(self.url)} via {self.via} at {self.rate:g}/s "
+        who = f" as {html.escape(self.user)}" if self.user else ""
+        return (f"<div><b>Traffic</b> {html.escape(self.url)}{who} via {self.via} at {self.rate:g}/s "
                 f"({'running' if self.running else 'stopped'})<br><b style='color:{color}'>"
                 f"{html.escape(s['explanation'])}</b><table>{rows}</table></div>")
 
@@ -490,6 +528,101 @@ def by_version(served: pd.DataFrame) -> pd.DataFrame:
                      "share": round(len(group) / total, 4) if total else 0.0,
                      "pods": int(pods[pods != ""].nunique())})
     return pd.DataFrame(rows, columns=list(VERSION_COLUMNS)).astype(VERSION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """A measured split against a rule's weights: per version, the count, the expected count and the allowed
+    deviation (``sigmas`` binomial standard deviations, ``sqrt(n p (1 - p))``); ``ok`` when every version is in.
+
+    Attributes:
+        requests: the page loads that showed the reviews.
+        rows: ``(version, count, expected, allowed)`` per version of the weights (and any other version seen).
+        sigmas: how many standard deviations are allowed.
+    """
+
+    requests: int
+    rows: tuple[tuple[str, int, float, float], ...]
+    sigmas: float
+
+    @property
+    def ok(self) -> bool:
+        return self.requests > 0 and all(abs(n - e) <= a for _, n, e, a in self.rows)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        if not self.requests:
+            return "no page load showed the reviews: nothing to compare"
+        parts = [f"{v} {n} (expected {e:.0f} ± {a:.0f})" for v, n, e, a in self.rows]
+        verdict = (f"within {self.sigmas:g} standard deviations of the weights" if self.ok else
+                   f"OUTSIDE {self.sigmas:g} standard deviations: the rule is not what was measured")
+        return f"{'✓' if self.ok else '✗'} {self.requests} page loads: {', '.join(parts)}: {verdict}"
+
+    __repr__ = __str__
+
+
+def split_within_noise(table: pd.DataFrame, weights: Mapping[str, float], *, sigmas: float = 2.0) -> SplitCheck:
+    """Compare a :func:`by_version` table with a rule's weights (percent, e.g. ``{"v1": 50, "v3": 50}``): each
+    version's count must lie within ``sigmas`` binomial standard deviations of ``n * weight``.
+
+    Raises:
+        ValueError: weights that are negative or do not add up to 100.
+    """
+    total_weight = sum(float(w) for w in weights.values())
+    if any(float(w) < 0 for w in weights.values()) or abs(total_weight - 100) > 1e-6:
+        raise ValueError(f"weights are percentages adding up to 100, like {{'v1': 50, 'v3': 50}}; got {dict(weights)}")
+    counts = {str(v): int(n) for v, n in zip(table["version"], table["requests"], strict=True)}
+    n = sum(counts.values())
+    rows = []
+    for version in sorted(set(weights) | set(counts)):
+        p = float(weights.get(version, 0)) / 100
+        allowed = sigmas * math.sqrt(n * p * (1 - p))
+        rows.append((version, counts.get(version, 0), n * p, allowed))
+    return SplitCheck(n, tuple(rows), sigmas)
+
+
+SPLIT_COLUMNS: dict[str, str] = {"time": "datetime64[ns, UTC]", "requests": "int64"}
+"""The first columns of :func:`version_split`; one float column per reviews version seen follows (v1, v2, v3)."""
+
+
+def version_split(served: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
+    """Per time bin of ``freq``: the page loads that showed reviews, and the share (0..1) each version served.
+
+    Args:
+        served: a :attr:`Traffic.served` frame (:data:`SERVED_COLUMNS`).
+        freq: the bin width, a pandas frequency ("1s", "500ms").
+
+    Returns:
+        Columns ``time``, ``requests``, then one per version (``v1``, ``v2``, ``v3``) in order; bins without
+        requests have NaN shares.
+    """
+    if served.empty:
+        return empty_frame(SPLIT_COLUMNS)
+    data = served.assign(version=served["version"].fillna("").astype(str).replace("", "unknown"))
+    # bins start at the first request, so the first one is as full as the others
+    counts = data.groupby([pd.Grouper(key="time", freq=freq, origin="start"), "version"]).size().unstack(
+        fill_value=0)
+    counts = counts.asfreq(freq, fill_value=0) if len(counts) > 1 else counts
+    total = counts.sum(axis=1)
+    shares = counts.div(total.where(total > 0), axis=0)
+    shares = shares[sorted(shares.columns)]
+    out = shares.reset_index()
+    out.insert(1, "requests", total.to_numpy().astype("int64"))
+    out.columns.name = None
+    return out
+
+
+def latency_percentiles(frame: pd.DataFrame,
+                        quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)) -> dict[str, float | None]:
+    """Latency percentiles (ms) of the requests of a traffic frame that got an HTTP answer: ``{"p50": 2013.0, ...,
+    "max": ...}``; None when none answered."""
+    answered = pd.Series(frame.loc[frame["status"] > 0, "latency_ms"] if len(frame) else [], dtype="float64")
+    out: dict[str, float | None] = {f"p{q * 100:g}": (round(float(answered.quantile(q)), 1) if len(answered)
+                                                      else None) for q in quantiles}
+    out["max"] = round(float(answered.max()), 1) if len(answered) else None
+    return out
 
 
 def availability(frame: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:

@@ -3,8 +3,10 @@
 A workshop runs lessons that break things on purpose (after lesson 4 every details pod has crashed twice and
 waits in a growing back-off). :func:`reset` returns the lab namespace to where a lesson begins: the lesson's
 objects as its manifests say (created when missing, replicas and images restored), the objects of later lessons
-removed, and fresh pods without crash history. On the embedded sandbox the pods with a history are deleted (their
-ReplicaSets make new ones at once); on a real cluster the deployments holding them are rolled
+removed, and fresh pods without crash history. For the Istio lessons (8-12) it also sets or removes the
+namespace's ``istio-injection`` label, renews the pods whose sidecar does not match it, and leaves exactly the
+lesson's Istio rules (VirtualServices, DestinationRules, Gateways). On the embedded sandbox the pods with a history
+are deleted (their ReplicaSets make new ones at once); on a real cluster the deployments holding them are rolled
 (``kubectl rollout restart``), as an operator would. ``dry_run=True`` plans and touches nothing.
 
 Example:
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
+from . import mesh
 from .client import Client, Pod
-from .errors import LabkitError, WaitTimeout, translate
+from .errors import Forbidden, LabkitError, WaitTimeout, translate
 
 __all__ = ["LESSONS", "LessonState", "ResetRecord", "ResetStep", "lesson_state", "plan", "reset"]
 
@@ -42,18 +45,37 @@ class LessonState:
         manifests: the manifests (shipped with labkit, see :func:`labkit.manifest_path`) whose objects exist.
         replicas: replicas per deployment; a deployment not named here runs with :attr:`default_replicas`
             (Bookinfo's) or, for the tester ``sleep``, its manifest's count.
+        mesh: the namespace is labelled ``istio-injection=enabled`` and every pod runs its ``istio-proxy`` sidecar.
+        rules: the Istio rules that exist, as the names of the samples labkit ships
+            (``labkit/sandbox/manifests/istio/``); every other VirtualService, DestinationRule and Gateway of the
+            namespace is removed.
     """
 
     lesson: str
     title: str
     manifests: tuple[str, ...] = BOOKINFO
     replicas: Mapping[str, int] = field(default_factory=dict)
+    mesh: bool = False
+    rules: tuple[str, ...] = ()
 
 
 # The start state of every lesson. Lessons 1-6 change no object: they crash processes and delete pods, which the
 # fresh pods of a reset undo. Lesson 7 deploys reviews v2, releases a pod of it, deletes reviews v1 and puts it all
 # back at its end: a reset removes what an interrupted run left (reviews-v2, the released pod) and brings v1 back.
-# A lesson that starts with more objects lists its manifest here.
+# A lesson that starts with more objects lists its manifest here. Lesson 8 starts where lesson 7 ends and meshes
+# the namespace: one replica of each service, reviews v1, v2 and v3, every pod with its sidecar, and the
+# DestinationRules of destination-rule-all.yaml. Lessons 9-12 start from there: each removes its VirtualServices at
+# its end, as istio.io's tasks do, so none exists when the next begins.
+MESHED = (*BOOKINFO, "reviews-v2-v3.yaml")
+ONE_EACH: Mapping[str, int] = {name: 1 for name in ("details-v1", "productpage-v1", "ratings-v1", "reviews-v1",
+                                                    "reviews-v2", "reviews-v3")}
+DESTINATION_RULES = ("destination-rule-all.yaml",)
+
+
+def _meshed(lesson: str, title: str) -> LessonState:
+    return LessonState(lesson, title, MESHED, ONE_EACH, mesh=True, rules=DESTINATION_RULES)
+
+
 LESSONS: dict[str, LessonState] = {
     "01": LessonState("01", "Connect and look around"),
     "02": LessonState("02", "Test one service"),
@@ -62,6 +84,11 @@ LESSONS: dict[str, LessonState] = {
     "05": LessonState("05", "Measure it"),
     "06": LessonState("06", "Your own experiment"),
     "07": LessonState("07", "Add a new version of reviews"),
+    "08": LessonState("08", "Enable Istio"),
+    "09": _meshed("09", "Request routing"),
+    "10": _meshed("10", "Fault injection"),
+    "11": _meshed("11", "Traffic shifting"),
+    "12": _meshed("12", "Request timeouts"),
 }
 
 
@@ -81,7 +108,7 @@ def lesson_state(lesson: str | int, states: Mapping[str, LessonState] | None = N
 # ------------------------------------------------------------------------------------------------ the records
 
 
-Verb = Literal["create", "scale", "restore", "delete", "renew"]
+Verb = Literal["create", "scale", "restore", "delete", "renew", "label"]
 
 
 @dataclass(frozen=True)
@@ -89,9 +116,10 @@ class ResetStep:
     """One thing a reset did (or, in a dry run, would do).
 
     Attributes:
-        verb: ``create`` (a missing object), ``scale`` / ``restore`` (a deployment's replicas / images),
-            ``delete`` (an object of another lesson, or a pod no controller owns), ``renew`` (fresh pods for
-            a deployment with crash history).
+        verb: ``create`` (a missing object), ``scale`` / ``restore`` (a deployment's replicas / images, a rule's
+            spec), ``delete`` (an object of another lesson, or a pod no controller owns), ``renew`` (fresh pods for
+            a deployment with crash history, or whose sidecar does not match the lesson), ``label`` (the
+            namespace's ``istio-injection`` label set or removed).
         kind: the object's kind (``Deployment``, ``Service``, ``Pod``...).
         name: the object's name.
         why: the reason, e.g. ``"2 restarts, CrashLoopBackOff"``.
@@ -236,6 +264,9 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
     steps: list[ResetStep] = []
     renew: dict[str, list[str]] = {}
     pods = lab.list_pods(namespace=ns).items
+    if _injection(lab, ns, state) != state.mesh:
+        steps.append(ResetStep("label", "Namespace", ns, f"{mesh.INJECTION_LABEL}=enabled" if state.mesh
+                               else f"{mesh.INJECTION_LABEL} removed"))
     for obj in desired:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind not in _KINDS:
@@ -254,7 +285,8 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
             steps.append(ResetStep("restore", kind, name, "images " + ", ".join(
                 f"{c}={img}" for c, img in sorted(_images(obj).items()))))
         match = obj["spec"]["selector"].get("matchLabels") or {}
-        stale = sorted((p["metadata"]["name"], why) for p in pods if _matches(p, match) and (why := _history(p)))
+        stale = sorted((p["metadata"]["name"], why) for p in pods
+                       if _matches(p, match) and (why := _history(p) or _sidecar_mismatch(p, state.mesh)))
         if stale:
             renew[name] = [pod for pod, _ in stale]
             steps.append(ResetStep("renew", kind, name, "; ".join(f"{pod}: {why}" for pod, why in stale)))
@@ -273,7 +305,66 @@ def _plan(lab: Client, state: LessonState, states: Mapping[str, LessonState]) ->
         if not owned and not pod["metadata"].get("deletionTimestamp") and any(
                 t and _matches(pod, {k: v for k, v in t.items() if k == "app"}) for t in templates):
             steps.append(ResetStep("delete", "Pod", pod["metadata"]["name"], "no controller owns it"))
+    steps.extend(_rule_steps(lab, state, ns))
     return _Plan(state, ns, desired, steps, renew)
+
+
+def _injection(lab: Client, ns: str, state: LessonState) -> bool:
+    """Whether the namespace is labelled for injection. A lesson without the mesh does not need to know: a user who
+    may not read namespaces (a workshop's attendee on a real cluster) resets lessons 1-8 all the same."""
+    try:
+        return mesh.injection_enabled(lab, namespace=ns)
+    except Forbidden:
+        if state.mesh:
+            raise
+        return False
+
+
+def _sidecar_mismatch(pod: Pod, meshed: bool) -> str:
+    """Why a pod's containers do not fit the lesson ("" when they do): a sidecar it should not have, or lacks."""
+    has = mesh.PROXY_CONTAINER in [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    if has == meshed:
+        return ""
+    return "has an istio-proxy sidecar" if has else "no istio-proxy sidecar"
+
+
+@cache
+def _rule_docs(names: tuple[str, ...]) -> tuple[str, ...]:
+    import yaml
+
+    return tuple(json.dumps(d) for name in names for d in yaml.safe_load_all(mesh.sample_path(name).read_text())
+                 if d)
+
+
+def _live_rules(lab: Client, ns: str, state: LessonState) -> dict[tuple[str, str], dict[str, Any]]:
+    """The namespace's Istio rules by (kind, name); none when the cluster has no Istio CRDs."""
+    from kubernetes.client.exceptions import ApiException
+
+    api, out = mesh.custom_objects(lab), {}
+    for kind, plural in mesh.PLURALS.items():
+        try:
+            items = api.list_namespaced_custom_object(mesh.GROUP, mesh.VERSION, ns, plural)["items"]
+        except ApiException as exc:
+            if exc.status == 404 or (exc.status == 403 and not state.rules):
+                continue  # Istio is not installed (or not ours to see): no rules to remove, none wanted
+            translate(exc, f"{plural} in namespace {ns}")
+        except Exception as exc:
+            translate(exc, f"{plural} in namespace {ns}")
+        out.update({(kind, str(o["metadata"]["name"])): o for o in items})
+    return out
+
+
+def _rule_steps(lab: Client, state: LessonState, ns: str) -> list[ResetStep]:
+    wanted = {(d["kind"], d["metadata"]["name"]): d for d in map(json.loads, _rule_docs(state.rules))}
+    live = _live_rules(lab, ns, state)
+    steps = []
+    for key, doc in wanted.items():
+        if key not in live:
+            steps.append(ResetStep("create", *key, "missing"))
+        elif live[key].get("spec") != doc.get("spec"):
+            steps.append(ResetStep("restore", *key, "spec changed"))
+    steps += [ResetStep("delete", *key, f"not in lesson {state.lesson}") for key in sorted(live) if key not in wanted]
+    return steps
 
 
 def plan(lab: Client, lesson: str | int, *, states: Mapping[str, LessonState] | None = None) -> ResetRecord:
@@ -325,10 +416,20 @@ def reset(lab: Client, lesson: str | int, *, dry_run: bool = False, timeout: flo
         return ResetRecord(state.lesson, state.title, p.namespace, lab.is_sandbox, True, tuple(p.steps),
                            round(time.monotonic() - started, 3))
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in p.desired}
+    rules = {(d["kind"], d["metadata"]["name"]): d for d in map(json.loads, _rule_docs(state.rules))}
     ns = p.namespace
+    # the label first: the pods renewed below are created with (or without) their sidecar
+    for step in p.steps:
+        if step.verb == "label":
+            mesh.set_injection_label(lab, ns, "enabled" if state.mesh else None)
     for step in p.steps:
         obj = by_name.get((step.kind, step.name))
-        if step.verb == "create" and obj is not None:
+        if step.kind in mesh.PLURALS:
+            if step.verb == "delete":
+                mesh.remove(lab, step.kind, step.name, namespace=ns)
+            else:
+                mesh.apply(lab, rules[(step.kind, step.name)], namespace=ns)
+        elif step.verb == "create" and obj is not None:
             _create(lab, obj, ns)
         elif step.verb == "scale" and obj is not None:
             lab.scale(step.name, int(obj["spec"]["replicas"]), namespace=ns)
@@ -362,7 +463,7 @@ def _fresh(p: _Plan, pods: Mapping[str, Pod]) -> str:
         match = obj["spec"]["selector"].get("matchLabels") or {}
         mine = [pod for pod in pods.values() if _matches(pod, match)]
         want = int(obj["spec"].get("replicas", 1))
-        stale = [pod["metadata"]["name"] for pod in mine if _history(pod)]
+        stale = [pod["metadata"]["name"] for pod in mine if _history(pod) or _sidecar_mismatch(pod, p.state.mesh)]
         if stale or len(mine) != want or any(not (pod.get("status") or {}).get("containerStatuses") for pod in mine):
             return f"{obj['metadata']['name']}: {len(mine)} pods for {want} replicas, not ready: {', '.join(stale)}"
     return ""

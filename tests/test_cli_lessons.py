@@ -50,7 +50,7 @@ def test_parse_param_refuses(text: str) -> None:
 
 def test_find_notebooks() -> None:
     everything = lessons.find_notebooks()
-    assert [p.name[:2] for p in everything] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in everything] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
     assert [p.name[:2] for p in lessons.find_notebooks(str(NOTEBOOKS / "0[35]-*.ipynb"))] == ["03", "05"]
     assert [p.name[:2] for p in lessons.find_notebooks("04-*")] == ["04"]
     assert lessons.find_notebooks(NOTEBOOKS) == everything
@@ -180,7 +180,8 @@ def test_lab_serves_the_lessons_and_stops_what_it_started(tmp_path: Path, stop_w
                              ignore=(urllib.error.URLError, ConnectionError))
         assert isinstance(listing, dict), Path(log.name).read_text()
         names = sorted(item["name"] for item in listing["content"])
-        assert [n for n in names if n.endswith(".ipynb")] == [p.name for p in sorted(NOTEBOOKS.glob("0*.ipynb"))]
+        shipped = sorted(NOTEBOOKS.glob(lessons.NOTEBOOK_PATTERN))
+        assert [n for n in names if n.endswith(".ipynb")] == [p.name for p in shipped]
         with pytest.raises(urllib.error.HTTPError, match="403"):
             _get(f"{base}/api/contents/?token=wrong")
         assert Sandbox(state).running(), "labkit lab starts the sandbox"

@@ -20,7 +20,8 @@ from labkit.sandbox import Sandbox
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob(lessons.NOTEBOOK_PATTERN))
 EXPECTED = ["01-connect-and-look-around", "02-test-one-service", "03-chaos-one-pod", "04-chaos-all-pods",
-            "05-measure-it", "06-your-own-experiment", "07-new-version-of-reviews"]
+            "05-measure-it", "06-your-own-experiment", "07-new-version-of-reviews", "08-enable-istio",
+            "09-request-routing", "10-fault-injection", "11-traffic-shifting", "12-request-timeouts"]
 
 
 def test_the_lessons_are_there() -> None:
