@@ -86,7 +86,7 @@ def test_pod_ip_from_the_meshed_tester_goes_through_both_sidecars(sandbox: Sandb
     # The callee's inbound listener logged it, as Envoy's inbound|9080|| cluster, the caller's address downstream.
     inbound = eventually(lambda: _proxy_lines(kubectl, reviews, rid), what="the inbound access-log line")
     assert re.match(r'\[\S+Z\] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ ', inbound[-1])
-    assert f" inbound|9080|| " in inbound[-1] and f"{reviews_ip}:9080 {sleep_ip}:" in inbound[-1]
+    assert " inbound|9080|| " in inbound[-1] and f"{reviews_ip}:9080 {sleep_ip}:" in inbound[-1]
     # The caller's sidecar sent it as Istio does a pod address: PassthroughCluster, route allow_any.
     outbound = eventually(lambda: _proxy_lines(kubectl, sleep, rid), what="the outbound access-log line")
     assert f'"{reviews_ip}:9080" PassthroughCluster ' in outbound[-1] and outbound[-1].endswith(" allow_any")
