@@ -167,3 +167,23 @@ def test_the_cli_and_the_status_say_where_the_gateway_is(sandbox: Sandbox, kubec
             conn.close()
 
     eventually(title, what="productpage through the gateway's URL", ignore=(OSError,))
+
+
+def test_port_forward_to_a_meshed_pod_reaches_its_app(kubectl: Kubectl) -> None:
+    proc = subprocess.Popen([kubectl.binary, "port-forward", "deploy/ratings-v1", "0:9080"], env=kubectl.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 9080"
+        assert line.startswith("Forwarding from 127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
+        port = int(line.split(":")[1].split()[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        try:
+            conn.request("GET", "/ratings/7")
+            response = conn.getresponse()
+            assert response.status == 200 and json.loads(response.read())["id"] == 7
+        finally:
+            conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
