@@ -187,3 +187,21 @@ def test_port_forward_to_a_meshed_pod_reaches_its_app(kubectl: Kubectl) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_lesson_7s_hidden_v2_by_pod_ip_is_inbound_passthrough(kubectl: Kubectl) -> None:
+    """Add-a-new-version's step 2 with the mesh on: a pod no Service selects, tested by its address."""
+    v2_v3 = Path(__file__).parent.parent / "labkit" / "sandbox" / "manifests" / "reviews-v2-v3.yaml"
+    applied = kubectl.shell(f"sed 's/app: reviews/app: reviews_test/' {v2_v3} | "
+                            "kubectl apply -l app=reviews_test,version=v2 -f -")
+    assert "deployment.apps/reviews-v2 created" in applied.stdout, applied.stderr
+    eventually(lambda: _ready(kubectl, _name_ip(_pod(kubectl, "app=reviews_test"))[0], "default"), timeout=60,
+               what="the hidden reviews v2 pod Ready (2/2)")
+    name, ip = _name_ip(_pod(kubectl, "app=reviews_test"))
+    sleep, _ = _name_ip(_pod(kubectl, "app=sleep"))
+    out = kubectl.shell(f'kubectl exec deploy/sleep -- curl -sS "{ip}:9080/reviews/7"').stdout
+    assert json.loads(out)["reviews"][0]["rating"]["color"] == "black", out
+    inbound = eventually(lambda: _proxy_lines(kubectl, name, '"GET /reviews/7 '), what="the inbound line")
+    assert f'"{ip}:9080" InboundPassthroughClusterIpv4 ' in inbound[-1]
+    outbound = eventually(lambda: _proxy_lines(kubectl, sleep, '"GET /reviews/7 '), what="the outbound line")
+    assert f'"{ip}:9080" PassthroughCluster ' in outbound[-1]

@@ -52,6 +52,8 @@ BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
            1800000, 3600000)
 POOL_IDLE = 2.0
 """Seconds an idle upstream connection is kept; below the apps' 5 s keep-alive, so a kept one is still open."""
+INBOUND_PASSTHROUGH = "InboundPassthroughClusterIpv4"
+"""Istio's inbound cluster for a port no Service declares (its ``0.0.0.0/0`` filter chain on 15006)."""
 NO_RETRY = meshrules.Retry(0, None, frozenset(), frozenset())
 INBOUND_RETRY = meshrules.Retry(1, None, frozenset({"reset-before-request"}), frozenset())
 """The inbound route: no timeout, one retry of a connection reset before the request was sent."""
@@ -562,7 +564,10 @@ class Inbound(_Proxy):
         start_wall, start, body, headers = self._start()
         config = CONFIG.get()
         ip, port = runtime.pod_ip(), self.original[1]
-        decision = meshrules.Decision(cluster=f"inbound|{port}||", endpoints=((ip, port),), retry=INBOUND_RETRY)
+        # A port some Service has this pod behind: its inbound cluster; any other port (a pod no Service selects,
+        # reached by its address): Envoy's catch-all inbound filter chain.
+        cluster = f"inbound|{port}||" if config.service_of(ip, port) else INBOUND_PASSTHROUGH
+        decision = meshrules.Decision(cluster=cluster, endpoints=((ip, port),), retry=INBOUND_RETRY)
         result, flags = self._serve(decision, body, config)
         millis = (time.monotonic() - start) * 1000
         source = str(self.client_address[0])
