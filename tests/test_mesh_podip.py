@@ -205,3 +205,20 @@ def test_lesson_7s_hidden_v2_by_pod_ip_is_inbound_passthrough(kubectl: Kubectl) 
     assert f'"{ip}:9080" InboundPassthroughClusterIpv4 ' in inbound[-1]
     outbound = eventually(lambda: _proxy_lines(kubectl, sleep, '"GET /reviews/7 '), what="the outbound line")
     assert f'"{ip}:9080" PassthroughCluster ' in outbound[-1]
+
+
+def test_sandbox_up_started_meshed_prints_the_gateway(tmp_path: Path) -> None:
+    env = {**os.environ, "LABKIT_SANDBOX_MESH": "1"}
+    cli = [sys.executable, "-m", "labkit.cli", "sandbox"]
+    try:
+        up = subprocess.run([*cli, "up", "--dir", str(tmp_path), "--replicas", "1", "--time-scale", str(FAST)],
+                            env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        found = re.search(r"^\s+istio-ingressgateway\s+(http://127\.0\.0\.1:(\d+))$", up.stdout, re.M)
+        assert found, up.stdout
+        assert 30000 <= int(found[2]) < 32768
+        # Started at boot: recorded in the sandbox's state, where the library finds it without asking the API.
+        assert json.loads((tmp_path / "state.json").read_text())["gateway_url"] == found[1]
+        assert Sandbox.attach(tmp_path).gateway_url() == found[1]
+    finally:
+        subprocess.run([*cli, "down", "--dir", str(tmp_path)], env=env, capture_output=True, timeout=60)

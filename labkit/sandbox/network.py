@@ -308,8 +308,8 @@ class Network:
             self._close_pod_port(key)
         for ip, port in wanted - set(self.pod_ports):
             sp = ServicePort(ip, port, [(ip, port)], sidecars=self.sidecars, pod=True)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((ip, port))
                 sock.listen(256)
