@@ -48,6 +48,8 @@ def _print_status(info: dict[str, Any]) -> None:
     print(f"  API server      {info['api']}")
     print(f"  kubeconfig      {info['kubeconfig']}")
     print(f"  productpage     {info['productpage_url']}")
+    if info.get("gateway_url"):
+        print(f"  istio-ingressgateway {info['gateway_url']}")
     print(f"  pod network     {info.get('pod_network', '')}   time scale {info.get('time_scale', 1)}")
     print(f"  use kubectl:    export KUBECONFIG={info['kubeconfig']}")
     pods = info.get("pods", [])

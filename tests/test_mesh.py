@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -291,8 +293,10 @@ def test_inbound_side_logs_and_reports_as_destination(mesh: Kubectl) -> None:
     inbound = eventually(lambda: [line for line in _proxy_log(mesh, "app=ratings") if rid in line],
                          what="the same request in ratings' sidecar")
     ip = json.loads(mesh("get", "pod", ratings, "-o", "json").stdout)["status"]["podIP"]
+    sleep_ip = json.loads(mesh("get", "pod", sleep, "-o", "json").stdout)["status"]["podIP"]
     assert re.match(r'\[\S+Z\] "GET /ratings/0 HTTP/1\.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ ', inbound[0])
-    assert f'"{ip}:9080" inbound|9080|| {ip}:' in inbound[0]
+    # Passed to the app from the caller's address (the app sees who called, as without the mesh).
+    assert f'"{ip}:9080" inbound|9080|| {sleep_ip}:' in inbound[0]
     assert inbound[0].endswith(" outbound_.9080_._.ratings.default.svc.cluster.local default")
     stats = mesh("exec", sleep, "-c", "sleep", "--", "curl", "-s", f"http://{ip}:15020/stats/prometheus").stdout
     dest = [line for line in stats.splitlines() if line.startswith("istio_requests_total{")
@@ -382,18 +386,28 @@ def test_older_api_versions_serve_the_same_objects(rules: Kubectl, sandbox: Sand
         rules("delete", "-f", "-", input=OLD_VERSIONS)
 
 
+def _cli_status(sb: Sandbox) -> str:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "sandbox", "status", "--dir", str(sb.dir)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
 def test_the_gateway_starts_only_with_the_mesh(tmp_path_factory: pytest.TempPathFactory) -> None:
     sb = start_sandbox(tmp_path_factory.mktemp("plain"), FAST, replicas=1)
     try:
         kubectl = Kubectl(sb.kubeconfig, tmp_path_factory.mktemp("kubecache-plain"))
         assert "istio-system" not in kubectl("get", "namespaces").stdout
         assert all(len(p["ready"]) and p["ready"] == "1/1" for p in sb.pods())
+        assert "gateway_url" not in sb.status() and sb.gateway_url() is None
+        assert "istio-ingressgateway" not in _cli_status(sb)
         kubectl("apply", "-f", str(ISTIO / "bookinfo-gateway.yaml"))
         eventually(lambda: re.search(r"istio-ingressgateway-\S+\s+1/1\s+Running",
                                      kubectl("get", "pods", "-n", "istio-system").stdout),
                    what="the ingress gateway started by the Gateway")
         port = kubectl("get", "svc", "istio-ingressgateway", "-n", "istio-system", "-o",
                        'jsonpath={.spec.ports[?(@.name=="http2")].nodePort}').stdout
+        # Started after boot: the status finds it through the API, and the CLI says where it is.
+        assert sb.status()["gateway_url"] == f"http://127.0.0.1:{port}"
+        assert f"  istio-ingressgateway http://127.0.0.1:{port}\n" in _cli_status(sb)
 
         def title() -> bool:
             conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)

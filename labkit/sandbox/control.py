@@ -38,6 +38,9 @@ ProgressFn = Callable[[int, int], None]
 MAX_PODS = 500
 """Pod addresses in one sandbox's pod network (two /24 blocks of loopback addresses)."""
 MAX_COPIES = 100
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_NAME = "istio-ingressgateway"
+"""Istio's ingress gateway, as the sandbox's mesh creates it (see :mod:`.mesh`)."""
 
 
 class Sandbox:
@@ -217,28 +220,60 @@ class Sandbox:
         return int(info["pid"]) if "pid" in info else "unknown"
 
     def status(self) -> dict[str, Any]:
-        """What ``labkit sandbox status --json`` prints: addresses, files and pods."""
+        """What ``labkit sandbox status --json`` prints: addresses, files, pods, and ``gateway_url`` when Istio's
+        ingress gateway runs."""
         if not self.running():
             return {"running": False, "dir": str(self.dir)}
         info = dict(st.read_state(self.paths) or {})
         info["running"] = True
         info["pods"] = self.pods()
+        if "gateway_url" not in info and any(p["namespace"] == GATEWAY_NAMESPACE and p["name"].startswith(GATEWAY_NAME)
+                                             for p in info["pods"]):
+            url = self.gateway_url()
+            if url:
+                info["gateway_url"] = url
         return info
 
-    def pods(self) -> list[dict[str, Any]]:
-        """The pods as name, ready, status, restarts, ip (through the API, with the kubeconfig's token)."""
+    def gateway_url(self) -> str | None:
+        """Istio's ingress gateway on the host, ``http://127.0.0.1:<nodePort>``; None when it was never started.
+
+        A sandbox started meshed (``LABKIT_SANDBOX_MESH=1``) records it at boot; one meshed later (a namespace
+        labelled ``istio-injection=enabled``, a Gateway applied) has it in the gateway Service's ``http2``
+        nodePort, read through the API, as istio.io's instructions read ``INGRESS_PORT``.
+        """
+        info = self._info()
+        if info.get("gateway_url"):
+            return str(info["gateway_url"])
+        import urllib.error
+
+        try:
+            svc = self._get(f"/api/v1/namespaces/{GATEWAY_NAMESPACE}/services/{GATEWAY_NAME}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        port = next((p.get("nodePort") for p in svc.get("spec", {}).get("ports") or [] if p.get("name") == "http2"),
+                    None)
+        return f"http://127.0.0.1:{port}" if port else None
+
+    def _get(self, path: str) -> dict[str, Any]:
+        """One GET on the API server with the kubeconfig's token."""
         import ssl
         import urllib.request
-
-        from labkit.kubestatus import human_age, pod_ready, pod_restarts, pod_status
 
         info = self._info()
         kc = _read_kubeconfig(self.kubeconfig)
         ctx = ssl.create_default_context(cadata=kc["ca"])
-        req = urllib.request.Request(f"{info['api']}/api/v1/pods",
-                                     headers={"Authorization": f"Bearer {kc['token']}"})
+        req = urllib.request.Request(f"{info['api']}{path}", headers={"Authorization": f"Bearer {kc['token']}"})
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-            items = json.loads(resp.read())["items"]
+            out: dict[str, Any] = json.loads(resp.read())
+        return out
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The pods as name, ready, status, restarts, ip (through the API, with the kubeconfig's token)."""
+        from labkit.kubestatus import human_age, pod_ready, pod_restarts, pod_status
+
+        items = self._get("/api/v1/pods")["items"]
         from datetime import UTC, datetime
 
         now = datetime.now(UTC)

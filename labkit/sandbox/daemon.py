@@ -203,6 +203,8 @@ async def serve(args: argparse.Namespace, paths: st.StatePaths, lock: st.Lock, p
         "boot_seconds": round(time.time() - started, 3),
         "pod_network": "127.{}.{}.0/23".format(*cluster.network.subnet),
     }
+    if cluster.mesh.gateway_port:  # the mesh was wanted at boot (LABKIT_SANDBOX_MESH=1): Istio's ingress gateway
+        info["gateway_url"] = f"http://127.0.0.1:{cluster.mesh.gateway_port}"
     st.write_state(paths, info)
     log.info("sandbox ready: %s", json.dumps(info))
     _report(report_fd, {"ok": True, **info})

@@ -27,6 +27,7 @@ from . import containerlog, dns, envfrom
 from .events import EventRecorder
 from .images import ImageSpec, match_image, process_name_for
 from .images.environ import process_environ
+from .mesh import intercepted_ports
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Obj, Store, WatchEvent, now_rfc3339
@@ -94,6 +95,10 @@ class PodNetwork(Protocol):
 
     @property
     def pod_network(self) -> str: ...
+
+    def app_address(self, pod_ip: str) -> str | None: ...
+
+    def release_app_address(self, pod_ip: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,9 @@ class PodRuntime:
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.ip = kubelet.network.pods.take()
+        # A pod with Istio's sidecar: its app listens on a private address, the network redirects its pod address.
+        self.app_ports = intercepted_ports(pod)
+        self.app_ip = (kubelet.network.app_address(self.ip) or "") if self.app_ports else ""
         self.start_time = now_rfc3339()
         self.log_dir = os.path.join(kubelet.state_dir, "logs", f"{self.namespace}_{self.name}_{self.uid}")
         self.containers = [Container(self, c, i) for i, c in enumerate(pod["spec"].get("containers") or [])]
@@ -475,6 +483,8 @@ class Kubelet:
             "LABKIT_PARENT_PID": str(os.getpid()),
             "LABKIT_PROCESS_NAME": c.comm,
             "LABKIT_POD_NETWORK": self.network.pod_network,
+            **({"LABKIT_APP_IP": c.pod.app_ip, "LABKIT_APP_PORTS": ",".join(map(str, c.pod.app_ports))}
+               if c.pod.app_ip else {}),
         })
         self._record(c, "Normal", "Created", f"Created container: {c.name}")
         # The container writes to a pipe; the kubelet stamps each line with its write time into the log file.
@@ -570,6 +580,7 @@ class Kubelet:
         self.pods.pop(runtime.uid, None)
         if self._by_name.get((runtime.namespace, runtime.name)) is runtime:
             del self._by_name[(runtime.namespace, runtime.name)]
+        self.network.release_app_address(runtime.ip)
         self.network.pods.give_back(runtime.ip)
         self.registry.finalize_pod(runtime.namespace, runtime.name, runtime.uid)
 

@@ -5,7 +5,9 @@ On every change of pods, Services, Endpoints, VirtualServices or DestinationRule
 the rules) and writes it to ``network/mesh.json``, which every ``istio-proxy`` process rereads when it changes,
 as Envoy receives xDS pushes. It also tells the network which pods have a ready sidecar, so that their
 connections to Service addresses go through it, and connections to them through their inbound listener (Istio's
-iptables redirects). Writes are coalesced: many changes in one turn of the event loop make one write.
+iptables redirects); and which app ports of each meshed pod it serves on the pod's own address
+(:func:`intercepted_ports`), so that ``curl POD_IP:9080`` goes through the sidecars too. Writes are coalesced:
+many changes in one turn of the event loop make one write.
 
 The ingress gateway (``istio-ingressgateway`` in ``istio-system``: a Deployment of one proxy in router mode and its
 Service, port 80 -> 8080) is created once the mesh is wanted, that is when a namespace is labelled
@@ -107,6 +109,17 @@ def proxy_role(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def intercepted_ports(pod: dict[str, Any]) -> list[int]:
+    """The app ports of a pod with Istio's sidecar, whose traffic to the pod's address the sidecar takes (Istio's
+    iptables redirect): the TCP ``containerPort`` of every container but ``istio-proxy``. Empty for other pods."""
+    if proxy_role(pod) != "sidecar":
+        return []
+    ports = {int(p["containerPort"]) for c in pod["spec"].get("containers") or [] if c.get("name") != PROXY_CONTAINER
+             for p in c.get("ports") or [] if str(p.get("protocol", "TCP")) == "TCP"
+             and isinstance(p.get("containerPort"), int)}
+    return sorted(ports)
+
+
 def _sidecar_ready(pod: dict[str, object]) -> bool:
     status = pod.get("status")
     if not isinstance(status, dict):
@@ -177,12 +190,14 @@ class MeshControl:
         self._scheduled = True
         loop.call_soon(self.flush)
 
-    def config(self) -> tuple[meshrules.MeshConfig, dict[str, tuple[str, int]]]:
-        """The configuration for the sidecars, and the meshed pods with a ready sidecar."""
+    def config(self) -> tuple[meshrules.MeshConfig, dict[str, tuple[str, int]], dict[str, list[int]]]:
+        """The configuration for the sidecars, the meshed pods with a ready sidecar, and the app ports of every
+        meshed pod (pod IP -> ports) whose address the network redirects to its sidecar."""
         pods = self.store.list(PODS)
         labels_by_ip: dict[str, dict[str, str]] = {}
         cfg = meshrules.MeshConfig()
         sidecars: dict[str, tuple[str, int]] = {}
+        pod_ports: dict[str, list[int]] = {}
         for p in pods:
             ip = (p.get("status") or {}).get("podIP")
             if not ip:
@@ -195,6 +210,8 @@ class MeshControl:
                 cfg.workloads[ip] = _workload(p)
                 if role == "sidecar" and _sidecar_ready(p) and not p["metadata"].get("deletionTimestamp"):
                     sidecars[ip] = (ip, PROXY_PORT)
+                if role == "sidecar":
+                    pod_ports[ip] = intercepted_ports(p)
         cfg.labels = labels_by_ip
         cfg.inbound = frozenset(sidecars)
         for svc in self.store.list(SERVICES):
@@ -213,7 +230,7 @@ class MeshControl:
                                   "spec": dr.get("spec") or {}} for dr in self.store.list(DESTINATION_RULES)]
         cfg.gateways = [{"metadata": {k: gw["metadata"].get(k) for k in ("name", "namespace", "creationTimestamp")},
                          "spec": gw.get("spec") or {}} for gw in self.store.list(GATEWAYS)]
-        return cfg, sidecars
+        return cfg, sidecars, pod_ports
 
     def flush(self) -> None:
         """Write the configuration now (atomically: a sidecar never reads half a file)."""
@@ -222,7 +239,7 @@ class MeshControl:
             with contextlib.suppress(RuntimeError):  # no event loop (a unit test): no gateway
                 asyncio.get_running_loop()
                 self.start_gateway()
-        cfg, sidecars = self.config()
+        cfg, sidecars, pod_ports = self.config()
         path = self.network.mesh_file
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -230,3 +247,6 @@ class MeshControl:
         os.replace(tmp, path)
         self.writes += 1
         self.network.set_sidecars(sidecars)
+        with contextlib.suppress(RuntimeError):  # no event loop (a unit test): no listeners
+            asyncio.get_running_loop()
+            self.network.set_pod_ports(pod_ports)

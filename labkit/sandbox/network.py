@@ -5,6 +5,11 @@ container port there, so ``podIP:9080`` works as on a real cluster. Every Servic
 loopback block, where a small TCP proxy hands each new connection to a random ready endpoint, as kube-proxy's
 iptables rules do. With no ready endpoint the Service address refuses connections. The ingress is the same proxy on
 ``127.0.0.1:<port>`` in front of productpage, so a browser on the host can open the page.
+
+A pod with Istio's sidecar gets a second, private address in the block's fourth /24 (:meth:`Network.app_address`):
+its app listens there on its declared ports, and the network serves ``podIP:port`` instead, handing each connection
+to the pod's inbound sidecar, or first to the caller's own sidecar when the caller is meshed, as Istio's iptables
+redirects do for traffic to a pod's address (:meth:`Network.set_pod_ports`).
 """
 
 from __future__ import annotations
@@ -98,6 +103,10 @@ class ServicePort:
     """An ingress answers 503 "no healthy upstream" (as Envoy does) where a Service would refuse or reset."""
     sidecars: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Meshed pods: pod IP -> its sidecar's outbound listener (shared by every ServicePort of the network)."""
+    pod: bool = False
+    """A meshed pod's own address and app port: always to its inbound sidecar (its only backend is itself)."""
+    listening: socket.socket | None = None
+    """A pod port's socket, bound and listening, until :attr:`server` serves it."""
 
     async def start(self) -> None:
         if self.server is None:
@@ -168,7 +177,7 @@ class ServicePort:
             return
         ip, port = random.choice(self.backends)
         try:
-            if ip in self.sidecars:
+            if ip in self.sidecars or self.pod:
                 # A meshed pod is reached through its sidecar's inbound listener (Istio's inbound redirect),
                 # from the client's address so that the sidecar knows who called.
                 peer = writer.get_extra_info("peername")
@@ -207,6 +216,11 @@ class Network:
         self.ingress_target: tuple[str, str, int] | None = None
         self.sidecars: dict[str, tuple[str, int]] = {}
         """Meshed pods whose sidecar is ready: pod IP -> the sidecar's outbound listener."""
+        self.app_addresses = AddressPool([f"127.{a}.{b + 3}.{n}" for n in range(1, 255)])
+        self.apps: dict[str, str] = {}
+        """Meshed pods: pod IP -> the private address its app listens on (see :meth:`app_address`)."""
+        self.pod_ports: dict[tuple[str, int], ServicePort] = {}
+        """Meshed pods' own addresses and app ports, served by the network: (pod IP, port) -> its listener."""
         self.exposed: dict[tuple[str, str, int], ServicePort] = {}
         """Service ports served on the host's loopback (a NodePort): (namespace, name, port) -> its listener."""
         self.mesh_file = os.path.join(state_dir, "network", "mesh.json")
@@ -263,6 +277,68 @@ class Network:
         self.sidecars.clear()
         self.sidecars.update(sidecars)
 
+    # -- Istio's redirect of traffic to a meshed pod's address
+    def app_address(self, pod_ip: str) -> str | None:
+        """The private address the app of a meshed pod listens on (taken once per pod; None when all are taken,
+        and then the pod's address is not redirected)."""
+        if pod_ip not in self.apps:
+            try:
+                self.apps[pod_ip] = self.app_addresses.take()
+            except RuntimeError:
+                log.warning("no private app address left for meshed pod %s: its address is not redirected", pod_ip)
+                return None
+        return self.apps[pod_ip]
+
+    def release_app_address(self, pod_ip: str) -> None:
+        """The pod is gone: stop serving its address and give its private address back."""
+        app = self.apps.pop(pod_ip, None)
+        if app is not None:
+            self.app_addresses.give_back(app)
+        for key in [k for k in self.pod_ports if k[0] == pod_ip]:
+            self._close_pod_port(key)
+
+    def set_pod_ports(self, ports: dict[str, list[int]]) -> None:
+        """Serve ``podIP:port`` for each meshed pod's app ports (pod IP -> ports), and no others.
+
+        Each socket is bound and listening before this returns, so a client that sees the pod Ready can connect.
+        Only pods given a private address (:meth:`app_address`) are served; their apps do not listen here.
+        """
+        wanted = {(ip, port) for ip, plist in ports.items() if ip in self.apps for port in plist}
+        for key in [k for k in self.pod_ports if k not in wanted]:
+            self._close_pod_port(key)
+        for ip, port in wanted - set(self.pod_ports):
+            sp = ServicePort(ip, port, [(ip, port)], sidecars=self.sidecars, pod=True)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((ip, port))
+                sock.listen(256)
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                log.warning("cannot serve meshed pod address %s:%s: %s", ip, port, exc)
+                continue
+            sp.listening = sock
+            self.pod_ports[(ip, port)] = sp
+            asyncio.get_running_loop().create_task(self._serve_pod_port(sp))
+
+    async def _serve_pod_port(self, sp: ServicePort) -> None:
+        sock, sp.listening = sp.listening, None
+        if sock is None:  # closed meanwhile
+            return
+        sp.server = await asyncio.start_server(sp._handle, sock=sock, backlog=256)
+        if self.pod_ports.get((sp.host, sp.port)) is not sp:
+            sp.server.close()
+
+    def _close_pod_port(self, key: tuple[str, int]) -> None:
+        sp = self.pod_ports.pop(key)
+        if sp.listening is not None:
+            sp.listening.close()
+            sp.listening = None
+        if sp.server is not None:
+            sp.server.close()
+            sp.server = None
+
     def service_ports(self) -> dict[tuple[str, str], dict[int, list[tuple[str, int]]]]:
         """Every Service's ready backends per port, as kube-proxy has them."""
         return {key: {port: list(sp.backends) for port, sp in ports.items()} for key, ports in self._ports.items()}
@@ -298,3 +374,5 @@ class Network:
         for sp in self.exposed.values():
             await sp.stop()
         self.exposed.clear()
+        for key in list(self.pod_ports):
+            self._close_pod_port(key)

@@ -7,7 +7,10 @@ As a **sidecar** (``pilot-agent proxy sidecar``) it has two listeners on its pod
   For each request it asks :func:`meshrules.route` what the caller's sidecar does (VirtualService match, fault
   delay/abort, weighted subset, timeout, retries) and forwards it to one endpoint;
 * **inbound**, ``podIP:15006``: traffic to its own pod (from another sidecar, the network or a gateway) arrives
-  here, after a line naming the pod's port (``LABKIT-ORIG <pod IP> <port>``), and is passed to the app.
+  here, after a line naming the pod's port (``LABKIT-ORIG <pod IP> <port> [passthrough]``), and is passed to the
+  app, from the caller's address. The app listens on a private address (``LABKIT_APP_IP``) for its declared ports
+  (``LABKIT_APP_PORTS``), and the sandbox's network serves the pod's own address, so ``curl POD_IP:9080`` comes
+  here too, as Istio's iptables redirect sends it to Envoy's port 15006.
 
 As the **ingress gateway** (``pilot-agent proxy router``) it listens on ``podIP:8080`` and routes each request by
 the Gateways that select its pod and the VirtualServices bound to them (404 ``NR`` when none matches).
@@ -49,6 +52,8 @@ BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
            1800000, 3600000)
 POOL_IDLE = 2.0
 """Seconds an idle upstream connection is kept; below the apps' 5 s keep-alive, so a kept one is still open."""
+INBOUND_PASSTHROUGH = "InboundPassthroughClusterIpv4"
+"""Istio's inbound cluster for a port no Service declares (its ``0.0.0.0/0`` filter chain on 15006)."""
 NO_RETRY = meshrules.Retry(0, None, frozenset(), frozenset())
 INBOUND_RETRY = meshrules.Retry(1, None, frozenset({"reset-before-request"}), frozenset())
 """The inbound route: no timeout, one retry of a connection reset before the request was sent."""
@@ -152,6 +157,7 @@ class _Upstream(http.client.HTTPConnection):
 
     def __init__(self, address: tuple[str, int], preamble: bytes, source: tuple[str, int] | None) -> None:
         super().__init__(address[0], address[1], timeout=None, source_address=source)
+        self.source = source[0] if source else ""
         self.preamble = preamble
         self.idle_since = 0.0
 
@@ -168,13 +174,13 @@ class _Pool:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.idle: dict[tuple[str, int, bytes], list[_Upstream]] = {}
+        self.idle: dict[tuple[str, int, bytes, str], list[_Upstream]] = {}
 
     def take(self, address: tuple[str, int], preamble: bytes, source: tuple[str, int] | None,
              fresh: bool = False) -> tuple[_Upstream, bool]:
         """A connection to ``address`` (a new one if ``fresh``), and whether it was reused (a reused one may have
         been closed by the far end since)."""
-        key = (address[0], address[1], preamble)
+        key = (address[0], address[1], preamble, source[0] if source else "")
         now = time.monotonic()
         with self.lock:
             conns = None if fresh else self.idle.get(key)
@@ -187,7 +193,7 @@ class _Pool:
 
     def give(self, conn: _Upstream) -> None:
         conn.idle_since = time.monotonic()
-        key = (conn.host, conn.port, conn.preamble)
+        key = (conn.host, conn.port, conn.preamble, conn.source)
         with self.lock:
             conns = self.idle.setdefault(key, [])
             if len(conns) < 32:
@@ -234,6 +240,9 @@ class _Proxy(runtime.Handler):
     timeout = 60.0
     wbufsize = 1 << 16  # a response leaves in one write (with Nagle off: no delayed-ACK stalls)
     original: tuple[str, int] = ("", 0)
+    passthrough = False
+    """Sent by a caller's sidecar through its ``PassthroughCluster`` (plain text, no mTLS): the caller named the
+    pod's address, not a Service."""
     needs_preamble = True
     to_app = False
     """The inbound listener hands requests to its own app; the others go through the callee's sidecar."""
@@ -245,9 +254,10 @@ class _Proxy(runtime.Handler):
     def handle(self) -> None:
         if self.needs_preamble:
             first = self.rfile.readline(256).decode("latin-1").split()
-            if len(first) != 3 or first[0] != "LABKIT-ORIG" or not first[2].isdigit():
+            if len(first) not in (3, 4) or first[0] != "LABKIT-ORIG" or not first[2].isdigit():
                 return
             self.original = (first[1], int(first[2]))
+            self.passthrough = first[3:] == ["passthrough"]
         else:
             local = self.connection.getsockname()
             self.original = (str(local[0]), int(local[1]))
@@ -332,13 +342,25 @@ class _Proxy(runtime.Handler):
 
     def _upstream_of(self, endpoint: tuple[str, int], config: meshrules.MeshConfig,
                      passthrough: bool) -> tuple[tuple[str, int], bytes, tuple[str, int] | None]:
-        """Where to connect for an endpoint: its pod's inbound listener if the pod has a ready sidecar."""
-        if passthrough:
-            # Back to the Service address: not from the pod, or the network would hand it to this sidecar again.
-            return endpoint, b"", None
+        """Where to connect for an endpoint, and from which address.
+
+        The inbound listener reaches its app at the app's own address (the private one the kubelet gave it for a
+        redirected port), from the caller's address, so that the app sees who called as without the mesh.
+        Outbound, a pod with a ready sidecar is reached at its inbound listener, from this pod's address.
+        """
+        if self.to_app:
+            app_ip = os.environ.get("LABKIT_APP_IP", "")
+            redirected = app_ip and str(endpoint[1]) in os.environ.get("LABKIT_APP_PORTS", "").split(",")
+            return (app_ip if redirected else endpoint[0], endpoint[1]), b"", (str(self.client_address[0]), 0)
         source = (runtime.pod_ip(), 0)
-        if endpoint[0] in config.inbound and not self.to_app:
-            return (endpoint[0], INBOUND_PORT), f"LABKIT-ORIG {endpoint[0]} {endpoint[1]}\r\n".encode(), source
+        if endpoint[0] in config.inbound:
+            marker = " passthrough" if passthrough else ""
+            return ((endpoint[0], INBOUND_PORT), f"LABKIT-ORIG {endpoint[0]} {endpoint[1]}{marker}\r\n".encode(),
+                    source)
+        if passthrough and (endpoint[0] in config.pods or endpoint[0] not in config.labels):
+            # A meshed pod whose sidecar is not ready, or no pod: not from this pod's address, or the network would
+            # hand the connection back to this sidecar.
+            return endpoint, b"", None
         return endpoint, b"", source
 
     def _forward(self, decision: meshrules.Decision, body: bytes, deadline: float | None,
@@ -477,11 +499,19 @@ def _labels(config: meshrules.MeshConfig, ip: str) -> dict[str, str]:
 
 
 def _report(reporter: str, config: meshrules.MeshConfig, source_ip: str | None, dest_ip: str | None,
-            key: str | None, status: int, flags: list[str], millis: float) -> None:
-    """Count one request in Istio's standard metrics, with the labels Istio gives them."""
+            key: str | None, status: int, flags: list[str], millis: float, passthrough: str | None = None) -> None:
+    """Count one request in Istio's standard metrics, with the labels Istio gives them.
+
+    ``passthrough``: the request's authority when the caller's sidecar sent it through ``PassthroughCluster``
+    (to a pod's address); Istio then names the service ``PassthroughCluster`` and gives the authority as the
+    service, and the connection is plain text.
+    """
     src = config.pods.get(source_ip or "")
     dst_ns, dst_labels = config.pods.get(dest_ip or "") or ("unknown", _labels(config, dest_ip or ""))
     svc_ns, svc_name = (key or "unknown/unknown").split("/", 1)
+    service = meshrules.fqdn(key) if key else "unknown"
+    if passthrough is not None and reporter == "source":
+        svc_ns, svc_name, service = "unknown", "PassthroughCluster", passthrough or "unknown"
     METRICS.record({
         "reporter": reporter,
         "source_workload": config.workloads.get(source_ip or "", "unknown") if src else "unknown",
@@ -492,13 +522,13 @@ def _report(reporter: str, config: meshrules.MeshConfig, source_ip: str | None, 
         "destination_workload_namespace": dst_ns if dest_ip in config.pods else svc_ns if dest_ip else "unknown",
         "destination_app": dst_labels.get("app", "unknown"),
         "destination_version": dst_labels.get("version", "unknown"),
-        "destination_service": meshrules.fqdn(key) if key else "unknown",
+        "destination_service": service,
         "destination_service_name": svc_name,
         "destination_service_namespace": svc_ns,
         "request_protocol": "http",
         "response_code": str(status),
         "response_flags": ",".join(flags) or "-",
-        "connection_security_policy": ("mutual_tls" if reporter == "destination" and src else
+        "connection_security_policy": ("mutual_tls" if reporter == "destination" and src and passthrough is None else
                                        "none" if reporter == "destination" else "unknown"),
     }, millis)
 
@@ -510,8 +540,9 @@ class Outbound(_Proxy):
         start_wall, start, body, headers = self._start()
         config = CONFIG.get()
         key = config.addresses.get(self.original[0])
-        if key is None:  # not a Service of the mesh: Istio's PassthroughCluster
-            decision = meshrules.Decision(cluster="PassthroughCluster", endpoints=(self.original,), retry=NO_RETRY)
+        if key is None:  # not a Service of the mesh (a pod's address): Istio's PassthroughCluster, route allow_any
+            decision = meshrules.Decision(cluster="PassthroughCluster", endpoints=(self.original,), retry=NO_RETRY,
+                                          route_name="allow_any")
         else:
             decision = meshrules.route(config, runtime.pod_ip(), key, self.original[1], self.command, self.path,
                                        headers, _rng)
@@ -520,7 +551,8 @@ class Outbound(_Proxy):
         self._log(start_wall, result, flags, body, millis, decision.cluster, decision.route_name, headers,
                   f"{self.original[0]}:{self.original[1]}")
         dest_ip = result.upstream.rpartition(":")[0] if result.upstream != "-" else None
-        _report("source", config, runtime.pod_ip(), dest_ip, key, result.status, flags, millis)
+        authority = headers.get("host", f"{self.original[0]}:{self.original[1]}") if key is None else None
+        _report("source", config, runtime.pod_ip(), dest_ip, key, result.status, flags, millis, authority)
 
 
 class Inbound(_Proxy):
@@ -532,7 +564,10 @@ class Inbound(_Proxy):
         start_wall, start, body, headers = self._start()
         config = CONFIG.get()
         ip, port = runtime.pod_ip(), self.original[1]
-        decision = meshrules.Decision(cluster=f"inbound|{port}||", endpoints=((ip, port),), retry=INBOUND_RETRY)
+        # A port some Service has this pod behind: its inbound cluster; any other port (a pod no Service selects,
+        # reached by its address): Envoy's catch-all inbound filter chain.
+        cluster = f"inbound|{port}||" if config.service_of(ip, port) else INBOUND_PASSTHROUGH
+        decision = meshrules.Decision(cluster=cluster, endpoints=((ip, port),), retry=INBOUND_RETRY)
         result, flags = self._serve(decision, body, config)
         millis = (time.monotonic() - start) * 1000
         source = str(self.client_address[0])
@@ -541,11 +576,12 @@ class Inbound(_Proxy):
                if host and not host[0].isdigit() else None)
         if key not in config.services:
             key = config.service_of(ip, port)
-        meshed_source = source in config.pods
+        meshed_source = source in config.pods and not self.passthrough  # mTLS: from a sidecar, to a Service
         sni = f"outbound_.{port}_._.{meshrules.fqdn(key)}" if meshed_source and key else "-"
         self._log(start_wall, result, flags, body, millis, decision.cluster, "default", headers, f"{ip}:{port}",
                   sni)
-        _report("destination", config, source, ip, key, result.status, flags, millis)
+        _report("destination", config, source, ip, key, result.status, flags, millis,
+                headers.get("host", "") if self.passthrough else None)
 
 
 class Router(_Proxy):

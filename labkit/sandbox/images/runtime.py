@@ -117,6 +117,15 @@ def pod_ip() -> str:
     return os.environ.get("LABKIT_POD_IP") or DEFAULT_POD_IP
 
 
+def listen_ip(port: int) -> str:
+    """The address a server on ``port`` listens on: the pod IP, or in a pod with Istio's sidecar, for its declared
+    app ports, the private address the kubelet gives (the sandbox then serves the pod IP, through the sidecar)."""
+    app_ip = os.environ.get("LABKIT_APP_IP")
+    if app_ip and str(port) in os.environ.get("LABKIT_APP_PORTS", "").split(","):
+        return app_ip
+    return pod_ip()
+
+
 def env(name: str, default: str) -> str:
     """An environment variable, with ``default`` when it is unset (an empty value counts as set)."""
     value = os.environ.get(name)
@@ -351,7 +360,7 @@ def serve(handler: type[Handler], port: int, *, program: str, on_listen: Callabl
         1 when the address cannot be bound (the container then exits with that code); otherwise never returns.
     """
     try:
-        server = _Server((pod_ip(), port), handler)
+        server = _Server((listen_ip(port), port), handler)
     except OSError as exc:
         log_error(f"{program}: cannot listen on {pod_ip()}:{port}: {exc.strerror or exc}")
         return 1
