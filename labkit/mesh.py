@@ -578,9 +578,11 @@ def rules(client: Client, *, namespace: str | None = None) -> pd.DataFrame:
 
 ACCESS_LOG_COLUMNS = ["pod", "start", "method", "path", "protocol", "code", "flags", "details", "bytes_received",
                       "bytes_sent", "duration_ms", "upstream_service_time", "user_agent", "request_id", "authority",
-                      "upstream_host", "cluster", "route", "service", "subset"]
+                      "upstream_host", "cluster", "route", "service", "subset", "direction"]
 """The columns of :func:`access_log`: Envoy's default format, field by field, plus the pod whose sidecar wrote the
-line and the ``service``/``subset`` read from the cluster (``outbound|9080|v2|reviews.default.svc.cluster.local``);
+line, the ``service``/``subset`` read from the cluster (``outbound|9080|v2|reviews.default.svc.cluster.local``) and
+the ``direction``: ``inbound`` for a request the sidecar passed to its own app (cluster ``inbound|9080||`` or
+``InboundPassthroughCluster...``), ``outbound`` for a call the app made;
 ``flags`` are Envoy's response flags (``-``, ``UF``, ``FI`` abort, ``DI`` delay, ``UT`` upstream timeout, ...)."""
 
 
@@ -597,19 +599,27 @@ def parse_access_log(text: str, pod: str = "") -> pd.DataFrame:
             parts = row["cluster"].split("|")
             row["service"] = parts[3].split(".")[0] if len(parts) == 4 else "-"
             row["subset"] = (parts[2] or "-") if len(parts) == 4 else "-"
+            row["direction"] = "inbound" if row["cluster"].startswith(("inbound|", "InboundPassthrough")) \
+                else "outbound"
             rows.append(row)
     return pd.DataFrame(rows, columns=ACCESS_LOG_COLUMNS)
 
 
 def access_log(client: Client, selector: str, *, namespace: str | None = None,
-               tail: int | None = None) -> pd.DataFrame:
+               tail: int | None = None, direction: str | None = None) -> pd.DataFrame:
     """The ``istio-proxy`` access logs of the pods matching ``selector`` (``kubectl logs -l SELECTOR -c
-    istio-proxy``), one row per request (:data:`ACCESS_LOG_COLUMNS`), oldest first; ``tail``: the last rows only.
+    istio-proxy``), one row per request (:data:`ACCESS_LOG_COLUMNS`), oldest first; ``tail``: the last rows only;
+    ``direction``: ``"outbound"`` (the calls the pods' apps made) or ``"inbound"`` (the requests they served) only.
+
+    Example:
+        >>> lab.access_log("app=productpage", direction="outbound", tail=4)   # its calls to details and reviews
 
     Raises:
         LabkitError: a matching pod has no ``istio-proxy`` container (the namespace is not meshed yet:
             :func:`inject`).
     """
+    if direction not in (None, "inbound", "outbound"):
+        raise ValueError(f"direction must be 'inbound', 'outbound' or None, not {direction!r}")
     frames = []
     for name in client.pod_names(selector, namespace=namespace):
         pod = client.read_pod(name, namespace)
@@ -618,6 +628,7 @@ def access_log(client: Client, selector: str, *, namespace: str | None = None,
                               "first (lab.enable_injection(), istio.io's `kubectl label namespace default "
                               "istio-injection=enabled` and a rollout restart)")
         frames.append(parse_access_log(client.logs(name, container=PROXY_CONTAINER, namespace=namespace), name))
+    frames = [f if direction is None else f[f["direction"] == direction] for f in frames]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=ACCESS_LOG_COLUMNS)

@@ -132,7 +132,8 @@ def test_lesson_9_routes_jason_to_v2(runs: dict[str, lessons.LessonRun]) -> None
     jason = _headline(nb, "lab.page(user=USER)")
     assert "as jason" in jason and "reviews v2 (black stars)" in jason and "healthy" in jason
     assert "reviews v1 (no stars)" in _headline(nb, "lab.page()")
-    counts = {(r["service"], r["subset"]) for r in _table(nb, 'lab.access_log("app=productpage").value_counts(')}
+    counts = {(r["service"], r["subset"])
+              for r in _table(nb, 'lab.access_log("app=productpage", direction="outbound").value_counts(')}
     assert {("reviews", "v1"), ("reviews", "v2"), ("details", "v1")} <= counts
     removed = _record(nb, 'lab.remove_rules("virtual-service-all-v1.yaml")')
     assert removed["steps"][0]["command"] == "kubectl delete -f samples/bookinfo/networking/virtual-service-all-v1.yaml"

@@ -186,6 +186,14 @@ def test_page_and_traffic_as_jason(clean: labkit.Lab) -> None:
     assert list(log.columns) == mesh.ACCESS_LOG_COLUMNS
     assert {"v1", "v2"} <= set(log[log.service == "reviews"].subset)
     assert len(lab.access_log("app=productpage", tail=3)) == 3
+    # both sides of productpage's sidecar: the page requests it passed in, the calls productpage made
+    assert set(log.direction) == {"inbound", "outbound"}
+    inbound = lab.access_log("app=productpage", direction="inbound")
+    assert set(inbound.path) >= {"/productpage"} and set(inbound.cluster) == {"inbound|9080||"}
+    outbound = lab.access_log("app=productpage", direction="outbound")
+    assert set(outbound.service) == {"details", "reviews"} and len(inbound) + len(outbound) == len(log)
+    with pytest.raises(ValueError, match="direction must be"):
+        lab.access_log("app=productpage", direction="in")
     requests = lab.mesh_requests("app=productpage")
     assert list(requests.columns) == mesh.REQUEST_COLUMNS
     assert requests.query("destination == 'reviews' and version == 'v2'")["requests"].sum() >= 10
