@@ -22,7 +22,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -350,6 +350,27 @@ class PodWatch:
         finally:
             self._watch = None
             w.stop()
+
+
+def pods_by_name(events: Iterable[PodEvent]) -> Iterator[dict[str, Pod]]:
+    """The matching pods by name after each event of a :class:`PodWatch` (a ``LIST`` replaces them all, a
+    ``DELETED`` removes one); one dict, updated in place.
+
+    Example:
+        >>> for pods in pods_by_name(lab.watch_pods("app=details", timeout=30)):
+        ...     if len(pods) == 3 and all(is_pod_ready(p) for p in pods.values()):
+        ...         break
+    """
+    pods: dict[str, Pod] = {}
+    for event in events:
+        if event.type == "LIST":
+            pods.clear()
+            pods.update((str(p["metadata"]["name"]), p) for p in event.pods)
+        elif event.type == "DELETED":
+            pods.pop(str(event.pod["metadata"]["name"]), None)
+        else:
+            pods[str(event.pod["metadata"]["name"])] = event.pod
+        yield pods
 
 
 # ------------------------------------------------------------------------------------------------ the client

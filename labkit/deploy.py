@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .client import Client, Pod, pods_frame, selector_text
+from .client import Client, Pod, pods_by_name, pods_frame, selector_text
 from .errors import BadSelector, LabkitError, NotFound, WaitTimeout, translate
 from .records import Applied, ApplyResult, LabelChange, LabelResult
 
@@ -345,18 +345,12 @@ def _wait_pods(lab: Client, match: dict[str, str], count: int, ns: str, timeout:
 
     pods: dict[str, Pod] = {}
 
-    def settled() -> bool:
+    def settled(pods: dict[str, Pod]) -> bool:
         return len(pods) == count and all(is_pod_ready(p) and not p["metadata"].get("deletionTimestamp")
                                           for p in pods.values())
 
-    for event in lab.watch_pods(match, namespace=ns, timeout=timeout):
-        if event.type == "LIST":
-            pods = {str(p["metadata"]["name"]): p for p in event.pods}
-        elif event.type == "DELETED":
-            pods.pop(str(event.pod["metadata"]["name"]), None)
-        else:
-            pods[str(event.pod["metadata"]["name"])] = event.pod
-        if settled():
+    for pods in pods_by_name(lab.watch_pods(match, namespace=ns, timeout=timeout)):
+        if settled(pods):
             return
     raise WaitTimeout(f'deployment "{deployment}" does not have {count} Ready pods after {timeout:.0f} s: '
                       f"{', '.join(sorted(pods)) or 'none'}; look with lab.pods({selector_text(match)!r})")
@@ -379,15 +373,8 @@ def wait_deleted(lab: Client, selector: str | Mapping[str, str], *, namespace: s
     ns = namespace or lab.namespace
     pods: dict[str, Pod] = {}
     seen = 0
-    for event in lab.watch_pods(sel, namespace=ns, timeout=timeout):
-        if event.type == "LIST":
-            pods = {str(p["metadata"]["name"]): p for p in event.pods}
-            seen = max(seen, len(pods))
-        elif event.type == "DELETED":
-            pods.pop(str(event.pod["metadata"]["name"]), None)
-        else:
-            pods[str(event.pod["metadata"]["name"])] = event.pod
-            seen = max(seen, len(pods))
+    for pods in pods_by_name(lab.watch_pods(sel, namespace=ns, timeout=timeout)):
+        seen = max(seen, len(pods))
         if not pods:
             return seen
     if not lab.list_pods(sel, namespace=ns).items:

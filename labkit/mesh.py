@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .client import Client, Pod, pods_frame
+from .client import Client, Pod, pods_by_name, pods_frame
 from .errors import ApiError, LabkitError, WaitTimeout, translate
 from .progress import Progress
 from .records import mime_bundle
@@ -447,11 +447,11 @@ def _roll(client: Client, ns: str, enabled: bool, *, timeout: float, progress: b
     goal = "2/2 (an istio-proxy sidecar each)" if enabled else "without a sidecar"
     pods: dict[str, Pod] = {}
 
-    def mine() -> list[Pod]:
+    def mine(pods: dict[str, Pod]) -> list[Pod]:
         return [p for p in pods.values() if not p["metadata"].get("deletionTimestamp")]
 
-    def done() -> bool:
-        live = mine()
+    def done(pods: dict[str, Pod]) -> bool:
+        live = mine(pods)
         for match, count in wanted.values():
             selected = [p for p in pods.values()
                         if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in match.items())]
@@ -459,21 +459,15 @@ def _roll(client: Client, ns: str, enabled: bool, *, timeout: float, progress: b
                 return False
         return all(_pod_ready(p) and _injected(p) == enabled for p in live)
 
-    def show() -> None:
-        live = mine()
+    def show(pods: dict[str, Pod]) -> None:
+        live = mine(pods)
         good = sum(1 for p in live if _pod_ready(p) and _injected(p) == enabled)
         bar.update(f"pods {goal}: {good} of {sum(c for _, c in wanted.values())} "
                    f"({len(pods) - len(live)} old pods terminating), {time.monotonic() - started:.1f} s")
 
-    for event in client.watch_pods(namespace=ns, timeout=timeout):
-        if event.type == "LIST":
-            pods = {str(p["metadata"]["name"]): p for p in event.pods}
-        elif event.type == "DELETED":
-            pods.pop(str(event.pod["metadata"]["name"]), None)
-        else:
-            pods[str(event.pod["metadata"]["name"])] = event.pod
-        show()
-        if done():
+    for pods in pods_by_name(client.watch_pods(namespace=ns, timeout=timeout)):
+        show(pods)
+        if done(pods):
             break
     else:
         bar.close()
@@ -482,7 +476,7 @@ def _roll(client: Client, ns: str, enabled: bool, *, timeout: float, progress: b
                           f"(not yet: {', '.join(late[:5]) or 'old pods still terminating'}); "
                           "look with lab.pods() and `kubectl get pods`")
     seconds = round(time.monotonic() - started, 2)
-    frame = pods_frame(sorted(mine(), key=lambda p: str(p["metadata"]["name"])))
+    frame = pods_frame(sorted(mine(pods), key=lambda p: str(p["metadata"]["name"])))
     bar.close(f"{len(frame)} pods Ready {goal} in {seconds:.1f} s")
     return Injection(ns, enabled, sorted(wanted), frame, seconds)
 
