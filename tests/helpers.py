@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,3 +140,30 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def kubectl_port_forward(binary: str, env: dict[str, str], target: str, port: int) -> Iterator[int]:
+    """``kubectl port-forward TARGET 0:PORT`` while the block runs; yields the local port kubectl chose."""
+    proc = subprocess.Popen([binary, "port-forward", target, f"0:{port}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 9080"
+        assert line.startswith("Forwarding from 127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
+        yield int(line.split(":")[1].split()[0])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def bookstore_title_at(port: int, path: str = "/productpage") -> bool:
+    """Whether ``http://127.0.0.1:PORT/PATH`` answers with Bookinfo's product page (its ``<title>``)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return "<title>Simple Bookstore App</title>" in conn.getresponse().read().decode()
+    finally:
+        conn.close()

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import FAST, Kubectl, start_sandbox
-from helpers import eventually
+from helpers import bookstore_title_at, eventually
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -409,15 +409,7 @@ def test_the_gateway_starts_only_with_the_mesh(tmp_path_factory: pytest.TempPath
         assert sb.status()["gateway_url"] == f"http://127.0.0.1:{port}"
         assert f"  istio-ingressgateway http://127.0.0.1:{port}\n" in _cli_status(sb)
 
-        def title() -> bool:
-            conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
-            try:
-                conn.request("GET", "/productpage")
-                return "<title>Simple Bookstore App</title>" in conn.getresponse().read().decode()
-            finally:
-                conn.close()
-
-        eventually(title, what="productpage through the gateway", ignore=(OSError,))
+        eventually(lambda: bookstore_title_at(int(port)), what="productpage through the gateway", ignore=(OSError,))
         # No sidecars here: the gateway reached productpage directly; its access log has the request.
         assert "outbound|9080||productpage.default.svc.cluster.local" in kubectl(
             "logs", "-n", "istio-system", "-l", "istio=ingressgateway").stdout

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, Kubectl, start_sandbox
-from helpers import eventually
+from helpers import bookstore_title_at, eventually, kubectl_port_forward
 
 from labkit.sandbox import Sandbox
 
@@ -158,25 +158,12 @@ def test_the_cli_and_the_status_say_where_the_gateway_is(sandbox: Sandbox, kubec
     assert re.search(rf"^\s+istio-ingressgateway\s+{re.escape(url)}$", out, re.M), out
     kubectl("apply", "-f", str(ISTIO / "bookinfo-gateway.yaml"))
 
-    def title() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
-        try:
-            conn.request("GET", "/productpage")
-            return "<title>Simple Bookstore App</title>" in conn.getresponse().read().decode()
-        finally:
-            conn.close()
-
-    eventually(title, what="productpage through the gateway's URL", ignore=(OSError,))
+    eventually(lambda: bookstore_title_at(int(port)), what="productpage through the gateway's URL",
+               ignore=(OSError,))
 
 
 def test_port_forward_to_a_meshed_pod_reaches_its_app(kubectl: Kubectl) -> None:
-    proc = subprocess.Popen([kubectl.binary, "port-forward", "deploy/ratings-v1", "0:9080"], env=kubectl.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 9080"
-        assert line.startswith("Forwarding from 127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
-        port = int(line.split(":")[1].split()[0])
+    with kubectl_port_forward(kubectl.binary, kubectl.env, "deploy/ratings-v1", 9080) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
         try:
             conn.request("GET", "/ratings/7")
@@ -184,9 +171,6 @@ def test_port_forward_to_a_meshed_pod_reaches_its_app(kubectl: Kubectl) -> None:
             assert response.status == 200 and json.loads(response.read())["id"] == 7
         finally:
             conn.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_lesson_7s_hidden_v2_by_pod_ip_is_inbound_passthrough(kubectl: Kubectl) -> None:

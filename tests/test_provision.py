@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import Kubectl, wait_all_ready
-from helpers import eventually, free_port
+from helpers import eventually, free_port, kubectl_port_forward
 
 import labkit
 from labkit import provision as prov
@@ -115,18 +115,9 @@ def test_port_forward_in_their_namespace_only(workshop: prov.ProvisionResult, tm
     a = attendee_kubectl(workshop, 0, tmp_path)
     refused = a("-n", "attendee-02", "port-forward", "deploy/productpage-v1", "0:9080", check=False, timeout=30)
     assert refused.returncode == 1 and "is forbidden" in refused.stderr
-    proc = subprocess.Popen([a.binary, "port-forward", "deploy/productpage-v1", "0:9080"], env=a.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 9080"
-        assert line.startswith("Forwarding from 127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
-        port = int(line.split(":")[1].split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/productpage", timeout=20) as page:
-            assert page.status == 200 and b"Reviews served by" in page.read()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with kubectl_port_forward(a.binary, a.env, "deploy/productpage-v1", 9080) as port, \
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/productpage", timeout=20) as page:
+        assert page.status == 200 and b"Reviews served by" in page.read()
 
 
 def test_the_official_client_and_labkit_with_an_attendees_kubeconfig(workshop: prov.ProvisionResult) -> None:
