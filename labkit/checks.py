@@ -156,6 +156,14 @@ def solve_button(result: Check) -> Any:
     return ipywidgets.VBox([shown, button])
 
 
+def _integer(answer: Any) -> int | None:
+    """The answer as an int (``int(answer)``), or None when it is not one."""
+    try:
+        return int(answer)
+    except (TypeError, ValueError):
+        return None
+
+
 def unanswered(answer: Any) -> bool:
     """The placeholder of an exercise (``...``, None, an empty string)."""
     return answer is None or answer is Ellipsis or (isinstance(answer, str) and answer.strip() in ("", "...", "?"))
@@ -252,9 +260,7 @@ def check_restarts(lab: Lab, answer: Any, *, selector: str = "app=details", inde
     hint = f"lab.pods({selector!r}) has a restarts column; kubectl's first pod is the first by name."
     if unanswered(answer):
         return Check(False, "not answered yet: write a number.", hint)
-    try:
-        given = int(answer)
-    except (TypeError, ValueError):
+    if (given := _integer(answer)) is None:
         return Check(False, f"{answer!r} is not a number.", hint)
     if given == restarts:
         return Check(True, f"{name} has restarted {restarts} time{'s' if restarts != 1 else ''}.")
@@ -325,9 +331,7 @@ def _ready_count(lab: Lab | None, answer: Any) -> tuple[bool, str]:
     lab = _need(lab)
     pods = lab.pods("app=details")
     ready = int(sum(1 for r in pods["ready"] if str(r).split("/")[0] == str(r).split("/")[-1]))
-    try:
-        given = int(answer)
-    except (TypeError, ValueError):
+    if (given := _integer(answer)) is None:
         return False, f"{answer!r} is not a number."
     if given == ready:
         return True, f"{ready} of the {len(pods)} details pods are Ready now."
@@ -604,9 +608,7 @@ def check_release(answer: Any) -> Check:
 
 def _pod_count(lab: Lab | None, answer: Any) -> tuple[bool, str]:
     pods = _need(lab).pods()
-    try:
-        given = int(answer)
-    except (TypeError, ValueError):
+    if (given := _integer(answer)) is None:
         return False, f"{answer!r} is not a number."
     if given == len(pods):
         return True, f"{len(pods)} pods: three for each of the four services, and the tester pod."
@@ -641,9 +643,7 @@ def _json_of(answer: Any) -> Any:
 def _stars(lab: Lab | None, answer: Any) -> tuple[bool, str]:
     live = json.loads(_need(lab).request("http://ratings:9080/ratings/7", check=True).stdout)
     stars = int(live["ratings"]["Reviewer2"])
-    try:
-        given = int(answer)
-    except (TypeError, ValueError):
+    if (given := _integer(answer)) is None:
         return False, f"{answer!r} is not a number of stars."
     if given == stars:
         return True, f"Reviewer2 gave book 7 {stars} stars, as ratings answers now."
@@ -668,9 +668,7 @@ def _details_request(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
 
 def _exit_code(expected: int, meaning: str) -> Verify:
     def verify(_lab: Lab | None, answer: Any) -> tuple[bool, str]:
-        try:
-            given = int(answer)
-        except (TypeError, ValueError):
+        if (given := _integer(answer)) is None:
             return False, f"{answer!r} is not an exit code (a number)."
         if given == expected:
             return True, f"curl exits with {expected} when {meaning}."

@@ -167,3 +167,15 @@ def bookstore_title_at(port: int, path: str = "/productpage") -> bool:
         return "<title>Simple Bookstore App</title>" in conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def every_pod_meshed(kubectl: Callable[..., Any], pods: int) -> bool:
+    """Whether the namespace has exactly ``pods`` live pods, each with an ``istio-proxy`` sidecar last and every
+    container Ready (``kubectl`` is the tests' Kubectl)."""
+    import json
+
+    items = json.loads(kubectl("get", "pods", "-o", "json").stdout)["items"]
+    live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    return len(live) == pods and all(
+        [c["name"] for c in p["spec"]["containers"]][-1] == "istio-proxy"
+        and all(cs["ready"] for cs in p["status"].get("containerStatuses") or [{"ready": False}]) for p in live)

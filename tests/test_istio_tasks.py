@@ -15,7 +15,6 @@ and ``destination-rule-all.yaml`` applied, as the tasks' "Before you begin" asks
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, Kubectl, start_sandbox
-from helpers import eventually
+from helpers import eventually, every_pod_meshed
 
 from labkit.sandbox import Sandbox
 
@@ -80,14 +79,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         sb.stop()
 
 
-def _meshed(kubectl: Kubectl) -> bool:
-    pods = json.loads(kubectl("get", "pods", "-o", "json").stdout)["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return len(live) == len(APPS) and all(
-        [c["name"] for c in p["spec"]["containers"]][-1] == "istio-proxy"
-        and all(cs["ready"] for cs in p["status"].get("containerStatuses") or [{"ready": False}]) for p in live)
-
-
 @pytest.fixture(scope="module")
 def sh(sandbox: Sandbox, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Shell:
     """Bookinfo meshed, the gateway and the destination rules applied, as each task's "Before you begin"."""
@@ -98,7 +89,8 @@ def sh(sandbox: Sandbox, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFact
     shell("kubectl apply -f reviews-v2-v3.yaml")
     shell("kubectl label namespace default istio-injection=enabled --overwrite")
     shell("kubectl rollout restart deployment")
-    eventually(lambda: _meshed(kubectl), timeout=90, what="every pod at 2/2 with an istio-proxy sidecar")
+    eventually(lambda: every_pod_meshed(kubectl, len(APPS)), timeout=90,
+               what="every pod at 2/2 with an istio-proxy sidecar")
     out = shell("kubectl apply -f samples/bookinfo/networking/bookinfo-gateway.yaml")
     assert "gateway.networking.istio.io/bookinfo-gateway created" in out
     assert "virtualservice.networking.istio.io/bookinfo created" in out

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import FAST, Kubectl, start_sandbox
-from helpers import bookstore_title_at, eventually
+from helpers import bookstore_title_at, eventually, every_pod_meshed
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -41,21 +41,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         sb.stop()
 
 
-def _meshed(kubectl: Kubectl) -> bool:
-    pods = json.loads(kubectl("get", "pods", "-o", "json").stdout)["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return len(live) == len(APPS) and all(
-        [c["name"] for c in p["spec"]["containers"]][-1] == "istio-proxy"
-        and all(cs["ready"] for cs in p["status"].get("containerStatuses") or [{"ready": False}]) for p in live)
-
-
 @pytest.fixture(scope="module")
 def mesh(sandbox: Sandbox, kubectl: Kubectl) -> Kubectl:
     """Bookinfo with reviews v1-v3, every pod injected (the "enable Istio" lesson), destination-rule-all applied."""
     kubectl("apply", "-f", str(V2_V3))
     kubectl("label", "namespace", "default", "istio-injection=enabled")
     kubectl("rollout", "restart", "deployment")
-    eventually(lambda: _meshed(kubectl), timeout=90, what="every pod at 2/2 with an istio-proxy sidecar")
+    eventually(lambda: every_pod_meshed(kubectl, len(APPS)), timeout=90,
+               what="every pod at 2/2 with an istio-proxy sidecar")
     kubectl("apply", "-f", str(ISTIO / "destination-rule-all.yaml"))
     return kubectl
 
